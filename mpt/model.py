@@ -86,6 +86,8 @@ class Templater:
         self.tail = tokenizer(".", add_special_tokens=False)["input_ids"]
 
     def encode(self, premises: Sequence[str], hypotheses: Sequence[str]) -> list[list[int]]:
+        if not premises:
+            return []
         premise_ids = self.tokenizer(list(premises), add_special_tokens=False)["input_ids"]
         hypothesis_ids = self.tokenizer([f"{h} ?" for h in hypotheses], add_special_tokens=False)["input_ids"]
         budget = self.max_length - 4 - len(self.tail)  # <s>, </s>, <mask>, </s>

@@ -1,0 +1,53 @@
+"""Shared fixtures: small data directories in XNLI's local format and cached backbones."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach a model hub
+
+from mpt.backbones import load_backbone  # noqa: E402
+
+ROWS = [
+    ("A man is playing a guitar on the street.", "A person is making music.", "entailment"),
+    ("A man is playing a guitar on the street.", "The man is a famous singer.", "neutral"),
+    ("A man is playing a guitar on the street.", "The man is asleep in bed.", "contradiction"),
+    ("Two children are building a sandcastle at the beach.", "Kids are at the seaside.", "entailment"),
+    ("Two children are building a sandcastle at the beach.", "The children are siblings.", "neutral"),
+    ("Two children are building a sandcastle at the beach.", "The children are skiing.", "contradiction"),
+    ("A woman is reading a newspaper in a cafe.", "Someone is reading.", "entailment"),
+    ("A woman is reading a newspaper in a cafe.", "The woman is waiting for a friend.", "neutral"),
+    ("A woman is reading a newspaper in a cafe.", "The woman is swimming in a lake.", "contradiction"),
+]
+
+
+def write_nli(path: Path, rows=ROWS) -> Path:
+    path.write_text("".join(f"{p}\t{h}\t{label}\n" for p, h, label in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def nli_dir(tmp_path: Path) -> Path:
+    """en train/dev/test and de dev/test (German rows = English rows with a marker) plus parallel-de.tsv."""
+    for split in ("train", "dev", "test"):
+        write_nli(tmp_path / f"{split}-en.tsv", ROWS * (3 if split == "train" else 1))
+    for split in ("dev", "test"):
+        write_nli(tmp_path / f"{split}-de.tsv", [(f"[de] {p}", f"[de] {h}", label) for p, h, label in ROWS])
+    (tmp_path / "parallel-de.tsv").write_text(
+        "".join(f"{p}\t[de] {p}\n" for p in dict.fromkeys(r[0] for r in ROWS)), encoding="utf-8")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    return load_backbone("tiny-xlmr")
+
+
+@pytest.fixture(scope="session")
+def e5_two_layers():
+    """The embedded e5-small cut to 2 layers: the linear-head path at test speed."""
+    return load_backbone("e5-small", num_layers=2)

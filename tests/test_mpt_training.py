@@ -1,0 +1,121 @@
+"""The training loop: determinism, exact resume, model selection, errors, and the single-run CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mpt.config import MPTConfig
+from mpt.training import CheckpointError, NonFiniteLossError, Trainer, fit
+
+
+def _config(nli_dir, **overrides):
+    values = dict(backbone="tiny-xlmr", data=str(nli_dir), parallel=str(nli_dir), target_languages=["de"],
+                  prompt_length=4, shots_per_class=3, batch_size=4, alignment_batch_size=2, epochs=3,
+                  translator_depth=1, alignment_weight=0.5, learning_rate=0.05, dev_all_languages=True)
+    values.update(overrides)
+    return MPTConfig(**values)
+
+
+def _history(result):
+    return [(r.epoch, r.loss, r.ce_loss, r.kl_loss, r.dev_accuracy) for r in result.history]
+
+
+def test_same_seed_gives_identical_metrics_and_another_seed_does_not(nli_dir, tiny_backbone):
+    first = fit(_config(nli_dir), backbone=tiny_backbone)
+    second = fit(_config(nli_dir), backbone=tiny_backbone)
+    other = fit(_config(nli_dir, seed=1), backbone=tiny_backbone)
+    assert _history(first) == _history(second) and first.accuracy == second.accuracy
+    assert _history(first) != _history(other)
+    assert set(first.accuracy) == {"en", "de"} and 1 <= first.best_epoch <= 3
+
+
+def test_resume_from_checkpoint_ends_exactly_like_an_uninterrupted_run(nli_dir, tiny_backbone, tmp_path):
+    config = _config(nli_dir, epochs=4, eval_every=2)
+    uninterrupted = fit(config, backbone=tiny_backbone)
+    interrupted = Trainer(config, backbone=tiny_backbone)
+    interrupted.train_epoch()
+    interrupted.train_epoch()
+    interrupted.train_epoch()
+    interrupted.save(tmp_path / "state.pt")
+    resumed = fit(config, backbone=tiny_backbone, resume_from=tmp_path / "state.pt")
+    assert _history(resumed) == _history(uninterrupted)
+    assert resumed.accuracy == uninterrupted.accuracy and resumed.best_epoch == uninterrupted.best_epoch
+    assert [r.dev_accuracy == {} for r in resumed.history] == [True, False, True, False]
+
+
+def test_checkpoint_errors(nli_dir, tiny_backbone, tmp_path):
+    trainer = Trainer(_config(nli_dir), backbone=tiny_backbone)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        trainer.load(corrupt)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        trainer.load(tmp_path / "missing.pt")
+    trainer.save(tmp_path / "ok.pt")
+    other = Trainer(_config(nli_dir, prompt_length=5), backbone=tiny_backbone)
+    with pytest.raises(CheckpointError, match=r"different config \(\['prompt_length'\]\)"):
+        other.load(tmp_path / "ok.pt")
+
+
+def test_best_dev_state_is_used_for_test(nli_dir, tiny_backbone):
+    trainer = Trainer(_config(nli_dir, epochs=3), backbone=tiny_backbone)
+    result = trainer.run()
+    trainer.model.load_trainable_state_dict(trainer.best_state)
+    assert result.accuracy["en"] == trainer.accuracy(trainer.data.test["en"], "en", split="test")
+    dev = [r.dev_accuracy["en"] for r in result.history]
+    assert result.best_dev_accuracy == max(dev) and result.best_epoch == dev.index(max(dev)) + 1
+
+
+def test_non_finite_loss_names_epoch_and_step(nli_dir, tiny_backbone):
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 1, step 2: lower learning_rate"):
+        fit(_config(nli_dir, learning_rate=float("inf")), backbone=tiny_backbone)
+
+
+def test_dynamic_padding_gives_the_same_accuracy_as_max_length_padding(nli_dir, tiny_backbone):
+    trainer = Trainer(_config(nli_dir, max_length=48), backbone=tiny_backbone)
+    examples = trainer.data.test["de"]
+    assert trainer.accuracy(examples, "de") == trainer.accuracy(examples, "de", pad_to_max_length=True)
+
+
+@pytest.mark.slow
+def test_end_to_end_fit_on_the_mini_set_with_e5(e5_two_layers):
+    config = MPTConfig(num_layers=2, epochs=2, shots_per_class=4, prompt_length=4, target_languages=["de", "sw"],
+                       max_eval_examples=30, alignment_batch_size=4)
+    result = fit(config, backbone=e5_two_layers)
+    assert set(result.accuracy) == {"en", "de", "sw"}
+    assert all(0.0 <= acc <= 1.0 for acc in result.accuracy.values())
+    assert result.average == pytest.approx(sum(result.accuracy.values()) / 3)
+    assert result.average_target == pytest.approx((result.accuracy["de"] + result.accuracy["sw"]) / 2)
+    assert all(r.kl_loss > 0 for r in result.history)
+
+
+@pytest.mark.slow
+def test_cli_writes_results_json(tmp_path):
+    out = tmp_path / "out.json"
+    done = subprocess.run([sys.executable, "-m", "mpt.train", "--data", "mini", "--epochs", "2", "--num-layers", "1",
+                           "--shots-per-class", "4", "--target-languages", "de,zh", "--max-eval-examples", "12",
+                           "--output", str(out), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert set(results["accuracy"]) == {"en", "de", "zh"}
+    assert {"average", "average_target", "best_epoch", "config"} <= set(results)
+    assert results["config"]["target_languages"] == ["de", "zh"]
+    assert "average" in done.stdout and "zh" in done.stdout
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--alignment-weight", "1.5"], "'alignment_weight' = 1.5 is invalid: allowed a number in [0, 1]"),
+    (["--data", "/nonexistent/dir"], "neither 'mini', 'xnli' nor an existing directory"),
+    (["--backbone", "/nonexistent/model"], "cannot load backbone '/nonexistent/model'"),
+    (["--num-layers", "two"], "expected int"),
+])
+def test_cli_bad_input_exits_nonzero_with_a_fix(argv, fragment):
+    done = subprocess.run([sys.executable, "-m", "mpt.train", *argv, "--quiet"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode != 0
+    assert fragment in done.stderr
