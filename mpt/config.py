@@ -53,7 +53,7 @@ class MPTConfig:
     teacher_stop_gradient: bool = True
     alignment_batch_size: int = 8
     # optimisation
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     weight_decay: float = 0.01
     epochs: int = 10
     batch_size: int = 8
