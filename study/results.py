@@ -1,0 +1,102 @@
+"""The study's trial table (results/<study>/trials.json): what the report and `--confirm-top` read."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainable import META_KEYS
+
+COMPLETE, FAILED, STOPPED, UNFINISHED = "COMPLETE", "FAILED", "STOPPED", "UNFINISHED"
+
+
+@dataclass
+class TrialRow:
+    """One trial: its searched values, status, objective and per-language accuracies."""
+
+    trial_id: str
+    trial_number: int
+    status: str  # COMPLETE | FAILED | STOPPED (early, by ASHA) | UNFINISHED (interrupted)
+    params: dict[str, Any]
+    reference: str | None = None
+    objective: float | None = None
+    test_accuracy: dict[str, float] = field(default_factory=dict)
+    test_average: float | None = None
+    test_average_target: float | None = None
+    dev_accuracy: dict[str, float] = field(default_factory=dict)
+    epochs_done: int = 0
+    error: str | None = None
+    checkpoint: str | None = None  # the trial's last checkpoint (path or URI)
+    seed: int | None = None  # confirmation runs only
+
+
+def rows_from_results(result_grid, finished: bool) -> list[TrialRow]:
+    """Trial rows from a Tune ResultGrid; `finished` says whether trials without test results ended
+    (stopped early) or were interrupted."""
+    rows = []
+    for result in result_grid:
+        config = dict(result.config or {})
+        metrics = dict(result.metrics or {})
+        if result.error is not None:
+            status = FAILED
+        elif "test_acc_avg" in metrics:
+            status = COMPLETE
+        else:
+            status = STOPPED if finished else UNFINISHED
+        test = {k[len("test_acc_"):]: v for k, v in metrics.items()
+                if k.startswith("test_acc_") and k not in ("test_acc_avg", "test_acc_avg_target")}
+        dev = {k[len("dev_acc_"):]: v for k, v in metrics.items() if k.startswith("dev_acc_") and k != "dev_acc_avg"}
+        checkpoint = result.checkpoint.path if result.checkpoint is not None else None
+        rows.append(TrialRow(
+            trial_id=str(metrics.get("trial_id") or _trial_id_from_path(result.path)),
+            trial_number=int(config.get("trial_number", len(rows))),
+            status=status, params={k: v for k, v in config.items() if k not in META_KEYS},
+            reference=config.get("reference"), objective=metrics.get("objective"), test_accuracy=test,
+            test_average=metrics.get("test_acc_avg"), test_average_target=metrics.get("test_acc_avg_target"),
+            dev_accuracy=dev, epochs_done=int(metrics.get("epoch", 0) or 0),
+            error=_error_line(result.error), checkpoint=checkpoint, seed=config.get("seed")))
+    return sorted(rows, key=lambda row: (row.trial_number, row.seed or 0))
+
+
+def _trial_id_from_path(path: str) -> str:
+    """A trial folder is named `<trainable>_<trial id>` (study.search.trial_dirname); ids are 8 hex digits."""
+    match = re.search(r"_([0-9a-f]{8})$", Path(path).name)
+    return match.group(1) if match else Path(path).name
+
+
+def _error_line(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def save_rows(path: Path, rows: list[TrialRow]) -> None:
+    from study.settings import write_atomically
+
+    write_atomically(path, json.dumps([asdict(r) for r in rows], indent=1, ensure_ascii=False))
+
+
+def load_rows(path: Path) -> list[TrialRow]:
+    return [TrialRow(**row) for row in json.loads(path.read_text(encoding="utf-8"))]
+
+
+def completed(rows: list[TrialRow]) -> list[TrialRow]:
+    return [r for r in rows if r.status == COMPLETE and r.objective is not None]
+
+
+def best_row(rows: list[TrialRow]) -> TrialRow | None:
+    """The complete trial with the highest objective (ties: the earlier trial)."""
+    candidates = completed(rows)
+    return max(candidates, key=lambda r: (r.objective, -r.trial_number)) if candidates else None
+
+
+def top_rows(rows: list[TrialRow], k: int) -> list[TrialRow]:
+    return sorted(completed(rows), key=lambda r: (-r.objective, r.trial_number))[:k]
+
+
+def reference_row(rows: list[TrialRow], name: str) -> TrialRow | None:
+    return next((r for r in rows if r.reference == name), None)

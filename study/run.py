@@ -1,0 +1,543 @@
+"""Run a hyperparameter study of MPT: Ray Tune trials, an Optuna search, MLflow records and a report.
+
+    python study/run.py --space alignment            # the default study: <= 10 minutes on 2 CPU cores
+    python study/run.py --space alignment --smoke    # the tiny end-to-end check: <= 2 minutes
+    python study/run.py --space alignment --resume   # continue the interrupted study of that name
+    python study/run.py --space full --name full-40 --num-samples 40 --set num_layers=12 --set epochs=8
+    python study/run.py --space alignment --confirm-top 3 --confirm-seeds 5
+    python study/run.py --space full --address auto --storage-path s3://bucket/mpt \\
+        --mlflow-tracking-uri http://mlflow.internal:5000 --gpus-per-trial 0.25
+
+Run from the repository root: results go to ./results (results/<name>/report.md, results/ray,
+results/mlflow.db). Every study first evaluates the vanilla prompt-transfer baseline (translator
+depth 0, alignment weight 0) and the paper-like default (depth 1, weight 0.5), then Optuna's TPE
+suggestions. Ctrl+C stops a study cleanly; `--resume` continues it. Exit status: 0 done, 1 no trial
+completed, 2 bad input, 130 interrupted (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: make `study` (not an installed package) importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+# Silence only what is harmless: Ray's notice that it will stop overriding CUDA_VISIBLE_DEVICES for
+# zero-GPU trials in a future release (we ask for the future behaviour explicitly; CPU trials ignore it).
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+# CheckpointConfig(num_to_keep=1) makes Tune snapshot its state with every trial checkpoint, which we
+# want (resume then matches the checkpoints); on local disk that costs milliseconds, so the
+# "snapshotting may become a bottleneck" warning is noise.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+from mpt.config import ConfigError, MPTConfig, parse_value  # noqa: E402
+from mpt.data import DataError, few_shot  # noqa: E402
+from mpt.train import read_config_file  # noqa: E402
+from search_spaces import REFERENCE_POINTS, SPACES, UnknownSpaceError, VANILLA, get_space  # noqa: E402
+from study.results import (COMPLETE, TrialRow, best_row, reference_row, rows_from_results,  # noqa: E402
+                           save_rows, top_rows)
+from study.settings import (DEFAULT_NUM_SAMPLES, DEFAULT_STORAGE_PATH, RESULTS_ROOT, SCHEDULERS,  # noqa: E402
+                            SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudyError, StudyPaths, StudySettings,
+                            absolute_storage, check_name, default_tracking_uri, is_uri, write_atomically)
+from trainable import OBJECTIVES, STATE_FILE  # noqa: E402
+
+EXIT_NO_RESULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+CONFIRM_SUFFIX = "-confirm"
+
+
+# --- command line -------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python study/run.py", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    study = parser.add_argument_group("the study")
+    study.add_argument("--space", required=True,
+                       help=f"search space (required): {', '.join(SPACES)}; search_spaces/NAME.py says what each "
+                            f"searches")
+    study.add_argument("--name", help="study name: its folder results/NAME and MLflow experiment "
+                                      "(default: the space, with '-smoke' under --smoke)")
+    study.add_argument("--num-samples", type=int, metavar="N",
+                       help=f"trials, the 2 reference points included (default: {DEFAULT_NUM_SAMPLES}; "
+                            f"{SMOKE_NUM_SAMPLES} with --smoke)")
+    study.add_argument("--objective", choices=tuple(OBJECTIVES),
+                       help="what Optuna maximises: " + "; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items())
+                            + " (default: dev_avg)")
+    study.add_argument("--scheduler", choices=SCHEDULERS,
+                       help="none: every trial runs all epochs; asha: stop weak trials early (never the "
+                            "reference points) (default: none)")
+    study.add_argument("--seed", type=int, help="seeds the TPE sampler and the base config's few-shot "
+                                                "sample and initialisation (default: 0)")
+    study.add_argument("--resume", action="store_true",
+                       help="continue the study --name (finished trials are kept, running ones continue from "
+                            "their last checkpoint); its stored settings apply (default: off)")
+    study.add_argument("--smoke", action="store_true",
+                       help=f"tiny settings for an end-to-end check in under 2 minutes: {SMOKE_NUM_SAMPLES} "
+                            f"trials, {json.dumps(SMOKE_BASE)} (default: off)")
+    base = parser.add_argument_group("the base config every trial starts from (mpt.config.MPTConfig fields)")
+    base.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one field, repeatable, e.g. --set num_layers=4 --set target_languages=de,fr "
+                           f"(study defaults on top of MPTConfig's: {json.dumps(STUDY_BASE_DEFAULTS)})")
+    base.add_argument("--config", metavar="FILE", help="YAML/JSON file of fields, applied before --set "
+                                                       "(default: none)")
+    confirm = parser.add_argument_group("confirmation")
+    confirm.add_argument("--confirm-top", type=int, default=0, metavar="K",
+                         help="after the search, rerun the K best configurations (and the vanilla baseline) with "
+                              "--confirm-seeds new few-shot seeds; report mean ± std per language (default: 0, off)")
+    confirm.add_argument("--confirm-seeds", type=int, metavar="S",
+                         help="seeds per confirmed configuration (default: 3 when --confirm-top is given)")
+    cluster = parser.add_argument_group("resources and cluster")
+    cluster.add_argument("--max-concurrent", type=int, metavar="N",
+                         help="trials at once; a resumed study keeps its first value (default: the cluster's "
+                              "CPUs / --cpus-per-trial)")
+    cluster.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N",
+                         help="CPUs per trial; also the trial's torch threads (default: 1)")
+    cluster.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N",
+                         help="GPUs per trial, fractions allowed: 0.25 packs 4 trials per GPU (default: 0)")
+    cluster.add_argument("--address", help="join a running Ray cluster: 'auto' (from a node of it) or "
+                                           "'ray://HOST:10001' (default: start a local Ray)")
+    cluster.add_argument("--storage-path", metavar="PATH", help="where Ray Tune keeps trials and checkpoints: a folder, or a URI "
+                                                "such as s3://bucket/path, which a multi-node cluster needs "
+                                                f"(default: {DEFAULT_STORAGE_PATH})")
+    cluster.add_argument("--mlflow-tracking-uri", metavar="URI", help="MLflow store: a server URL on a cluster "
+                                                       "(default: sqlite:///results/mlflow.db)")
+    return parser
+
+
+def base_config_from_args(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """Study defaults < --smoke < --config FILE < --set, checked by MPTConfig."""
+    values: dict[str, Any] = {**STUDY_BASE_DEFAULTS, "seed": seed}
+    if args.smoke:
+        values.update(SMOKE_BASE)
+    if args.config:
+        values.update(read_config_file(args.config))
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise StudyError(f"--set {item!r} is not KEY=VALUE: write e.g. --set num_layers=4")
+        values[key.strip()] = parse_value(key.strip(), text.strip())
+    config = MPTConfig.from_dict(values)
+    for field in ("data", "parallel", "xnli_repo", "backbone"):  # Ray moves trials to other folders
+        value = getattr(config, field)
+        if not is_uri(value) and Path(value).exists():
+            config = config.replace(**{field: str(Path(value).resolve())})
+    return config.to_dict()
+
+
+def settings_from_args(args: argparse.Namespace) -> StudySettings:
+    """The settings a new study with these flags would have (validated, nothing written)."""
+    space = get_space(args.space)
+    name = check_name(args.name or (f"{space.name}-smoke" if args.smoke else space.name))
+    num_samples = args.num_samples if args.num_samples is not None else (
+        SMOKE_NUM_SAMPLES if args.smoke else DEFAULT_NUM_SAMPLES)
+    if num_samples < len(REFERENCE_POINTS):
+        raise StudyError(f"--num-samples {num_samples} is too small: every study first runs the "
+                         f"{len(REFERENCE_POINTS)} reference points ({', '.join(REFERENCE_POINTS)}); use at least "
+                         f"{len(REFERENCE_POINTS)}")
+    seed = args.seed if args.seed is not None else 0
+    if seed < 0:
+        raise StudyError(f"--seed {seed} is negative: use an integer >= 0")
+    results_root = RESULTS_ROOT.resolve()
+    return StudySettings(
+        name=name, space=space.name, objective=args.objective or "dev_avg", num_samples=num_samples,
+        scheduler=args.scheduler or "none", seed=seed, smoke=args.smoke,
+        storage_path=absolute_storage(args.storage_path or DEFAULT_STORAGE_PATH),
+        mlflow_tracking_uri=args.mlflow_tracking_uri or default_tracking_uri(results_root),
+        base_config=base_config_from_args(args, seed))
+
+
+def check_resources(args: argparse.Namespace) -> None:
+    if args.cpus_per_trial <= 0:
+        raise StudyError(f"--cpus-per-trial {args.cpus_per_trial} must be > 0 (e.g. 1, or 0.5 to share a core)")
+    if args.gpus_per_trial < 0:
+        raise StudyError(f"--gpus-per-trial {args.gpus_per_trial} must be >= 0 (0 runs on CPU)")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise StudyError(f"--max-concurrent {args.max_concurrent} must be >= 1 (or leave it out)")
+    if args.confirm_top < 0:
+        raise StudyError(f"--confirm-top {args.confirm_top} must be >= 0")
+    if args.confirm_seeds is not None and args.confirm_top == 0:
+        raise StudyError("--confirm-seeds needs --confirm-top K: say how many configurations to confirm")
+    if args.confirm_seeds is not None and args.confirm_seeds < 1:
+        raise StudyError(f"--confirm-seeds {args.confirm_seeds} must be >= 1")
+
+
+# --- does the study exist? ------------------------------------------------------------------------------
+
+def ray_experiment_exists(path: str) -> bool:
+    from ray import tune
+
+    try:
+        return tune.Tuner.can_restore(path)
+    except Exception as err:  # unreachable or unauthorised storage: say so rather than guess
+        raise StudyError(f"cannot read Ray Tune storage {path} ({type(err).__name__}: {err}): check "
+                         f"--storage-path and its credentials") from None
+
+
+def mlflow_experiment_exists(tracking_uri: str, name: str) -> bool:
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).exists():
+        return False  # no database yet; do not create one just to look
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri).get_experiment_by_name(name) is not None
+
+
+def check_new_study(settings: StudySettings, paths: StudyPaths) -> None:
+    """A new study must not reuse a name: it would mix or overwrite results."""
+    found = []
+    if paths.study_dir.exists():
+        found.append(str(paths.study_dir))
+    if ray_experiment_exists(paths.experiment_path()):
+        found.append(f"Ray Tune experiment {paths.experiment_path()}")
+    if mlflow_experiment_exists(settings.mlflow_tracking_uri, settings.name):
+        found.append(f"MLflow experiment {settings.name!r}")
+    if found:
+        raise StudyError(f"study {settings.name!r} already exists ({'; '.join(found)}): continue it with "
+                         f"`--resume`, or start another with a new `--name`")
+
+
+def resume_settings(args: argparse.Namespace, requested: StudySettings, paths: StudyPaths) -> StudySettings:
+    """The stored settings of the study to resume; flags that would change it are refused."""
+    if not paths.settings_file.is_file():
+        raise StudyError(f"nothing to resume: there is no study {requested.name!r} ({paths.settings_file} does not "
+                         f"exist); start it without --resume, or name an existing study with --name")
+    stored = StudySettings.from_json(paths.settings_file.read_text(encoding="utf-8"))
+    given = {"space": True, "objective": args.objective is not None, "num_samples": args.num_samples is not None,
+             "scheduler": args.scheduler is not None, "seed": args.seed is not None, "smoke": args.smoke,
+             "storage_path": args.storage_path is not None,
+             "mlflow_tracking_uri": args.mlflow_tracking_uri is not None,
+             "base_config": bool(args.set or args.config or args.smoke or args.seed is not None)}
+    changed = [field for field in StudySettings.DEFINING
+               if given[field] and getattr(requested, field) != getattr(stored, field)]
+    if changed:
+        details = "; ".join(f"{field}: stored {_short(getattr(stored, field))}, "
+                            f"given {_short(getattr(requested, field))}" for field in changed)
+        raise StudyError(f"--resume continues study {stored.name!r} with its stored settings, but the flags change "
+                         f"{', '.join(changed)} ({details}): drop those flags to resume, or start a new study with "
+                         f"a new --name")
+    stored_paths = replace(paths, storage_path=stored.storage_path)
+    if not ray_experiment_exists(stored_paths.experiment_path()):
+        raise StudyError(f"nothing to resume: study {stored.name!r} has no Ray Tune state at "
+                         f"{stored_paths.experiment_path()} (it stopped before its first trial, or the storage "
+                         f"moved); start a new study with a new --name")
+    return stored
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{...}"
+    return repr(value)
+
+
+def check_shared_storage(storage_path: str, nodes: Sequence[dict]) -> None:
+    """Trials on several nodes must checkpoint to storage every node sees."""
+    alive = [node for node in nodes if node.get("Alive")]
+    if len(alive) > 1 and not is_uri(storage_path):
+        raise StudyError(
+            f"the Ray cluster has {len(alive)} nodes but --storage-path {storage_path} is a node-local folder: "
+            f"trials on other nodes would write checkpoints the driver never sees, and resume would lose them. "
+            f"Use shared storage: a URI such as s3://bucket/path or gs://bucket/path, or a shared file system "
+            f"mounted at the same path on every node given as file:///mnt/shared/path")
+
+
+def check_tracking_for_address(address: str | None, tracking_uri: str) -> None:
+    if address and address.startswith("ray://") and tracking_uri.startswith("sqlite:"):
+        raise StudyError("with --address ray://... Ray Tune runs the study loop on the cluster's head node, which "
+                         "cannot write a local SQLite file: pass --mlflow-tracking-uri http://HOST:5000 (an MLflow "
+                         "server the cluster can reach)")
+
+
+# --- running ---------------------------------------------------------------------------------------------
+
+def start_ray(address: str | None) -> None:
+    import ray
+
+    if address:
+        try:
+            ray.init(address=address)
+        except ConnectionError as err:
+            raise StudyError(f"cannot join the Ray cluster at --address {address} ({err}): start one with "
+                             f"`ray start --head` (then --address auto on its nodes), or leave --address out "
+                             f"to run on this machine") from None
+    else:
+        # Trial processes import `trainable`; make the checkout importable even without `pip install -e .`.
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        ray.init(num_cpus=available_cpus(), include_dashboard=False)  # temp files: Ray's default /tmp/ray
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use (a container or `taskset` may allow fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def load_study_data(config: MPTConfig, objective: str):
+    """Load the data once on the driver; Ray shares it with every trial through its object store."""
+    from mpt.training import load_run_data
+
+    # parallel pairs whatever the base weight: the paper-like reference and the searches turn alignment on
+    weight = config.alignment_weight or REFERENCE_POINTS["paper_default"]["alignment_weight"]
+    data = load_run_data(config.replace(alignment_weight=weight, dev_all_languages=objective == "dev_avg"))
+    few_shot(data.train_pool, config.shots_per_class, config.seed)  # fail now, not in every trial
+    return data
+
+
+def make_trainable(settings: StudySettings, args: argparse.Namespace, data):
+    from ray import tune
+
+    from trainable.mpt_trial import train_mpt
+
+    base = {**settings.base_config, "num_threads": max(1, int(args.cpus_per_trial)),
+            "dev_all_languages": settings.objective == "dev_avg"}
+    return tune.with_resources(
+        tune.with_parameters(train_mpt, base_config=base, objective=settings.objective, data=data),
+        {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+
+
+def max_concurrent(args: argparse.Namespace) -> int:
+    if args.max_concurrent:
+        return args.max_concurrent
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1)
+    return max(1, int(cpus // args.cpus_per_trial))
+
+
+def run_tuner(settings: StudySettings, paths: StudyPaths, args: argparse.Namespace, trainable, tracker,
+              resume: bool, suffix: str = "", search_alg=None, num_samples: int | None = None,
+              scheduler=None):
+    """Fit (or restore and continue) one Tune experiment; returns (ResultGrid, finished?)."""
+    from ray import tune
+
+    from study.search import trial_dirname
+
+    path = paths.experiment_path(suffix)
+    if resume and tune.Tuner.can_restore(path):
+        # finished trials stay finished; interrupted and errored ones continue from their last checkpoint;
+        # the Optuna searcher comes back with its history
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                                        max_concurrent_trials=max_concurrent(args),
+                                        # one process runs trial after trial: torch and the backbone load once
+                                        reuse_actors=True, trial_dirname_creator=trial_dirname),
+            run_config=tune.RunConfig(
+                name=settings.name + suffix, storage_path=settings.storage_path, callbacks=[tracker],
+                # a failed trial (NaN loss, bad values) is recorded as FAILED and the study goes on
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1))
+    grid = tuner.fit()
+    planned = num_samples if num_samples is not None else settings.num_samples
+    finished = len(grid) >= planned and grid.num_terminated + grid.num_errors >= len(grid)
+    return grid, finished
+
+
+def export_best_weights(client, run_id: str, checkpoint, study_dir: Path) -> Path | None:
+    """The best trial's prompt, translator (and linear head) weights, as safetensors, into its MLflow run."""
+    import torch
+    from safetensors.torch import save_file
+
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    tensors = {k: v.contiguous() for k, v in state["best_state"].items()
+               if k.startswith(("prompt.", "translator.", "head."))}
+    path = study_dir / "best_weights.safetensors"
+    save_file(tensors, str(path), metadata={"epoch": str(state["best_epoch"]), "config": state["config"]})
+    client.log_artifact(run_id, str(path), artifact_path="best_weights")
+    return path
+
+
+def run_confirmation(settings: StudySettings, paths: StudyPaths, args: argparse.Namespace, rows: list[TrialRow],
+                     trainable, tracker_for, resume: bool) -> list[TrialRow]:
+    """Rerun the top K configurations and the vanilla baseline with S seeds the search did not use."""
+    from study.search import FixedConfigs
+
+    seeds_per = args.confirm_seeds or 3
+    candidates = top_rows(rows, args.confirm_top)
+    vanilla = reference_row(rows, VANILLA)
+    if vanilla is not None and vanilla.status == COMPLETE and vanilla not in candidates:
+        candidates.append(vanilla)  # the comparison the gains are measured against
+    seeds = [settings.seed + 1 + i for i in range(seeds_per)]
+    points = [{**row.params, "seed": seed, "trial_number": row.trial_number,
+               **({"reference": row.reference} if row.reference else {})}
+              for row in candidates for seed in seeds]
+    suffix = f"{CONFIRM_SUFFIX}-top{args.confirm_top}x{seeds_per}"
+    print(f"\nconfirming {len(candidates)} configurations x {seeds_per} seeds {seeds} ({len(points)} runs)")
+    grid, finished = run_tuner(settings, paths, args, trainable, tracker_for("confirm"), resume, suffix=suffix,
+                               search_alg=FixedConfigs(points),
+                               num_samples=len(points))
+    confirm_rows = rows_from_results(grid, finished)
+    save_rows(paths.confirm_file, confirm_rows)
+    return confirm_rows if finished else []
+
+
+def run_study(args: argparse.Namespace) -> int:
+    check_resources(args)
+    requested = settings_from_args(args)
+    paths = StudyPaths(requested.name, RESULTS_ROOT.resolve(), requested.storage_path)
+    if args.resume:
+        settings = resume_settings(args, requested, paths)
+        paths = replace(paths, storage_path=settings.storage_path)
+    else:
+        check_new_study(requested, paths)
+        settings = requested
+    check_tracking_for_address(args.address, settings.mlflow_tracking_uri)
+    config = settings.config
+
+    # heavy imports only once the input is known to be good: errors above come back in a second
+    from mlflow import MlflowClient
+
+    from study.report import write_report
+    from study.search import make_scheduler, make_searcher
+    from study.tracking import (StudyTracker, environment_tags, find_runs, find_study_run, get_or_create_experiment,
+                                start_study_run)
+
+    data = load_study_data(config, settings.objective)
+
+    start_ray(args.address)
+    import ray
+
+    check_shared_storage(settings.storage_path, ray.nodes())
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    if not args.resume:
+        write_atomically(paths.settings_file, settings.to_json())
+    artifacts = None
+    if settings.mlflow_tracking_uri.startswith("sqlite:"):  # keep artifacts with the database, not in ./mlruns
+        artifacts = (paths.results_root / "mlartifacts" / settings.name).as_uri()
+    experiment_id = get_or_create_experiment(client, settings.name, artifacts)
+    parent_run_id = find_study_run(client, experiment_id)
+    if parent_run_id is None:
+        search_settings = {"space": settings.space, "objective": settings.objective,
+                           "num_samples": settings.num_samples, "scheduler": settings.scheduler,
+                           "seed": settings.seed, "smoke": settings.smoke, "sampler": "TPE(multivariate)",
+                           "storage_path": settings.storage_path}
+        params = {**search_settings, **{f"base.{k}": v for k, v in settings.base_config.items()}}
+        tags = {**environment_tags(REPO_ROOT), "backbone": config.backbone, "data": config.data,
+                "languages": ",".join(config.languages)}
+        parent_run_id = start_study_run(client, experiment_id, settings.name, params, tags)
+    else:
+        client.update_run(parent_run_id, status="RUNNING")
+
+    trainable = make_trainable(settings, args, data)
+
+    def tracker_for(phase: str) -> StudyTracker:
+        return StudyTracker(settings.mlflow_tracking_uri, settings.name, settings.space,
+                            {**settings.base_config, "dev_all_languages": settings.objective == "dev_avg"}, phase)
+
+    space = get_space(settings.space)
+    started = time.perf_counter()
+    print(f"study {settings.name}: space {space.name} ({', '.join(space.params)}), {settings.num_samples} trials, "
+          f"objective {settings.objective}" + (" (resumed)" if args.resume else ""))
+    grid, finished = run_tuner(
+        settings, paths, args, trainable, tracker_for("search"), args.resume,
+        search_alg=make_searcher(space, settings.base_config, settings.seed, settings.num_samples),
+        num_samples=settings.num_samples, scheduler=make_scheduler(settings.scheduler, config.epochs))
+    rows = rows_from_results(grid, finished)
+    save_rows(paths.trials_file, rows)
+    if not finished:
+        return interrupted(client, experiment_id, parent_run_id, settings, rows)
+
+    best = best_row(rows)
+    if best is not None:
+        best_runs = find_runs(client, experiment_id, ray__trial_id=best.trial_id)
+        result = next((r for r in grid if (r.metrics or {}).get("trial_id") == best.trial_id), None)
+        if best_runs and result is not None:
+            export_best_weights(client, best_runs[0].info.run_id, result.checkpoint, paths.study_dir)
+            client.set_tag(best_runs[0].info.run_id, "best_trial", "true")
+        client.set_tag(parent_run_id, "best_trial_number", str(best.trial_number))
+        log_summary_metrics(client, parent_run_id, best, reference_row(rows, VANILLA))
+
+    if args.confirm_top and best is not None:
+        confirm_rows = run_confirmation(settings, paths, args, rows, trainable, tracker_for, args.resume)
+        if not confirm_rows:
+            return interrupted(client, experiment_id, parent_run_id, settings, rows, phase="confirmation")
+
+    summary = write_report(paths)
+    for file in sorted(paths.study_dir.iterdir()):
+        if file.suffix in (".md", ".png", ".json"):
+            client.log_artifact(parent_run_id, str(file), artifact_path="report")
+    print(f"\n{summary}")
+    print(f"finished in {time.perf_counter() - started:.0f} s; MLflow: mlflow ui --backend-store-uri "
+          f"{settings.mlflow_tracking_uri} --host 127.0.0.1")
+    if best is None:
+        client.set_terminated(parent_run_id, status="FAILED")
+        print(f"error: no trial of study {settings.name} completed; the reasons are in {paths.report_file} and "
+              f"in the trials' MLflow runs (tag 'error')", file=sys.stderr)
+        return EXIT_NO_RESULT
+    client.set_terminated(parent_run_id, status="FINISHED")
+    return 0
+
+
+def log_summary_metrics(client, parent_run_id: str, best: TrialRow, vanilla: TrialRow | None) -> None:
+    """The parent run's headline numbers: best and vanilla test accuracy per language and the gain."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric("best_objective", best.objective, now, 0)]
+    for lang, acc in best.test_accuracy.items():
+        metrics.append(Metric(f"best_test_acc_{lang}", acc, now, 0))
+        if vanilla is not None and lang in vanilla.test_accuracy:
+            metrics.append(Metric(f"vanilla_test_acc_{lang}", vanilla.test_accuracy[lang], now, 0))
+            metrics.append(Metric(f"gain_{lang}", acc - vanilla.test_accuracy[lang], now, 0))
+    client.log_batch(parent_run_id, metrics=metrics, synchronous=True)
+
+
+def interrupted(client, experiment_id: str, parent_run_id: str, settings: StudySettings, rows: list[TrialRow],
+                phase: str = "search") -> int:
+    """Leave MLflow saying what happened, and tell the user how to continue."""
+    from study.tracking import find_runs
+
+    for run in find_runs(client, experiment_id, mpt_study__role="trial"):
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="KILLED")
+    client.set_tag(parent_run_id, "interrupted", f"during the {phase}")
+    client.set_terminated(parent_run_id, status="KILLED")
+    done = sum(r.status != "UNFINISHED" for r in rows)
+    print(f"\nstudy {settings.name} interrupted during the {phase} ({done} of {settings.num_samples} search trials "
+          f"ended); continue it with:\n  python study/run.py --space {settings.space} --name {settings.name} "
+          f"--resume", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def input_errors() -> tuple[type[BaseException], ...]:
+    """The errors that mean bad input (a message and exit status 2, not a traceback)."""
+    errors: list[type[BaseException]] = [StudyError, UnknownSpaceError, ConfigError, DataError]
+    # mpt.backbones imports transformers (seconds): if nothing imported it, nothing raised its error
+    backbones = sys.modules.get("mpt.backbones")
+    if backbones is not None:
+        errors.append(backbones.BackboneError)
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # Tune prints the trials; Optuna's lines repeat them
+    try:
+        return run_study(args)
+    except input_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\ninterrupted before the study started its trials: nothing to resume beyond what was saved",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""A study's settings: what the CLI resolves, what `results/<study>/study.json` keeps for resume and report."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from mpt.config import MPTConfig
+
+RESULTS_ROOT = Path("results")  # relative to the working directory: run studies from the repository root
+DEFAULT_STORAGE_PATH = "results/ray"
+SETTINGS_FILE = "study.json"
+TRIALS_FILE = "trials.json"
+CONFIRM_FILE = "confirm.json"
+REPORT_FILE = "report.md"
+
+# Base-config defaults of a study (on top of MPTConfig's): sized so the default study, 12 trials of
+# e5-small cut to its first 2 layers, finishes in under 10 minutes on 2 CPU cores (measured: see
+# results/README.md). Override with --set/--config, e.g. --set num_layers=12 on a GPU.
+STUDY_BASE_DEFAULTS: dict[str, Any] = {"num_layers": 2, "epochs": 4}
+# --smoke: the smallest study that still exercises everything (2 minutes on 2 cores).
+SMOKE_BASE: dict[str, Any] = {"num_layers": 1, "epochs": 2, "shots_per_class": 4, "max_eval_examples": 12,
+                              "target_languages": ["de", "fr"]}
+DEFAULT_NUM_SAMPLES = 12
+SMOKE_NUM_SAMPLES = 4
+
+SCHEDULERS = ("none", "asha")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class StudyError(RuntimeError):
+    """A study cannot start or continue; the message names the problem and the fix."""
+
+
+@dataclass
+class StudySettings:
+    """Everything that defines a study (stored in study.json; a resume reuses it)."""
+
+    name: str
+    space: str
+    objective: str = "dev_avg"
+    num_samples: int = DEFAULT_NUM_SAMPLES
+    scheduler: str = "none"
+    seed: int = 0
+    smoke: bool = False
+    storage_path: str = DEFAULT_STORAGE_PATH
+    mlflow_tracking_uri: str = ""
+    base_config: dict[str, Any] = field(default_factory=dict)  # a full MPTConfig as a dict
+
+    # the flags that define the study: a resume must not change them
+    DEFINING = ("space", "objective", "num_samples", "scheduler", "seed", "smoke", "storage_path",
+                "mlflow_tracking_uri", "base_config")
+
+    @property
+    def config(self) -> MPTConfig:
+        return MPTConfig.from_dict(self.base_config)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StudySettings":
+        values = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """Where a study's files live, all absolute so Ray's working-directory changes cannot move them."""
+
+    name: str
+    results_root: Path
+    storage_path: str  # a local folder or a URI (s3://, gs://, ...)
+
+    @property
+    def study_dir(self) -> Path:
+        return self.results_root / self.name
+
+    @property
+    def settings_file(self) -> Path:
+        return self.study_dir / SETTINGS_FILE
+
+    @property
+    def trials_file(self) -> Path:
+        return self.study_dir / TRIALS_FILE
+
+    @property
+    def confirm_file(self) -> Path:
+        return self.study_dir / CONFIRM_FILE
+
+    @property
+    def report_file(self) -> Path:
+        return self.study_dir / REPORT_FILE
+
+    def experiment_path(self, suffix: str = "") -> str:
+        """The Ray Tune experiment folder (or URI) of the search, or of a later phase with `suffix`."""
+        return f"{self.storage_path.rstrip('/')}/{self.name}{suffix}"
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def absolute_storage(path: str) -> str:
+    """Ray needs an absolute local path; URIs pass through."""
+    return path if is_uri(path) else str(Path(path).expanduser().resolve())
+
+
+def default_tracking_uri(results_root: Path) -> str:
+    """SQLite under results/: MLflow 3.13+ refuses the old ./mlruns file store."""
+    return f"sqlite:///{(results_root / 'mlflow.db').resolve()}"
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise StudyError(f"study name {name!r} is invalid: use letters, digits, '-', '_' and '.', starting with a "
+                         f"letter or digit (it names folders and the MLflow experiment)")
+    return name
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so an interrupted write never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

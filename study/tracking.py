@@ -1,0 +1,256 @@
+"""MLflow records of a study, written only by the driver (SQLite tolerates one writer).
+
+One experiment per study, one parent run for the study, one nested child run per trial. Runs are
+found again by tags (`mpt_study.role`, `ray.trial_id`), never by in-memory state, so a resumed study
+continues the same runs instead of creating duplicates, and a metric step already logged is never
+logged twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from ray import tune
+
+from trainable import META_KEYS, trial_config
+
+ROLE_TAG = "mpt_study.role"  # "study" (parent) or "trial"
+PHASE_TAG = "mpt_study.phase"  # "search" or "confirm"
+TRIAL_ID_TAG = "ray.trial_id"
+REFERENCE_TAG = "mpt_study.reference"
+PARENT_TAG = "mlflow.parentRunId"  # what makes MLflow show a run nested under another
+MAX_TAG_CHARS = 5000
+LOGGED_METRIC_PREFIXES = ("loss", "ce_loss", "kl_loss", "dev_acc_", "objective", "best_epoch", "epoch_seconds",
+                          "test_acc_")
+SHOWN_PARAMS = 3  # how many searched values a run name shows
+
+
+def run_name(space: str, trial_number: int, params: dict[str, Any], reference: str | None = None,
+             phase: str = "search") -> str:
+    """A readable run name: space, trial number, then the reference name or the first searched values."""
+    prefix = f"{space}-{trial_number:03d}" if phase == "search" else f"{space}-confirm-{trial_number:03d}"
+    if phase == "confirm" and "seed" in params:
+        prefix += f"-seed{params['seed']}"
+    if reference:
+        return f"{prefix} {reference}"
+    shown = [f"{_short(k)}={_format(v)}" for k, v in params.items() if k not in (*META_KEYS, "seed")][:SHOWN_PARAMS]
+    return " ".join([prefix, *shown])
+
+
+def _short(name: str) -> str:
+    return {"alignment_weight": "w", "kl_temperature": "T", "alignment_batch_size": "align_bs",
+            "teacher_stop_gradient": "stopgrad", "translator_depth": "depth", "translator_hidden": "hidden",
+            "translator_residual": "residual", "translator_mode": "mode", "prompt_length": "len",
+            "prompt_init": "init", "learning_rate": "lr"}.get(name, name)
+
+
+def _format(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def environment_tags(repo_root: Path) -> dict[str, str]:
+    """Git commit and package versions, so a run can be reproduced."""
+    tags = {}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True, text=True,
+                                timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root,
+                               capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            tags["git_commit"] = commit.stdout.strip()
+            tags["git_dirty"] = str(bool(dirty.stdout.strip())).lower()
+    except (OSError, subprocess.SubprocessError):  # not a checkout, or no git: the versions still help
+        pass
+    for package in ("mpt-study", "torch", "transformers", "ray", "optuna", "mlflow"):
+        try:
+            tags[f"version.{package}"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            tags[f"version.{package}"] = "not installed"
+    return tags
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def find_runs(client: MlflowClient, experiment_id: str, **tags: str) -> list:
+    """Runs of the experiment whose tags have the given values (keys use '.' where Python cannot)."""
+    clauses = [f"tags.`{key.replace('__', '.')}` = '{value}'" for key, value in tags.items()]
+    return list(client.search_runs([experiment_id], filter_string=" and ".join(clauses), max_results=10000))
+
+
+def find_study_run(client: MlflowClient, experiment_id: str) -> str | None:
+    runs = find_runs(client, experiment_id, mpt_study__role="study")
+    return runs[0].info.run_id if runs else None
+
+
+def start_study_run(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
+                    tags: dict[str, str]) -> str:
+    """The parent run of a new study."""
+    run = client.create_run(experiment_id, run_name=name, tags={ROLE_TAG: "study", **tags})
+    client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()],
+                     synchronous=True)
+    return run.info.run_id
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+    return text[:6000]  # MLflow's limit for a param value
+
+
+class StudyTracker(tune.Callback):
+    """Tune callback on the driver: one nested MLflow run per trial, metrics per epoch (step = epoch)."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str, space: str, base_config: dict[str, Any],
+                 phase: str = "search") -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.space = space
+        self.base_config = dict(base_config)
+        self.phase = phase
+        self._reset()
+
+    def _reset(self) -> None:
+        self._client: MlflowClient | None = None
+        self._experiment_id = ""
+        self._parent_run_id = ""
+        self._runs: dict[str, str] = {}  # Ray trial id -> MLflow run id
+        self._last_step: dict[str, int] = {}  # Ray trial id -> last epoch logged
+
+    # Tune pickles its callbacks with the experiment state: keep the connection out of it.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+            experiment = self._client.get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                raise RuntimeError(f"MLflow experiment {self.experiment_name!r} vanished from {self.tracking_uri}")
+            self._experiment_id = experiment.experiment_id
+            self._parent_run_id = find_study_run(self._client, self._experiment_id) or ""
+        return self._client
+
+    def setup(self, **info) -> None:
+        self.client  # connect before the first trial: a bad URI fails the study at once, not mid-way
+
+    def run_id(self, trial) -> str:
+        """The trial's run: found by its Ray trial id (a resumed trial), else created."""
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        client = self.client
+        existing = find_runs(client, self._experiment_id, ray__trial_id=trial.trial_id)
+        if existing:
+            run_id = existing[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            history = client.get_metric_history(run_id, "loss")
+            self._last_step[trial.trial_id] = max((m.step for m in history), default=0)
+        else:
+            run_id = self._create_trial_run(trial)
+            self._last_step[trial.trial_id] = 0
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def _create_trial_run(self, trial) -> str:
+        config = dict(trial.config)
+        number = int(config.get("trial_number", 0))
+        reference = config.get("reference")
+        params = {k: v for k, v in config.items() if k not in META_KEYS}
+        tags = {ROLE_TAG: "trial", PHASE_TAG: self.phase, TRIAL_ID_TAG: trial.trial_id,
+                "trial_number": str(number)}
+        if self._parent_run_id:
+            tags[PARENT_TAG] = self._parent_run_id
+        if reference:
+            tags[REFERENCE_TAG] = reference
+        run = self.client.create_run(self._experiment_id, run_name=run_name(self.space, number, params, reference,
+                                                                             self.phase), tags=tags)
+        self.client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()],
+                              synchronous=True)
+        return run.info.run_id
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self.run_id(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        run_id = self.run_id(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= self._last_step.get(trial.trial_id, 0):
+            return  # already logged before an interruption: the resumed trial re-reported it
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), now, step) for key, value in result.items()
+                   if key.startswith(LOGGED_METRIC_PREFIXES) and isinstance(value, (int, float))
+                   and not isinstance(value, bool)]
+        self.client.log_batch(run_id, metrics=metrics, synchronous=True)
+        self._last_step[trial.trial_id] = step
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        run_id = self.run_id(trial)
+        result = trial.last_result or {}
+        if "test_acc_avg" not in result:
+            self.client.set_tag(run_id, "stopped_early", "true")  # ASHA stopped it before its last epoch
+        self._log_trial_artifacts(run_id, trial.config, result)
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        run_id = self.run_id(trial)
+        error = str(trial.get_error() or "the trial failed without an error message (see the Ray logs)")
+        self.client.set_tag(run_id, "error", _last_line(error)[:MAX_TAG_CHARS])
+        self._log_trial_artifacts(run_id, trial.config, trial.last_result or {}, error=error)
+        self.client.set_terminated(run_id, status="FAILED")
+
+    def _log_trial_artifacts(self, run_id: str, params: dict, result: dict, error: str | None = None) -> None:
+        with tempfile.TemporaryDirectory(prefix="mpt-mlflow-") as directory:
+            folder = Path(directory)
+            config = {"trial": {k: params[k] for k in META_KEYS if k in params}}
+            try:
+                config["config"] = trial_config(self.base_config, params).to_dict()
+            except ValueError as err:  # an invalid config is why the trial failed: record it as given
+                config["config"] = {**self.base_config, **params}
+                config["config_error"] = str(err)
+            (folder / "trial_config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
+            rows = per_language_rows(result)
+            if rows:
+                write_language_csv(folder / "results_per_language.csv", rows)
+            if error:
+                (folder / "error.txt").write_text(error)
+            for file in folder.iterdir():
+                self.client.log_artifact(run_id, str(file))
+
+
+def _last_line(text: str) -> str:
+    """The exception line of a traceback (what the UI should show), else the whole text."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+def per_language_rows(result: dict) -> list[dict[str, Any]]:
+    """Language, dev accuracy (last evaluation) and test accuracy, from a trial's final metrics."""
+    languages = sorted({k.split("_", 2)[2] for k in result if k.startswith(("test_acc_", "dev_acc_"))} - {"avg"}
+                       - {"avg_target"})
+    return [{"language": lang, "dev_accuracy": result.get(f"dev_acc_{lang}", ""),
+             "test_accuracy": result.get(f"test_acc_{lang}", "")} for lang in languages]
+
+
+def write_language_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    rows = list(rows)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

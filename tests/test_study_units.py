@@ -1,0 +1,271 @@
+"""Fast tests of the study's parts: spaces, searcher, scheduler, trainable, MLflow tracker, report."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from mpt.config import MPTConfig
+from search_spaces import PAPER_DEFAULT, SPACES, VANILLA, UnknownSpaceError, get_space, reference_points
+from trainable import trial_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
+
+from study.results import COMPLETE, FAILED, TrialRow, save_rows  # noqa: E402
+from study.settings import StudyError, StudyPaths, StudySettings, write_atomically  # noqa: E402
+
+SMOKE = {"num_layers": 1, "epochs": 2, "shots_per_class": 4, "max_eval_examples": 12,
+         "target_languages": ["de", "fr"]}
+
+
+# --- search spaces ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_every_space_suggests_valid_configs_over_its_declared_fields(name: str) -> None:
+    space = get_space(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(20):
+        trial = study.ask()
+        overrides = space.define(trial)
+        assert set(overrides) == set(space.params) == set(trial.params)
+        MPTConfig().replace(**overrides)  # raises ConfigError on any out-of-range value
+
+
+def test_the_spaces_search_what_the_issue_lists() -> None:
+    assert set(get_space("alignment").params) == {"alignment_weight", "kl_temperature", "alignment_batch_size",
+                                                  "teacher_stop_gradient"}
+    assert set(get_space("prompt").params) == {"prompt_length", "prompt_init", "learning_rate"}
+    assert set(get_space("translator").params) == {"translator_depth", "translator_hidden", "translator_residual",
+                                                   "translator_mode"}
+    assert set(get_space("full").params) == (set(get_space("alignment").params) | set(get_space("prompt").params)
+                                             | set(get_space("translator").params))
+    with pytest.raises(UnknownSpaceError, match="alignment, prompt, translator, full"):
+        get_space("nope")
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_reference_points_are_vanilla_and_paper_default_in_every_space(name: str) -> None:
+    base = MPTConfig(translator_depth=3, alignment_weight=0.9).to_dict()
+    points = reference_points(get_space(name), base)
+    assert list(points) == [VANILLA, PAPER_DEFAULT]
+    vanilla, paper = (trial_config(base, points[k]) for k in (VANILLA, PAPER_DEFAULT))
+    assert (vanilla.translator_depth, vanilla.alignment_weight) == (0, 0.0)
+    assert (paper.translator_depth, paper.alignment_weight) == (1, 0.5)
+
+
+# --- searcher and scheduler --------------------------------------------------------------------------
+
+def suggestions(space: str, seed: int, count: int) -> list[dict]:
+    from study.search import make_searcher
+
+    searcher = make_searcher(get_space(space), MPTConfig().to_dict(), seed=seed, num_samples=12)
+    return [searcher.suggest(f"trial{i}") for i in range(count)]
+
+
+def test_searcher_runs_the_references_first_then_seeded_tpe() -> None:
+    first = suggestions("prompt", seed=3, count=4)
+    assert first[0]["reference"] == VANILLA and first[1]["reference"] == PAPER_DEFAULT
+    # the prompt space does not search the translator or the alignment weight: the references add them
+    assert (first[0]["translator_depth"], first[0]["alignment_weight"]) == (0, 0.0)
+    assert (first[1]["translator_depth"], first[1]["alignment_weight"]) == (1, 0.5)
+    assert [s["trial_number"] for s in first] == [0, 1, 2, 3]
+    assert "reference" not in first[2] and "translator_depth" not in first[2]
+    assert suggestions("prompt", seed=3, count=4) == first  # seeded: the same study twice
+    assert suggestions("prompt", seed=4, count=4)[2:] != first[2:]
+
+
+def test_asha_never_stops_a_reference_trial() -> None:
+    from ray.tune.schedulers import TrialScheduler
+
+    from study.search import make_scheduler
+
+    scheduler = make_scheduler("asha", epochs=4)
+    strong = SimpleNamespace(trial_id="strong", config={})
+    weak = SimpleNamespace(trial_id="weak", config={})
+    vanilla = SimpleNamespace(trial_id="vanilla", config={"reference": VANILLA})
+    for trial in (strong, weak, vanilla):
+        scheduler.on_trial_add(None, trial)
+    result = {"training_iteration": 1}
+    assert scheduler.on_trial_result(None, strong, {**result, "objective": 0.9}) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, weak, {**result, "objective": 0.1}) == TrialScheduler.STOP
+    assert scheduler.on_trial_result(None, vanilla, {**result, "objective": 0.1}) == TrialScheduler.CONTINUE
+
+
+def test_multi_node_cluster_refuses_node_local_storage() -> None:
+    from study.run import check_shared_storage
+
+    two_nodes = [{"Alive": True}, {"Alive": True}]
+    with pytest.raises(StudyError, match="shared storage.*s3://"):
+        check_shared_storage("/home/me/results/ray", two_nodes)
+    check_shared_storage("s3://bucket/mpt", two_nodes)
+    check_shared_storage("/home/me/results/ray", [{"Alive": True}, {"Alive": False}])
+
+
+# --- the trainable, without a Ray cluster ----------------------------------------------------------------
+
+class FakeTune:
+    """Stands in for `ray.tune` inside the trainable: keeps every report and a copy of each checkpoint."""
+
+    def __init__(self, store: Path, resume_from=None) -> None:
+        from ray import tune
+
+        self.Checkpoint = tune.Checkpoint
+        self.store = store
+        self.resume_from = resume_from
+        self.reports: list[dict] = []
+        self.checkpoints: list = []
+
+    def get_checkpoint(self):
+        return self.resume_from
+
+    def report(self, metrics: dict, *, checkpoint=None) -> None:
+        self.reports.append(dict(metrics))
+        kept = self.store / f"checkpoint_{len(self.reports)}"
+        shutil.copytree(checkpoint.path, kept)  # the trainable deletes its temporary folder
+        self.checkpoints.append(self.Checkpoint.from_directory(str(kept)))
+
+
+def test_trainable_reports_every_epoch_and_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    from mpt.training import load_run_data
+    from trainable import mpt_trial
+
+    base = MPTConfig(**SMOKE, dev_all_languages=True, num_threads=1).to_dict()
+    data = load_run_data(MPTConfig.from_dict(base))
+    params = {"alignment_weight": 0.5, "kl_temperature": 2.0, "trial_number": 7, "reference": None}
+
+    whole = FakeTune(tmp_path / "whole")
+    monkeypatch.setattr(mpt_trial, "tune", whole)
+    mpt_trial.train_mpt(params, base_config=base, objective="dev_avg", data=data)
+    assert [r["epoch"] for r in whole.reports] == [1, 2]
+    assert "test_acc_en" not in whole.reports[0]
+    last = whole.reports[-1]
+    for lang in ("en", "de", "fr"):
+        assert 0.0 <= last[f"test_acc_{lang}"] <= 1.0 and f"dev_acc_{lang}" in last
+    assert last["test_acc_avg_target"] == pytest.approx((last["test_acc_de"] + last["test_acc_fr"]) / 2)
+    best = whole.reports[last["best_epoch"] - 1]
+    assert last["objective"] == pytest.approx(best["dev_acc_avg"])  # dev_avg at the selected epoch
+
+    resumed = FakeTune(tmp_path / "resumed", resume_from=whole.checkpoints[0])
+    monkeypatch.setattr(mpt_trial, "tune", resumed)
+    mpt_trial.train_mpt(params, base_config=base, objective="dev_avg", data=data)
+    assert [r["epoch"] for r in resumed.reports] == [2]  # epoch 1 is not trained again
+    for key in ("loss", "objective", "test_acc_en", "test_acc_de", "test_acc_fr"):
+        assert resumed.reports[0][key] == pytest.approx(last[key])  # and continues exactly
+
+
+def test_dev_en_objective_is_the_english_dev_accuracy_of_the_selected_epoch() -> None:
+    from trainable.mpt_trial import objective_value
+
+    history = [SimpleNamespace(epoch=1, dev_average=0.5), SimpleNamespace(epoch=2, dev_average=0.7)]
+    trainer = SimpleNamespace(best_epoch=1, best_dev_accuracy=0.4, history=history)
+    assert objective_value(trainer, "dev_en") == 0.4
+    assert objective_value(trainer, "dev_avg") == 0.5
+    assert objective_value(SimpleNamespace(best_epoch=0, best_dev_accuracy=-1.0, history=[]), "dev_en") == 0.0
+    with pytest.raises(ValueError, match="dev_avg, dev_en"):
+        objective_value(trainer, "test")
+
+
+# --- the MLflow tracker -----------------------------------------------------------------------------------
+
+def test_tracker_marks_a_failed_trial_and_never_duplicates_runs_or_steps(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from study.tracking import StudyTracker, find_runs, get_or_create_experiment, start_study_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = get_or_create_experiment(client, "units", (tmp_path / "artifacts").as_uri())
+    parent = start_study_run(client, experiment, "units", {"space": "alignment"}, {})
+    base = MPTConfig(**SMOKE).to_dict()
+    tracker = StudyTracker(uri, "units", "alignment", base)
+    tracker.setup()
+    error = "Traceback (most recent call last):\n  ...\nNonFiniteLossError: loss is nan at epoch 2, step 1"
+    trial = SimpleNamespace(trial_id="0123abcd", config={"alignment_weight": 0.25, "trial_number": 5},
+                            last_result={"epoch": 1, "loss": 1.5, "dev_acc_en": 0.3}, get_error=lambda: error)
+    tracker.on_trial_start(0, [], trial)
+    tracker.on_trial_result(0, [], trial, {"epoch": 1, "loss": 1.5, "objective": 0.3, "dev_acc_en": 0.3})
+
+    restored = pickle.loads(pickle.dumps(tracker))  # what Tune does to its callbacks on resume
+    restored.setup()
+    restored.on_trial_start(0, [], trial)
+    restored.on_trial_result(0, [], trial, {"epoch": 1, "loss": 1.5, "objective": 0.3})  # re-reported epoch
+    restored.on_trial_result(0, [], trial, {"epoch": 2, "loss": float("nan"), "objective": 0.3})
+    restored.on_trial_error(0, [], trial)
+
+    runs = find_runs(client, experiment, mpt_study__role="trial")
+    assert len(runs) == 1
+    run = client.get_run(runs[0].info.run_id)
+    assert run.info.run_name == "alignment-005 w=0.25"
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"].startswith("NonFiniteLossError: loss is nan")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"trial_config.json", "error.txt", "results_per_language.csv"} <= artifacts
+
+
+# --- the report ---------------------------------------------------------------------------------------------
+
+def synthetic_study(root: Path, trials: int = 10) -> StudyPaths:
+    paths = StudyPaths("synthetic", root, str(root / "ray"))
+    base = MPTConfig(**SMOKE).to_dict()
+    write_atomically(paths.settings_file, StudySettings(name="synthetic", space="alignment", num_samples=trials,
+                                                        base_config=base, mlflow_tracking_uri="sqlite://").to_json())
+    rows = []
+    for number in range(trials):
+        weight = 0.0 if number == 0 else 0.5 if number == 1 else number / trials
+        accuracy = {"en": 0.5 + weight / 4, "de": 0.4 + weight / 4, "fr": 0.3 + weight / 4}
+        rows.append(TrialRow(
+            trial_id=f"{number:08x}", trial_number=number, status=COMPLETE,
+            params={"alignment_weight": weight, "kl_temperature": 1.0 + number / 10, "alignment_batch_size": 8,
+                    "teacher_stop_gradient": number % 2 == 0},
+            reference={0: VANILLA, 1: PAPER_DEFAULT}.get(number), objective=0.3 + weight / 2,
+            test_accuracy=accuracy, test_average=sum(accuracy.values()) / 3,
+            test_average_target=(accuracy["de"] + accuracy["fr"]) / 2, epochs_done=2))
+    rows.append(TrialRow(trial_id="deadbeef", trial_number=trials, status=FAILED, params={"alignment_weight": 0.3},
+                         error="NonFiniteLossError: loss is nan"))
+    save_rows(paths.trials_file, rows)
+    return paths
+
+
+def test_report_compares_best_with_vanilla_and_plots_importances(tmp_path: Path) -> None:
+    from study.report import write_report
+
+    paths = synthetic_study(tmp_path)
+    console = write_report(paths)
+    report = paths.report_file.read_text()
+    # the best trial (#9, weight 0.9) gains 0.9 / 4 = 22.5 points on every language over vanilla
+    assert "| de | 62.5 | 40.0 | +22.5 | 52.5 |" in report
+    assert "best trial #9" in console and "+22.5" in console
+    assert "NonFiniteLossError" in report  # the failed trial and its reason
+    for plot in ("per_language.png", "objective_vs_alignment_weight.png", "importances.png"):
+        assert (paths.study_dir / plot).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({plot})" in report
+
+
+def test_report_summarises_confirmation_runs_as_mean_and_std(tmp_path: Path) -> None:
+    from study.report import summarise_confirmation
+
+    runs = [TrialRow(trial_id=f"c{seed}", trial_number=4, status=COMPLETE, params={"seed": seed}, seed=seed,
+                     test_accuracy={"en": en, "de": de}, test_average=(en + de) / 2, test_average_target=de)
+            for seed, en, de in ((1, 0.5, 0.4), (2, 0.7, 0.4))]
+    [summary] = summarise_confirmation(runs, ["en", "de"])
+    assert summary.seeds == [1, 2]
+    assert summary.mean["en"] == pytest.approx(0.6) and summary.std["en"] == pytest.approx(0.1414, abs=1e-4)
+    assert summary.std["de"] == 0.0 and summary.mean["targets"] == pytest.approx(0.4)
+
+
+def test_report_of_a_study_without_results_says_how_to_continue(tmp_path: Path) -> None:
+    from study.report import write_report
+
+    paths = synthetic_study(tmp_path)
+    paths.trials_file.unlink()
+    with pytest.raises(StudyError, match="--resume"):
+        write_report(paths)

@@ -1,0 +1,21 @@
+"""What a study needs to know about the trainable without importing torch: the objectives, the
+bookkeeping keys of a trial's config, the checkpoint file name and how a trial's config is built."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from mpt.config import MPTConfig
+
+OBJECTIVES = {
+    "dev_avg": "average dev accuracy over all languages at the selected (best English dev) epoch",
+    "dev_en": "English dev accuracy at the selected epoch (strict zero-shot protocol: no target-language dev)",
+}
+META_KEYS = ("trial_number", "reference")  # study bookkeeping in a trial's config, not MPTConfig fields
+STATE_FILE = "state.pt"
+
+
+def trial_config(base_config: Mapping[str, Any], params: Mapping[str, Any]) -> MPTConfig:
+    """The run config of a trial: the base config with the trial's searched values on top."""
+    overrides = {k: v for k, v in params.items() if k not in META_KEYS}
+    return MPTConfig.from_dict({**base_config, **overrides})
