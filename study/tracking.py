@@ -3,7 +3,8 @@
 One experiment per study, one parent run for the study, one nested child run per trial. Runs are
 found again by tags (`mpt_study.role`, `ray.trial_id`), never by in-memory state, so a resumed study
 continues the same runs instead of creating duplicates, and a metric step already logged is never
-logged twice.
+logged twice. The experiment and the parent run carry descriptions that the MLflow UI shows
+(`python study/ui.py NAME` opens it on the study's store).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ PHASE_TAG = "mpt_study.phase"  # "search" or "confirm"
 TRIAL_ID_TAG = "ray.trial_id"
 REFERENCE_TAG = "mpt_study.reference"
 PARENT_TAG = "mlflow.parentRunId"  # what makes MLflow show a run nested under another
+DESCRIPTION_TAG = "mlflow.note.content"  # the UI shows it as the description of a run or an experiment
+# The MLflow 3 UI opens experiments in its GenAI view unless told otherwise (an experiment's kind, or
+# the "Model training" switch, which `?workflowType=machine_learning` in the URL sets).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+REPORT_ARTIFACT_DIR = "report"  # where the parent run keeps report.md and the plots (study/run.py logs them)
 MAX_TAG_CHARS = 5000
 LOGGED_METRIC_PREFIXES = ("loss", "ce_loss", "kl_loss", "dev_acc_", "objective", "best_epoch", "epoch_seconds",
                           "test_acc_")
@@ -82,7 +88,12 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_location:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    return client.create_experiment(name, artifact_location=artifact_location, tags={
+        EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+        DESCRIPTION_TAG: f"MPT hyperparameter study {name}. The run named {name} is the study (settings as "
+                         f"params, headline metrics, the report and plots under its artifacts "
+                         f"`{REPORT_ARTIFACT_DIR}/`); the trials are the runs nested under it, named "
+                         f"`<space>-<trial number> <key values>`."})
 
 
 def find_runs(client: MlflowClient, experiment_id: str, **tags: str) -> list:
@@ -99,10 +110,22 @@ def find_study_run(client: MlflowClient, experiment_id: str) -> str | None:
 def start_study_run(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
                     tags: dict[str, str]) -> str:
     """The parent run of a new study."""
-    run = client.create_run(experiment_id, run_name=name, tags={ROLE_TAG: "study", **tags})
+    run = client.create_run(experiment_id, run_name=name,
+                            tags={ROLE_TAG: "study", DESCRIPTION_TAG: study_description(name, params), **tags})
     client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()],
                      synchronous=True)
     return run.info.run_id
+
+
+def study_description(name: str, params: dict[str, Any]) -> str:
+    """What the parent run is, for its page in the MLflow UI (Markdown)."""
+    labels = {"space": "space {}", "objective": "objective {}", "num_samples": "{} trials", "scheduler": "scheduler {}",
+              "seed": "seed {}"}
+    settings = ", ".join(label.format(params[key]) for key, label in labels.items() if key in params)
+    return (f"Study **{name}**" + (f" ({settings})" if settings else "") + ". Its trials are the runs nested under "
+            f"this one, named `<space>-<trial number> <key values>` (the reference points: `vanilla`, "
+            f"`paper_default`). The report is this run's artifact `{REPORT_ARTIFACT_DIR}/report.md`, with its plots "
+            f"(`{REPORT_ARTIFACT_DIR}/*.png`).")
 
 
 def _param_value(value: Any) -> str:

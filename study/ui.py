@@ -1,0 +1,136 @@
+"""Open the MLflow UI on a study's tracking store, reachable from this machine only (127.0.0.1).
+
+    python study/ui.py alignment                     # then open the URL it prints; Ctrl+C stops it
+    python study/ui.py alignment-smoke --port 5001   # another port (5000 is taken, or another UI runs)
+    python study/ui.py NAME --results-dir DIR        # a study stored under DIR instead of ./results
+
+Run from the repository root, like study/run.py. The study's settings (results/NAME/study.json) name its
+MLflow store; for the default SQLite store this starts
+
+    mlflow server --backend-store-uri sqlite:///<abs>/results/mlflow.db --host 127.0.0.1 --port 5000
+
+and prints the address of the study's runs in the UI's "Model training" view: the study is the parent
+run, its trials are nested under it (expand it with the + next to its name), "Columns" adds the searched
+parameters and `test_acc_<lang>` metrics to the table, a trial's "Model metrics" tab charts `loss`,
+`ce_loss`, `kl_loss` and `dev_acc_<lang>` per epoch, and the parent run's "Artifacts" tab holds
+`report/report.md` and the plots. A study tracked on an MLflow server (`--mlflow-tracking-uri http://...`)
+is already browsable there: this prints that server's address and starts nothing.
+Exit status: 2 for bad input (unknown study, no store yet, port in use); otherwise the server's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from study.settings import RESULTS_ROOT, SETTINGS_FILE, StudyError, StudyPaths, StudySettings  # noqa: E402
+
+HOST = "127.0.0.1"  # loopback only: the UI has no login, and it can change and delete runs
+DEFAULT_PORT = 5000
+EXIT_BAD_INPUT = 2
+SQLITE_PREFIX = "sqlite:///"
+# The UI opens in its GenAI view unless the URL asks for the "Model training" one.
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def experiment_url(base_url: str, experiment_id: str) -> str:
+    """Where the study's runs table is in the UI (a hash route, as the UI's own links are)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"
+
+
+def load_study(name: str, results_root: Path) -> StudySettings:
+    paths = StudyPaths(name, results_root, "")
+    if not paths.settings_file.is_file():
+        studies = sorted(p.parent.name for p in results_root.glob(f"*/{SETTINGS_FILE}"))
+        found = f"studies there: {', '.join(studies)}" if studies else "there are no studies there yet"
+        raise StudyError(f"no study {name!r} under {results_root} ({paths.settings_file} is missing; {found}): "
+                         f"run `python study/run.py --space SPACE --name {name}` first, or pass --results-dir")
+    return StudySettings.from_json(paths.settings_file.read_text(encoding="utf-8"))
+
+
+def sqlite_store(tracking_uri: str, name: str) -> Path:
+    database = Path(tracking_uri[len(SQLITE_PREFIX):])
+    if not database.is_file():
+        raise StudyError(f"study {name!r} has no MLflow store yet ({database} is missing: the study stopped before "
+                         f"its first run, or the results moved): resume it with `python study/run.py --space SPACE "
+                         f"--name {name} --resume`")
+    return database
+
+
+def find_experiment_id(tracking_uri: str, name: str) -> str:
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    if experiment is None:
+        raise StudyError(f"the MLflow store {tracking_uri} has no experiment {name!r}: the study stopped before its "
+                         f"first run; resume it with `python study/run.py --space SPACE --name {name} --resume`")
+    return experiment.experiment_id
+
+
+def check_port_free(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise StudyError(f"--port {port} is not a TCP port: use a number from 1 to 65535, e.g. --port {DEFAULT_PORT}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: only a listener blocks
+        try:
+            probe.bind((HOST, port))
+        except OSError as err:
+            raise StudyError(f"port {port} on {HOST} is in use ({err.strerror}; another MLflow UI?): open that one, "
+                             f"or pass another port, e.g. --port {port + 1}") from None
+
+
+def server_command(tracking_uri: str, port: int, artifacts: Path | None) -> list[str]:
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri, "--host", HOST,
+               "--port", str(port), "--workers", "1"]  # one user: one worker is enough on a small machine
+    if artifacts is not None:  # where run.py keeps artifacts for a SQLite store, rather than ./mlartifacts
+        command += ["--artifacts-destination", str(artifacts)]
+    return command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python study/ui.py", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", help="the study name (its folder under --results-dir and its MLflow experiment)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on {HOST} (default: {DEFAULT_PORT})")
+    parser.add_argument("--results-dir", default=str(RESULTS_ROOT),
+                        help=f"where studies are stored (default: {RESULTS_ROOT})")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_study(args.name, Path(args.results_dir).resolve())
+        tracking_uri = settings.mlflow_tracking_uri
+        if tracking_uri.startswith(("http://", "https://")):
+            print(f"study {settings.name} is tracked on the MLflow server {tracking_uri}: open {tracking_uri} "
+                  f"(\"Model training\" view) and its experiment {settings.name!r}; nothing to start here")
+            return 0
+        artifacts = None
+        if tracking_uri.startswith(SQLITE_PREFIX):
+            artifacts = sqlite_store(tracking_uri, settings.name).parent / "mlartifacts"
+        experiment_id = find_experiment_id(tracking_uri, settings.name)
+        check_port_free(args.port)
+    except StudyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    command = server_command(tracking_uri, args.port, artifacts)
+    print(f"MLflow UI for study {settings.name}: {experiment_url(f'http://{HOST}:{args.port}', experiment_id)}\n"
+          f"  (starting: {' '.join(command[2:])}; Ctrl+C stops it)", flush=True)
+    # Job execution serves GenAI features (judges, trace jobs) and starts seven worker processes: not for
+    # browsing a study. An explicit setting in the environment still wins.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    os.execve(sys.executable, command, env)  # the server replaces this process: Ctrl+C and kill reach it
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,413 @@
+"""Browsing a study in the MLflow UI, as a person does: `python study/ui.py NAME` serves a smoke study's
+store on loopback; MLflow's REST API (what the UI reads) holds the study, and headless Chromium shows it.
+
+The browser tests need Debian's `chromium` (`.ci/run` installs it) and are skipped without it. They
+drive Chromium over the DevTools protocol on a pipe (`--remote-debugging-pipe`), so no websocket client
+or browser-automation package is needed. Screenshots go under the pytest temporary directory
+(`.../ui-screenshots*/`); each test prints its path (`pytest -rP` or `-s` shows it).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from study.settings import StudySettings
+from tests.test_study import RUN, STUDY_TIMEOUT_S, run_cli, study_env
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+UI = REPO_ROOT / "study" / "ui.py"
+STUDY = "ui-smoke"
+SPACE = "alignment"
+SEARCHED = {"alignment_weight", "kl_temperature", "alignment_batch_size", "teacher_stop_gradient"}
+SMOKE_LANGUAGES = ["en", "de", "fr"]
+SMOKE_EPOCHS = 2
+SERVER_START_TIMEOUT_S = 240  # the server imports MLflow's whole app: ~20 s on 2 busy cores
+PAGE_TIMEOUT_S = 120  # the UI's first load fetches and parses megabytes of JavaScript
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage",  # containers often give /dev/shm only 64 MB
+                  "--window-size=1600,1000"]
+
+
+# --- bad input: a clear message, exit status 2, nothing written -------------------------------------------
+
+def run_ui(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(UI), *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env=study_env())
+
+
+def test_ui_of_an_unknown_study_names_the_studies_there(tmp_path: Path) -> None:
+    (tmp_path / "results" / "other").mkdir(parents=True)
+    (tmp_path / "results" / "other" / "study.json").write_text("{}")
+    done = run_ui("nope", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no study 'nope'" in done.stderr and "studies there: other" in done.stderr
+    assert "python study/run.py" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["other"]
+
+
+def test_ui_of_a_study_without_a_store_says_so_and_creates_none(tmp_path: Path) -> None:
+    database = tmp_path / "results" / "mlflow.db"
+    settings = StudySettings(name="lost", space=SPACE, mlflow_tracking_uri=f"sqlite:///{database}")
+    (tmp_path / "results" / "lost").mkdir(parents=True)
+    (tmp_path / "results" / "lost" / "study.json").write_text(settings.to_json())
+    done = run_ui("lost", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "has no MLflow store yet" in done.stderr and "--resume" in done.stderr
+    assert not database.exists()
+
+
+# --- a smoke study served by study/ui.py -------------------------------------------------------------------
+
+@dataclass
+class Server:
+    cwd: Path
+    port: int
+    base_url: str
+    experiment_url: str  # what study/ui.py printed for the user to open
+    settings: dict[str, Any]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get_json(base_url: str, endpoint: str, **query: Any) -> dict:
+    url = f"{base_url}{endpoint}?{urllib.parse.urlencode(query)}" if query else f"{base_url}{endpoint}"
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return json.load(response)
+
+
+def post_json(base_url: str, endpoint: str, payload: dict) -> dict:
+    request = urllib.request.Request(f"{base_url}{endpoint}", data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
+def wait_for_server(process: subprocess.Popen, base_url: str, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"study/ui.py exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # not listening yet
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"the MLflow server answered no /health in {SERVER_START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a process started with start_new_session=True, and the children it started."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    try:  # children may outlive their parent
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("ui-study")
+    done = run_cli(RUN, "--space", SPACE, "--smoke", "--name", STUDY, cwd=cwd, timeout=STUDY_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-4000:]
+    port = free_port()
+    log = cwd / "ui.log"
+    with log.open("w") as output:
+        process = subprocess.Popen([sys.executable, str(UI), STUDY, "--port", str(port)], cwd=cwd, stdout=output,
+                                   stderr=subprocess.STDOUT, env=study_env(), start_new_session=True)
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_for_server(process, base_url, log)
+        printed = re.search(r"http://127\.0\.0\.1:\d+/#/experiments/\d+/runs\?\S+", log.read_text())
+        assert printed, f"study/ui.py printed no address of the study:\n{log.read_text()[-2000:]}"
+        settings = json.loads((cwd / "results" / STUDY / "study.json").read_text())
+        yield Server(cwd, port, base_url, printed.group(0), settings)
+    finally:
+        stop_process_group(process)
+
+
+@dataclass
+class StudyRuns:
+    experiment_id: str
+    parent: dict
+    trials: list[dict]
+
+
+def tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+@pytest.fixture(scope="module")
+def study_runs(server: Server) -> StudyRuns:
+    """The study's runs, as the UI fetches them (MLflow's REST API)."""
+    experiment = get_json(server.base_url, "/api/2.0/mlflow/experiments/get-by-name",
+                          experiment_name=STUDY)["experiment"]
+    runs = post_json(server.base_url, "/api/2.0/mlflow/runs/search",
+                     {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000})["runs"]
+    parents = [r for r in runs if tags(r).get("mpt_study.role") == "study"]
+    assert len(parents) == 1, [r["info"]["run_name"] for r in runs]
+    trials = [r for r in runs if tags(r).get("mpt_study.role") == "trial"]
+    return StudyRuns(experiment["experiment_id"], parents[0], sorted(trials, key=lambda r: r["info"]["run_name"]))
+
+
+@pytest.mark.slow
+def test_ui_refuses_a_port_in_use(server: Server) -> None:
+    done = run_ui(STUDY, "--port", str(server.port), cwd=server.cwd)
+    assert done.returncode == 2
+    assert f"port {server.port}" in done.stderr and "in use" in done.stderr and "--port" in done.stderr
+
+
+@pytest.mark.slow
+def test_ui_prints_the_study_runs_page(server: Server, study_runs: StudyRuns) -> None:
+    assert server.experiment_url == (f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs"
+                                     f"?workflowType=machine_learning")
+
+
+@pytest.mark.slow
+def test_rest_api_holds_the_study_with_its_nested_trials(server: Server, study_runs: StudyRuns) -> None:
+    parent, trials = study_runs.parent, study_runs.trials
+    assert parent["info"]["run_name"] == STUDY and parent["info"]["status"] == "FINISHED"
+    assert "report/report.md" in tags(parent)["mlflow.note.content"]  # the description its page shows
+    experiment = get_json(server.base_url, "/api/2.0/mlflow/experiments/get",
+                          experiment_id=study_runs.experiment_id)["experiment"]
+    assert "nested" in {t["key"]: t["value"] for t in experiment["tags"]}["mlflow.note.content"]
+    assert len(trials) == server.settings["num_samples"] == 4
+    assert [t["info"]["run_name"].split()[0] for t in trials] == [f"{SPACE}-{n:03d}" for n in range(4)]
+    assert trials[0]["info"]["run_name"] == f"{SPACE}-000 vanilla"
+    assert trials[1]["info"]["run_name"] == f"{SPACE}-001 paper_default"
+    assert re.fullmatch(rf"{SPACE}-002 w=[0-9.e-]+ T=[0-9.e-]+ align_bs=\d+", trials[2]["info"]["run_name"])
+    for trial in trials:
+        assert tags(trial)["mlflow.parentRunId"] == parent["info"]["run_id"]
+        assert trial["info"]["status"] == "FINISHED"
+        assert SEARCHED <= {p["key"] for p in trial["data"]["params"]}
+        metrics = {m["key"]: m["value"] for m in trial["data"]["metrics"]}
+        for lang in SMOKE_LANGUAGES:
+            assert 0.0 <= metrics[f"test_acc_{lang}"] <= 1.0
+    for key in ("loss", "ce_loss", "kl_loss", *(f"dev_acc_{lang}" for lang in SMOKE_LANGUAGES)):
+        history = get_json(server.base_url, "/api/2.0/mlflow/metrics/get-history",
+                           run_id=trials[1]["info"]["run_id"], metric_key=key)["metrics"]
+        assert sorted(m["step"] for m in history) == list(range(1, SMOKE_EPOCHS + 1)), key  # step = epoch
+    listed = get_json(server.base_url, "/api/2.0/mlflow/artifacts/list", run_id=parent["info"]["run_id"],
+                      path="report")["files"]
+    assert {"report/report.md", "report/per_language.png"} <= {f["path"] for f in listed}
+
+
+# --- the UI in headless Chromium ---------------------------------------------------------------------------
+
+class DevToolsError(RuntimeError):
+    pass
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe: with --remote-debugging-pipe the
+    browser reads commands on fd 3 and answers on fd 4, one JSON message per NUL-terminated chunk."""
+
+    def __init__(self, profile: Path, log: Path) -> None:
+        command_read, self._commands = os.pipe()
+        self._answers, answer_write = os.pipe()
+
+        def wire_pipes() -> None:  # in the child, before exec: the pipe ends become fds 3 and 4
+            read_end, write_end = os.dup(command_read), os.dup(answer_write)  # off 3 and 4 first
+            os.dup2(read_end, 3)
+            os.dup2(write_end, 4)
+            os.set_inheritable(3, True)
+            os.set_inheritable(4, True)
+
+        with log.open("w") as output:
+            self.process = subprocess.Popen(
+                [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
+                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, preexec_fn=wire_pipes,
+                close_fds=False, start_new_session=True)
+        os.close(command_read)
+        os.close(answer_write)
+        self._buffer = b""
+        self._last_id = 0
+        page = next(t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page")
+        self.session = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+        self.call("Page.enable", session=self.session)
+
+    def call(self, method: str, session: str | None = None, timeout: float = 60, **params: Any) -> dict:
+        self._last_id += 1
+        message = {"id": self._last_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            for answer in self._read(deadline, method):
+                if answer.get("id") == self._last_id:  # events (no id) are not needed here
+                    if "error" in answer:
+                        raise DevToolsError(f"{method}: {answer['error']}")
+                    return answer.get("result", {})
+
+    def _read(self, deadline: float, method: str) -> list[dict]:
+        while b"\0" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DevToolsError(f"Chromium did not answer {method} in time")
+            if self.process.poll() is not None:
+                raise DevToolsError(f"Chromium exited with {self.process.returncode} during {method}")
+            ready, _, _ = select.select([self._answers], [], [], min(remaining, 1.0))
+            if ready:
+                self._buffer += os.read(self._answers, 1 << 20)
+        *chunks, self._buffer = self._buffer.split(b"\0")
+        return [json.loads(chunk) for chunk in chunks]
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", session=self.session, expression=expression, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise DevToolsError(f"{expression!r} failed: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def open(self, url: str) -> None:
+        self.call("Page.navigate", session=self.session, url=url)
+
+    def text(self) -> str:
+        return self.evaluate("document.body ? document.body.innerText : ''") or ""
+
+    def wait_for(self, expression: str, what: str, screenshot: Path, timeout: float = PAGE_TIMEOUT_S) -> Any:
+        """Poll a JavaScript expression until it is truthy; on timeout keep a screenshot of what was shown."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.5)
+        failed = screenshot.with_name(f"{screenshot.stem}-failed.png")
+        self.screenshot(failed)
+        pytest.fail(f"the UI did not show {what} within {timeout:.0f} s (screenshot: {failed}); the page "
+                    f"read:\n{self.text()[:3000]}")
+
+    def click(self, expression: str) -> None:
+        """Click the middle of the element the expression returns, with the mouse, as a person would."""
+        box = self.evaluate(f"(() => {{ const element = {expression}; element.scrollIntoView({{block: 'center'}}); "
+                            f"const r = element.getBoundingClientRect(); return {{x: r.x + r.width / 2, "
+                            f"y: r.y + r.height / 2}}; }})()")
+        for event in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", session=self.session, type=event, x=box["x"], y=box["y"],
+                      button="left", clickCount=1)
+
+    def screenshot(self, path: Path) -> Path:
+        data = self.call("Page.captureScreenshot", session=self.session, format="png")["data"]
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=10)
+        except DevToolsError:  # it closed before answering, or did not answer: stopped below either way
+            pass
+        os.close(self._commands)
+        os.close(self._answers)
+        stop_process_group(self.process)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium on a fresh profile; tests list it first, so without Chromium they skip at once."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"Chromium is not installed ({CHROMIUM} is missing): the browser checks need Debian's "
+                    f"`chromium` (apt-get install -y chromium; .ci/run installs it)")
+    folder = tmp_path_factory.mktemp("chromium")
+    chromium = Chromium(folder / "profile", folder / "chromium.log")  # a fresh profile: no earlier UI state
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ui-screenshots")
+
+
+def js(value: Any) -> str:
+    """A Python value as a JavaScript literal."""
+    return json.dumps(value)
+
+
+@pytest.mark.slow
+def test_browser_lists_the_trials_nested_under_the_study(browser: Chromium, server: Server, study_runs: StudyRuns,
+                                                         screenshots: Path) -> None:
+    page = screenshots / "runs.png"
+    browser.open(server.experiment_url)  # the address study/ui.py printed
+    parent_link = f"document.querySelector('a[href$=\"/runs/{study_runs.parent['info']['run_id']}\"]')"
+    browser.wait_for(f"{parent_link} && document.body.innerText.includes('matching runs')",
+                     "the runs table with the study's parent run", page)
+    names = [t["info"]["run_name"] for t in study_runs.trials]
+    shown = f"{js(names)}.filter(name => document.body.innerText.includes(name))"
+    # nested: the table folds the trials under the study run until its + is clicked
+    assert browser.evaluate(f"{shown}.length") == 0, "trial runs are listed beside the study, not nested in it"
+    browser.click(f"{parent_link}.closest('[role=gridcell]').querySelector('button')")
+    browser.wait_for(f"{shown}.length === {len(names)}", f"the {len(names)} trial runs {names}", page)
+    rows = browser.evaluate("[...document.querySelectorAll('[role=row]')].map(row => row.innerText)")
+    for name in names:
+        assert any(name in row for row in rows), f"no table row lists {name!r}"
+    print(f"\nscreenshot of the runs table: {browser.screenshot(page)}")
+    assert page.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_browser_shows_the_report_as_an_artifact_of_the_study(browser: Chromium, server: Server,
+                                                             study_runs: StudyRuns, screenshots: Path) -> None:
+    page = screenshots / "report.png"
+    run_id = study_runs.parent["info"]["run_id"]
+    browser.open(f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs/{run_id}/artifacts/"
+                 f"report/report.md?workflowType=machine_learning")
+    # the artifact tree lists the plots, and the preview renders report.md's Markdown
+    browser.wait_for("document.body.innerText.includes('per_language.png') && "
+                     "[...document.querySelectorAll('h1, h2')].some(h => h.innerText.includes('Best trial vs'))",
+                     "report/report.md rendered with its plots listed", page)
+    print(f"\nscreenshot of the study's report artifact: {browser.screenshot(page)}")
+
+
+@pytest.mark.slow
+def test_browser_charts_a_trial_per_epoch(browser: Chromium, server: Server, study_runs: StudyRuns,
+                                          screenshots: Path) -> None:
+    page = screenshots / "trial-metrics.png"
+    trial = study_runs.trials[1]
+    name = trial["info"]["run_name"]
+    # a tall window: the UI draws only the charts in view, and this page has one per metric
+    browser.call("Emulation.setDeviceMetricsOverride", session=browser.session, width=1600, height=3200,
+                 deviceScaleFactor=1, mobile=False)
+    try:
+        browser.open(f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs/{trial['info']['run_id']}/"
+                     f"model-metrics?workflowType=machine_learning")
+        charts = ["loss", "ce_loss", "kl_loss", *(f"dev_acc_{lang}" for lang in SMOKE_LANGUAGES)]
+        # a drawn chart carries its legend "<run name> (<metric>)" and a "Step" axis (step = epoch)
+        legends = [f"{name} ({chart})" for chart in charts]
+        browser.wait_for(f"{js(legends)}.every(legend => document.body.innerText.includes(legend)) && "
+                         f"document.body.innerText.includes('Step')", f"per-epoch charts of {charts}", page)
+        print(f"\nscreenshot of a trial's per-epoch charts: {browser.screenshot(page)}")
+    finally:
+        browser.call("Emulation.clearDeviceMetricsOverride", session=browser.session)
