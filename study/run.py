@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import socket
 import sys
 import time
+import urllib.parse
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,6 +40,10 @@ os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 # want (resume then matches the checkpoints); on local disk that costs milliseconds, so the
 # "snapshotting may become a bottleneck" warning is noise.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Tune saves its state (trials, searcher) at every step of its loop instead of every 10 s or more: a killed
+# driver then never loses a trial that already trained, let alone finished. The state is a small JSON and
+# the searcher's pickle, written locally (uploads to remote storage keep their own pace).
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
 
 from mpt.config import ConfigError, MPTConfig, parse_value  # noqa: E402
 from mpt.data import DataError, few_shot  # noqa: E402
@@ -50,6 +57,12 @@ from study.settings import (DEFAULT_NUM_SAMPLES, DEFAULT_STORAGE_PATH, RESULTS_R
 from trainable import OBJECTIVES, STATE_FILE  # noqa: E402
 
 EXIT_NO_RESULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+DEFAULT_SPACE = "alignment"
+# Ray Tune retries every failure of a trial, deterministic ones too: one retry survives a crash (a killed
+# process, a lost node) and costs a NaN trial one short rerun from its last checkpoint. A trial that fails
+# twice is FAILED; `--resume` gives failed trials another try from their last checkpoints.
+TRIAL_MAX_FAILURES = 1
+MLFLOW_CONNECT_TIMEOUT_S = 10
 CONFIRM_SUFFIX = "-confirm"
 
 
@@ -60,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     study = parser.add_argument_group("the study")
-    study.add_argument("--space", required=True,
-                       help=f"search space (required): {', '.join(SPACES)}; search_spaces/NAME.py says what each "
-                            f"searches")
+    study.add_argument("--space",
+                       help=f"search space: {', '.join(SPACES)}; search_spaces/NAME.py says what each searches "
+                            f"(default: alignment, so a bare `python study/run.py` runs the default study)")
     study.add_argument("--name", help="study name: its folder results/NAME and MLflow experiment "
                                       "(default: the space, with '-smoke' under --smoke)")
     study.add_argument("--num-samples", type=int, metavar="N",
@@ -134,7 +147,7 @@ def base_config_from_args(args: argparse.Namespace, seed: int) -> dict[str, Any]
 
 def settings_from_args(args: argparse.Namespace) -> StudySettings:
     """The settings a new study with these flags would have (validated, nothing written)."""
-    space = get_space(args.space)
+    space = get_space(args.space or DEFAULT_SPACE)
     name = check_name(args.name or (f"{space.name}-smoke" if args.smoke else space.name))
     num_samples = args.num_samples if args.num_samples is not None else (
         SMOKE_NUM_SAMPLES if args.smoke else DEFAULT_NUM_SAMPLES)
@@ -169,6 +182,73 @@ def check_resources(args: argparse.Namespace) -> None:
         raise StudyError(f"--confirm-seeds {args.confirm_seeds} must be >= 1")
 
 
+# --- can the study write where it is told to? --------------------------------------------------------
+
+def nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_folder(path: Path, what: str, fix: str) -> None:
+    """`path` is a writable folder, or one that can be created (without creating it: nothing is written
+    before the input is known to be good)."""
+    existing = nearest_existing(path)
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable by this user"
+    if problem:
+        raise StudyError(f"{what} {path} is not writable ({problem}): {fix}")
+
+
+def check_storage(storage_path: str) -> None:
+    """Local Ray Tune storage must be writable; remote storage (s3://, gs://, ...) is checked by Ray."""
+    if is_uri(storage_path) and not storage_path.startswith("file://"):
+        return
+    path = Path(storage_path[len("file://"):] if storage_path.startswith("file://") else storage_path)
+    check_writable_folder(path, "--storage-path", f"choose a folder you can write (the default is "
+                                                  f"{DEFAULT_STORAGE_PATH}), or on a cluster a shared file system "
+                                                  f"(file:///mnt/shared/path) or s3://bucket/path")
+
+
+def check_tracking_uri(tracking_uri: str) -> None:
+    """The MLflow store must be reachable now, not after hours of trials: a SQLite file in a writable
+    folder, or a server that accepts connections (MLflow's client would retry for minutes)."""
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri[len("sqlite:///"):])
+        if database.exists() and not database.is_file():
+            raise StudyError(f"--mlflow-tracking-uri {tracking_uri}: {database} is not a file: point it at a "
+                             f"SQLite file, e.g. sqlite:///results/mlflow.db")
+        check_writable_folder(database.parent, "the folder of the MLflow database",
+                              "point --mlflow-tracking-uri at sqlite:///PATH in a folder you can write, or at an "
+                              "MLflow server (http://HOST:5000)")
+        return
+    parsed = urllib.parse.urlsplit(tracking_uri)
+    if parsed.scheme not in ("http", "https"):
+        return  # databricks, ...: MLflow's own client says what is wrong
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname or "", port), timeout=MLFLOW_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise StudyError(f"cannot reach the MLflow tracking server at --mlflow-tracking-uri "
+                         f"{redact(tracking_uri)} ({type(err).__name__}: {err}): start it (`mlflow server --host "
+                         f"127.0.0.1 --port {port}`) or fix the URI, or leave --mlflow-tracking-uri out to use the "
+                         f"local SQLite store results/mlflow.db") from None
+
+
+def redact(text: str) -> str:
+    """`text` without credentials: URI user info (`https://user:token@host`) and secret-looking query values."""
+    text = re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
+    return re.sub(r"(?i)([?&][a-z_-]*(?:token|secret|password|passwd|key|signature|credential)[a-z_-]*=)[^&\s]+",
+                  r"\1***", text)
+
+
+def redacted(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: redact(value) if isinstance(value, str) else value for key, value in values.items()}
+
+
 # --- does the study exist? ------------------------------------------------------------------------------
 
 def ray_experiment_exists(path: str) -> bool:
@@ -185,8 +265,14 @@ def mlflow_experiment_exists(tracking_uri: str, name: str) -> bool:
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).exists():
         return False  # no database yet; do not create one just to look
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-    return MlflowClient(tracking_uri).get_experiment_by_name(name) is not None
+    try:
+        return MlflowClient(tracking_uri).get_experiment_by_name(name) is not None
+    except MlflowException as err:
+        raise StudyError(f"the MLflow store at --mlflow-tracking-uri {redact(tracking_uri)} failed to answer "
+                         f"({err}): check the URI and its credentials (MLFLOW_TRACKING_USERNAME and "
+                         f"MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN)") from None
 
 
 def check_new_study(settings: StudySettings, paths: StudyPaths) -> None:
@@ -208,8 +294,14 @@ def resume_settings(args: argparse.Namespace, requested: StudySettings, paths: S
     if not paths.settings_file.is_file():
         raise StudyError(f"nothing to resume: there is no study {requested.name!r} ({paths.settings_file} does not "
                          f"exist); start it without --resume, or name an existing study with --name")
-    stored = StudySettings.from_json(paths.settings_file.read_text(encoding="utf-8"))
-    given = {"space": True, "objective": args.objective is not None, "num_samples": args.num_samples is not None,
+    try:
+        stored = StudySettings.from_json(paths.settings_file.read_text(encoding="utf-8"))
+        stored.config  # noqa: B018 (validates the stored base config)
+    except (ValueError, TypeError) as err:  # JSONDecodeError and ConfigError are ValueErrors
+        raise StudyError(f"cannot resume study {requested.name!r}: {paths.settings_file} is damaged ({err}); "
+                         f"restore it from a backup (the study's MLflow run has its settings as params), or start "
+                         f"a new study with a new --name") from None
+    given = {"space": args.space is not None, "objective": args.objective is not None, "num_samples": args.num_samples is not None,
              "scheduler": args.scheduler is not None, "seed": args.seed is not None, "smoke": args.smoke,
              "storage_path": args.storage_path is not None,
              "mlflow_tracking_uri": args.mlflow_tracking_uri is not None,
@@ -291,6 +383,64 @@ def load_study_data(config: MPTConfig, objective: str):
     return data
 
 
+def check_backbone(config: MPTConfig) -> None:
+    """Fail on the driver, before anything is written, rather than in every trial: the backbone's config
+    loads (the weights are the trials' job) and it has at least `num_layers` layers."""
+    from transformers import AutoConfig
+
+    from mpt.backbones import BackboneError, e5_small_directory, tiny_xlmr_directory
+
+    named = {"e5-small": e5_small_directory, "tiny-xlmr": tiny_xlmr_directory}
+    path = str(named[config.backbone]()) if config.backbone in named else config.backbone
+    try:
+        model_config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise BackboneError(f"unknown backbone {config.backbone!r}: it cannot be loaded ({_first_line(err)}): use "
+                            f"'e5-small' (embedded), 'tiny-xlmr', a local Hugging Face model directory, or a hub "
+                            f"id such as 'xlm-roberta-base' on a machine with hub access (--set backbone=...)"
+                            ) from None
+    layers = getattr(model_config, "num_hidden_layers", None)
+    if config.num_layers is not None and layers is not None and config.num_layers > layers:
+        raise BackboneError(f"num_layers={config.num_layers} but backbone {config.backbone!r} has only {layers} "
+                            f"layers: use --set num_layers=N with N in [1, {layers}], or num_layers=none for all")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def damaged_checkpoints(experiment_path: str) -> list[tuple[Path, str]]:
+    """The trial checkpoints of a local Ray Tune experiment that cannot be read, with the reason.
+
+    Read as tensors and plain data only (`weights_only=True`): a checkpoint never runs code."""
+    import torch
+
+    if is_uri(experiment_path) and not experiment_path.startswith("file://"):
+        return []  # remote storage: the trial reports a damaged checkpoint when it restores
+    folder = Path(experiment_path[len("file://"):] if experiment_path.startswith("file://") else experiment_path)
+    damaged = []
+    for state_file in sorted(folder.glob(f"*/checkpoint_*/{STATE_FILE}")):
+        try:
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated, overwritten or foreign files fail in many ways
+            damaged.append((state_file, f"{type(err).__name__}: {_first_line(err)}"))
+            continue
+        if not isinstance(state, dict) or not {"format", "epoch", "model", "optimizer"} <= set(state):
+            damaged.append((state_file, "not an mpt-study trial checkpoint"))
+    return damaged
+
+
+def check_checkpoints(experiment_path: str) -> None:
+    """A resumed trial restores its last checkpoint: refuse to start if one of them is damaged."""
+    damaged = damaged_checkpoints(experiment_path)
+    if damaged:
+        listing = "; ".join(f"{path} ({reason})" for path, reason in damaged)
+        raise StudyError(f"cannot resume: {len(damaged)} trial checkpoint(s) are damaged: {listing}. Nothing was "
+                         f"changed. Put back intact copies (from a backup), or delete each damaged "
+                         f"{STATE_FILE} and run --resume again: an unfinished trial then trains again from its "
+                         f"first epoch")
+
+
 def make_trainable(settings: StudySettings, args: argparse.Namespace, data):
     from ray import tune
 
@@ -334,8 +484,10 @@ def run_tuner(settings: StudySettings, paths: StudyPaths, args: argparse.Namespa
                                         reuse_actors=True, trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=settings.name + suffix, storage_path=settings.storage_path, callbacks=[tracker],
-                # a failed trial (NaN loss, bad values) is recorded as FAILED and the study goes on
-                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                # a trial whose process dies (killed, out of memory, its node lost) continues from its
+                # last checkpoint; one that keeps failing (NaN loss, bad values) is recorded as FAILED
+                # and the study goes on
+                failure_config=tune.FailureConfig(max_failures=TRIAL_MAX_FAILURES, fail_fast=False),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1))
     grid = tuner.fit()
     planned = num_samples if num_samples is not None else settings.num_samples
@@ -351,7 +503,12 @@ def export_best_weights(client, run_id: str, checkpoint, study_dir: Path) -> Pat
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
-        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+        state_file = Path(directory) / STATE_FILE
+        if not state_file.exists():  # deleted as damaged: the trial's results stand, its weights are gone
+            print(f"warning: the best trial's checkpoint {directory} has no {STATE_FILE}: no best weights exported",
+                  file=sys.stderr)
+            return None
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
     tensors = {k: v.contiguous() for k, v in state["best_state"].items()
                if k.startswith(("prompt.", "translator.", "head."))}
     path = study_dir / "best_weights.safetensors"
@@ -391,7 +548,12 @@ def run_study(args: argparse.Namespace) -> int:
     if args.resume:
         settings = resume_settings(args, requested, paths)
         paths = replace(paths, storage_path=settings.storage_path)
+        check_storage(settings.storage_path)
+        check_tracking_uri(settings.mlflow_tracking_uri)
     else:
+        # before check_new_study, which reads the storage and the MLflow store
+        check_storage(requested.storage_path)
+        check_tracking_uri(requested.mlflow_tracking_uri)
         check_new_study(requested, paths)
         settings = requested
     check_tracking_for_address(args.address, settings.mlflow_tracking_uri)
@@ -406,6 +568,9 @@ def run_study(args: argparse.Namespace) -> int:
                                 start_study_run)
 
     data = load_study_data(config, settings.objective)
+    check_backbone(config)
+    if args.resume:
+        check_checkpoints(paths.experiment_path())
 
     start_ray(args.address)
     import ray
@@ -425,9 +590,10 @@ def run_study(args: argparse.Namespace) -> int:
                            "num_samples": settings.num_samples, "scheduler": settings.scheduler,
                            "seed": settings.seed, "smoke": settings.smoke, "sampler": "TPE(multivariate)",
                            "storage_path": settings.storage_path}
-        params = {**search_settings, **{f"base.{k}": v for k, v in settings.base_config.items()}}
-        tags = {**environment_tags(REPO_ROOT), "backbone": config.backbone, "data": config.data,
-                "languages": ",".join(config.languages)}
+        # no credentials in MLflow: a URI with a token (storage, data, hub repo) is logged without it
+        params = redacted({**search_settings, **{f"base.{k}": v for k, v in settings.base_config.items()}})
+        tags = redacted({**environment_tags(REPO_ROOT), "backbone": config.backbone, "data": config.data,
+                         "languages": ",".join(config.languages)})
         parent_run_id = start_study_run(client, experiment_id, settings.name, params, tags)
     else:
         client.update_run(parent_run_id, status="RUNNING")
@@ -436,7 +602,8 @@ def run_study(args: argparse.Namespace) -> int:
 
     def tracker_for(phase: str) -> StudyTracker:
         return StudyTracker(settings.mlflow_tracking_uri, settings.name, settings.space,
-                            {**settings.base_config, "dev_all_languages": settings.objective == "dev_avg"}, phase)
+                            redacted({**settings.base_config, "dev_all_languages": settings.objective == "dev_avg"}),
+                            phase)
 
     space = get_space(settings.space)
     started = time.perf_counter()
@@ -448,6 +615,7 @@ def run_study(args: argparse.Namespace) -> int:
         num_samples=settings.num_samples, scheduler=make_scheduler(settings.scheduler, config.epochs))
     rows = rows_from_results(grid, finished)
     save_rows(paths.trials_file, rows)
+    retire_lost_trial_runs(client, experiment_id, rows)
     if not finished:
         return interrupted(client, experiment_id, parent_run_id, settings, rows)
 
@@ -472,7 +640,7 @@ def run_study(args: argparse.Namespace) -> int:
             client.log_artifact(parent_run_id, str(file), artifact_path="report")
     print(f"\n{summary}")
     print(f"finished in {time.perf_counter() - started:.0f} s; MLflow: mlflow ui --backend-store-uri "
-          f"{settings.mlflow_tracking_uri} --host 127.0.0.1")
+          f"{redact(settings.mlflow_tracking_uri)} --host 127.0.0.1")
     if best is None:
         client.set_terminated(parent_run_id, status="FAILED")
         print(f"error: no trial of study {settings.name} completed; the reasons are in {paths.report_file} and "
@@ -480,6 +648,24 @@ def run_study(args: argparse.Namespace) -> int:
         return EXIT_NO_RESULT
     client.set_terminated(parent_run_id, status="FINISHED")
     return 0
+
+
+def retire_lost_trial_runs(client, experiment_id: str, rows: list[TrialRow]) -> None:
+    """Delete the MLflow runs of search trials the study no longer has, so each trial keeps exactly one run.
+
+    Tune saves its state every few seconds: a driver killed between starting a trial and the next save
+    leaves an MLflow run for a trial the resumed study does not know (the searcher state is from the same
+    save, so the study runs that point again, under a new trial id). The run is marked KILLED and deleted
+    (MLflow keeps deleted runs restorable)."""
+    from study.tracking import find_runs
+
+    known = {row.trial_id for row in rows}
+    for run in find_runs(client, experiment_id, mpt_study__role="trial", mpt_study__phase="search"):
+        if run.data.tags.get("ray.trial_id") not in known:
+            client.set_tag(run.info.run_id, "lost", "its trial was lost with a killed driver and ran again as "
+                                                    "a new trial")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            client.delete_run(run.info.run_id)
 
 
 def log_summary_metrics(client, parent_run_id: str, best: TrialRow, vanilla: TrialRow | None) -> None:

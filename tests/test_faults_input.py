@@ -1,0 +1,219 @@
+"""Bad input to `study/run.py`: each case exits non-zero with a message naming the problem and the fix,
+and leaves an existing study's results folder and MLflow store byte-for-byte as they were.
+
+One small study is run for real (a subprocess); the cases then call `study.run.main` in this process,
+the very function `python study/run.py` exits with, so that 20 cases do not each pay for importing torch,
+Ray and MLflow. Ray must never start: a case that gets that far fails the test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
+
+from study import run as study_run  # noqa: E402
+
+RUN = REPO_ROOT / "study" / "run.py"
+MINI = REPO_ROOT / "mpt" / "data" / "mini"
+EXISTING = "existing"
+# the smallest complete study: the two reference trials, one epoch each
+EXISTING_ARGS = ["--space", "alignment", "--smoke", "--name", EXISTING, "--num-samples", "2", "--set", "epochs=1"]
+NEW = ["--space", "alignment", "--smoke", "--name", "another"]  # a new study next to the existing one
+
+
+@pytest.fixture(scope="module")
+def existing_study(tmp_path_factory) -> Path:
+    """A finished study in its own working directory: results/existing, results/ray, results/mlflow.db."""
+    cwd = tmp_path_factory.mktemp("existing")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(RUN), *EXISTING_ARGS], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert list((cwd / "results" / "ray" / EXISTING).glob("*/checkpoint_*/state.pt"))
+    return cwd
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (relative path -> SHA-256 of its bytes)."""
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- data folders with one defect each ------------------------------------------------------------------
+
+def data_folder(root: Path) -> Path:
+    """A valid local data folder for the smoke languages (en source; de, fr targets), parallel files included."""
+    folder = root / "data"
+    folder.mkdir()
+    for name in ["train-en.tsv", *(f"{split}-{lang}.tsv" for split in ("dev", "test") for lang in ("en", "de", "fr")),
+                 "parallel-de.tsv", "parallel-fr.tsv"]:
+        shutil.copy(MINI / name, folder / name)
+    return folder
+
+
+def with_line(path: Path, number: int, line: str) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[number - 1] = line
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def missing_column(root: Path) -> list[str]:
+    folder = data_folder(root)
+    with_line(folder / "train-en.tsv", 5, "A premise without its hypothesis.\tentailment")
+    return ["--set", f"data={folder}"]
+
+
+def bad_label(root: Path) -> list[str]:
+    folder = data_folder(root)
+    with_line(folder / "dev-de.tsv", 3, "Ein Mann spielt Gitarre.\tJemand macht Musik.\tprobably")
+    return ["--set", f"data={folder}"]
+
+
+def empty_file(root: Path) -> list[str]:
+    folder = data_folder(root)
+    (folder / "test-fr.tsv").write_text("", encoding="utf-8")
+    return ["--set", f"data={folder}"]
+
+
+def unpaired_parallel(root: Path) -> list[str]:
+    folder = data_folder(root)
+    with_line(folder / "parallel-fr.tsv", 7, "This English sentence lost its French translation.")
+    return ["--set", f"parallel={folder}"]
+
+
+def storage_not_writable(root: Path) -> list[str]:
+    (root / "a-file").write_text("not a folder")  # root runs the tests too: a mode bit would not stop it
+    return ["--storage-path", str(root / "a-file" / "ray")]
+
+
+def mlflow_unreachable(root: Path) -> list[str]:
+    return ["--mlflow-tracking-uri", f"http://127.0.0.1:{free_port()}"]
+
+
+# case id -> (arguments, or a function making them in a scratch folder; problem fragments; fix fragments)
+CASES: dict[str, tuple[list[str] | Callable[[Path], list[str]], list[str], list[str]]] = {
+    "unknown_space": (["--space", "nope", "--smoke"], ["unknown search space 'nope'"],
+                      ["choose one of", "alignment", "translator"]),
+    "unknown_backbone": ([*NEW, "--set", "backbone=no-such-backbone"], ["unknown backbone 'no-such-backbone'"],
+                         ["use 'e5-small'", "--set backbone="]),
+    "backbone_too_shallow": ([*NEW, "--set", "num_layers=99"], ["num_layers=99", "has only 12 layers"],
+                             ["--set num_layers=N with N in [1, 12]"]),
+    "unknown_language": ([*NEW, "--set", "target_languages=de,xx"], ["'xx' is not in", "dev-xx.tsv"],
+                         ["choose languages that exist"]),
+    "unknown_config_field": ([*NEW, "--set", "learning_rat=0.1"], ["unknown config field 'learning_rat'"],
+                             ["allowed fields are", "learning_rate"]),
+    "data_file_missing_a_column": ([*NEW], ["train-en.tsv, line 5", "2 tab-separated field(s), expected 3"],
+                                   ["check for a missing column"]),
+    "bad_label": ([*NEW], ["dev-de.tsv, line 3", "unknown label 'probably'"],
+                  ["use 0/1/2 or entailment/neutral/contradiction"]),
+    "empty_data_file": ([*NEW], ["test-fr.tsv is empty"], ["needs one premise/hypothesis/label example per line"]),
+    "parallel_lines_do_not_pair_up": ([*NEW], ["parallel-fr.tsv, line 7", "1 tab-separated field(s), expected 2"],
+                                      ["check for a missing column or a stray tab"]),
+    "too_many_shots_for_the_data": ([*NEW, "--set", "shots_per_class=500"], ["shots_per_class=500"],
+                                    ["lower shots_per_class to at most"]),
+    "storage_path_not_writable": ([*NEW], ["is not writable", "is a file, not a folder"],
+                                  ["choose a folder you can write"]),
+    "mlflow_tracking_uri_unreachable": ([*NEW], ["cannot reach the MLflow tracking server", "Connection refused"],
+                                        ["start it", "leave --mlflow-tracking-uri out"]),
+    "zero_num_samples": ([*NEW, "--num-samples", "0"], ["--num-samples 0 is too small"], ["use at least 2"]),
+    "negative_num_samples": ([*NEW, "--num-samples", "-3"], ["--num-samples -3 is too small"], ["use at least 2"]),
+    "alignment_weight_above_one": ([*NEW, "--set", "alignment_weight=1.5"], ["'alignment_weight' = 1.5 is invalid"],
+                                   ["allowed a number in [0, 1]"]),
+    "alignment_weight_negative": ([*NEW, "--set", "alignment_weight=-0.2"],
+                                  ["'alignment_weight' = -0.2 is invalid"], ["allowed a number in [0, 1]"]),
+    "existing_name_without_resume": (["--space", "alignment", "--smoke", "--name", EXISTING],
+                                     [f"study '{EXISTING}' already exists"], ["--resume", "new `--name`"]),
+    "resume_of_a_study_that_does_not_exist": (["--space", "alignment", "--smoke", "--name", "ghost", "--resume"],
+                                              ["nothing to resume", "no study 'ghost'"],
+                                              ["start it without --resume"]),
+}
+DATA_DEFECTS = {"data_file_missing_a_column": missing_column, "bad_label": bad_label, "empty_data_file": empty_file,
+                "parallel_lines_do_not_pair_up": unpaired_parallel, "storage_path_not_writable": storage_not_writable,
+                "mlflow_tracking_uri_unreachable": mlflow_unreachable}
+
+
+def refuse_to_start_ray(address) -> None:
+    raise AssertionError("bad input got past validation: the study was about to start Ray")
+
+
+def run_refused(argv: list[str], cwd: Path, monkeypatch, capsys) -> str:
+    """Run the CLI on `argv` in `cwd`; assert it exits 2 and changed nothing under results/; return stderr."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(study_run, "start_ray", refuse_to_start_ray)
+    before = snapshot(cwd / "results")
+    capsys.readouterr()
+    code = study_run.main(argv)
+    err = capsys.readouterr().err
+    assert code == study_run.EXIT_BAD_INPUT, err[-3000:]
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert snapshot(cwd / "results") == before, "bad input changed the existing study's files"
+    return err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_and_changes_nothing(case: str, existing_study: Path, tmp_path: Path, monkeypatch,
+                                                  capsys) -> None:
+    argv, problem, fix = CASES[case]
+    if case in DATA_DEFECTS:
+        argv = [*argv, *DATA_DEFECTS[case](tmp_path)]
+    err = run_refused(list(argv), existing_study, monkeypatch, capsys)
+    for fragment in [*problem, *fix]:
+        assert fragment in err, f"{fragment!r} not in: {err}"
+    assert not (existing_study / "results" / "another").exists()
+    assert not (tmp_path / "a-file" / "ray").exists()
+
+
+@pytest.mark.slow
+def test_resume_with_a_damaged_checkpoint_is_refused_and_changes_nothing(existing_study: Path, monkeypatch,
+                                                                           capsys) -> None:
+    checkpoint = sorted((existing_study / "results" / "ray" / EXISTING).glob("*/checkpoint_*/state.pt"))[0]
+    intact = checkpoint.read_bytes()
+    checkpoint.write_bytes(intact[: len(intact) // 2])  # a copy cut short, as by a full disk
+    try:
+        err = run_refused(["--space", "alignment", "--name", EXISTING, "--resume"], existing_study, monkeypatch,
+                          capsys)
+    finally:
+        checkpoint.write_bytes(intact)
+    assert "trial checkpoint(s) are damaged" in err and checkpoint.parent.parent.name in err
+    assert "Put back intact copies" in err and "delete each damaged state.pt and run --resume again" in err
+
+
+@pytest.mark.slow
+def test_resume_with_damaged_settings_is_refused_and_changes_nothing(existing_study: Path, monkeypatch,
+                                                                      capsys) -> None:
+    settings = existing_study / "results" / EXISTING / "study.json"
+    intact = settings.read_bytes()
+    settings.write_bytes(intact[: len(intact) // 3])
+    try:
+        err = run_refused(["--space", "alignment", "--name", EXISTING, "--resume"], existing_study, monkeypatch,
+                          capsys)
+    finally:
+        settings.write_bytes(intact)
+    assert f"{settings} is damaged" in err and "restore it from a backup" in err and "new --name" in err
+
+
+def test_the_command_line_exits_2_on_bad_input(tmp_path: Path) -> None:
+    """The cases above call `main`; the script itself turns its value into the exit status."""
+    done = subprocess.run([sys.executable, str(RUN), "--space", "alignment", "--smoke", "--num-samples", "-1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: --num-samples -1 is too small")
+    assert not (tmp_path / "results").exists()
