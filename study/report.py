@@ -31,7 +31,7 @@ import optuna  # noqa: E402
 
 from search_spaces import PAPER_DEFAULT, VANILLA, distributions, get_space  # noqa: E402
 from study.results import (COMPLETE, TrialRow, best_row, completed, load_rows, reference_row)  # noqa: E402
-from study.settings import RESULTS_ROOT, StudyError, StudyPaths, StudySettings, write_atomically  # noqa: E402
+from study.settings import RESULTS_ROOT, StudyError, StudyPaths, StudySettings, redact, write_atomically  # noqa: E402
 
 MIN_TRIALS_FOR_IMPORTANCE = 8  # below this fANOVA's importances are noise
 
@@ -268,7 +268,7 @@ def write_report(paths: StudyPaths) -> str:
              f"- base config: backbone `{config.backbone}` (num_layers {config.num_layers}), data `{config.data}`, "
              f"{config.shots_per_class} shots per class, {config.epochs} epochs, "
              f"max_eval_examples {config.max_eval_examples}",
-             f"- MLflow: experiment `{paths.name}` at `{settings.mlflow_tracking_uri}`", ""]
+             f"- MLflow: experiment `{paths.name}` at `{redact(settings.mlflow_tracking_uri)}`", ""]
     lines += ["## Best trial vs vanilla prompt transfer", ""]
     if best is None:
         lines += ["No trial completed, so there is no best trial.", ""]

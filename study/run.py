@@ -51,7 +51,7 @@ from mpt.train import read_config_file  # noqa: E402
 from search_spaces import REFERENCE_POINTS, SPACES, UnknownSpaceError, VANILLA, get_space  # noqa: E402
 from study.results import (COMPLETE, TrialRow, best_row, reference_row, rows_from_results,  # noqa: E402
                            save_rows, top_rows)
-from study.settings import (DEFAULT_NUM_SAMPLES, DEFAULT_STORAGE_PATH, RESULTS_ROOT, SCHEDULERS,  # noqa: E402
+from study.settings import (redact, redacted, DEFAULT_NUM_SAMPLES, DEFAULT_STORAGE_PATH, RESULTS_ROOT, SCHEDULERS,  # noqa: E402
                             SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudyError, StudyPaths, StudySettings,
                             absolute_storage, check_name, default_tracking_uri, is_uri, write_atomically)
 from trainable import OBJECTIVES, STATE_FILE  # noqa: E402
@@ -236,17 +236,6 @@ def check_tracking_uri(tracking_uri: str) -> None:
                          f"{redact(tracking_uri)} ({type(err).__name__}: {err}): start it (`mlflow server --host "
                          f"127.0.0.1 --port {port}`) or fix the URI, or leave --mlflow-tracking-uri out to use the "
                          f"local SQLite store results/mlflow.db") from None
-
-
-def redact(text: str) -> str:
-    """`text` without credentials: URI user info (`https://user:token@host`) and secret-looking query values."""
-    text = re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
-    return re.sub(r"(?i)([?&][a-z_-]*(?:token|secret|password|passwd|key|signature|credential)[a-z_-]*=)[^&\s]+",
-                  r"\1***", text)
-
-
-def redacted(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: redact(value) if isinstance(value, str) else value for key, value in values.items()}
 
 
 # --- does the study exist? ------------------------------------------------------------------------------

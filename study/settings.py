@@ -130,3 +130,14 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def redact(text: str) -> str:
+    """`text` without credentials: URI user info (`https://user:token@host`) and secret-looking query values."""
+    text = re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
+    return re.sub(r"(?i)([?&][a-z_-]*(?:token|secret|password|passwd|key|signature|credential)[a-z_-]*=)[^&\s]+",
+                  r"\1***", text)
+
+
+def redacted(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: redact(value) if isinstance(value, str) else value for key, value in values.items()}
