@@ -43,6 +43,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -755,6 +756,10 @@ def bench_trials(args, outcomes: dict[str, Outcome], ray_reason: str) -> None:
             print(f"[trials] {side}: {runs[side][-1]['wall']:.1f} s for {len(points)} trial(s); load {load_text()}",
                   flush=True)
 
+    try:
+        from study.settings import DEFAULT_NUM_SAMPLES as study_trials
+    except ImportError:
+        study_trials = 8
     plain = runs["plain"]
     shares = [r["load"] / (r["load"] + r["trials"][0]) for r in plain]
     six = outcomes["startup_load_share"]
@@ -765,9 +770,9 @@ def bench_trials(args, outcomes: dict[str, Outcome], ray_reason: str) -> None:
                    f"process does first), its data preloaded as the study hands data to trials",
                    f"- backbone load {spread([r['load'] for r in plain])} s, trial {spread([r['trials'][0] for r in plain])}"
                    f" s, share of load + trial {spread(shares)}",
-                   f"- the trainable keeps the backbone per trial process (`reuse_actors`), so in a 12-trial study "
-                   f"run by one trial process the load is about {med(shares) / 12:.1%} of trial time; the target "
-                   f"above is the cold first trial"]
+                   f"- the trainable keeps the backbone per trial process (`reuse_actors`), so over a study's "
+                   f"{study_trials} trials run by two trial processes the load is about "
+                   f"{2 * med(shares) / study_trials:.1%} of trial time; the target above is the cold first trial"]
 
     five = outcomes["ray_overhead"]
     if ray_reason:
@@ -794,9 +799,9 @@ def bench_trials(args, outcomes: dict[str, Outcome], ray_reason: str) -> None:
                     f"- Ray / plain per round: {spread(ratios)}"]
 
 
-def run_study_cli(extra: list[str], timeout: float) -> float:
+def run_study_cli(extra: list[str], timeout: float) -> tuple[float, str]:
     """Wall seconds of `python study/run.py --space alignment ...` run in a scratch folder (its results,
-    Ray storage and MLflow database stay out of the repository's results/)."""
+    Ray storage and MLflow database stay out of the repository's results/), and how many trials it ran."""
     scratch = Path(tempfile.mkdtemp(prefix="mpt-bench-study-"))
     try:
         started = time.perf_counter()
@@ -806,7 +811,8 @@ def run_study_cli(extra: list[str], timeout: float) -> float:
         wall = time.perf_counter() - started
         if done.returncode != 0:
             raise RuntimeError(f"the study failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-        return wall
+        found = re.search(r"^study \S+: .*?(\d+) trials", done.stdout, re.MULTILINE)
+        return wall, found.group(1) if found else "?"
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -814,21 +820,25 @@ def run_study_cli(extra: list[str], timeout: float) -> float:
 def bench_study(args, outcomes: dict[str, Outcome]) -> None:
     """Item 7: wall minutes of the smoke study and (with --study) the default study."""
     smoke = outcomes["study_smoke_min"]
+    counts = []
     for index in range(args.smoke_rounds):
-        wall = run_study_cli(["--smoke"], timeout=900)
+        wall, trials = run_study_cli(["--smoke"], timeout=900)
         smoke.values.append(wall / 60)
-        print(f"[study] --smoke: {wall:.0f} s; load {load_text()}", flush=True)
+        counts.append(trials)
+        print(f"[study] --smoke: {wall:.0f} s, {trials} trials; load {load_text()}", flush=True)
     smoke.judge()
     smoke.details = ["`python study/run.py --space alignment --smoke` in a scratch folder, subprocess wall time "
-                     "(interpreter start and imports included)", f"- minutes: {spread(smoke.values)}"]
+                     f"(interpreter start and imports included); trials: {', '.join(counts)}",
+                     f"- minutes: {spread(smoke.values)}"]
     default = outcomes["study_default_min"]
     if args.study:
-        wall = run_study_cli([], timeout=3600)
+        wall, trials = run_study_cli([], timeout=3600)
         default.values.append(wall / 60)
         default.judge()
-        default.details = ["`python study/run.py --space alignment` in a scratch folder, subprocess wall time",
+        default.details = ["`python study/run.py --space alignment` in a scratch folder, subprocess wall time "
+                           f"(interpreter start and imports included); {trials} trials",
                            f"- minutes: {spread(default.values)}"]
-        print(f"[study] default: {wall:.0f} s; load {load_text()}", flush=True)
+        print(f"[study] default: {wall:.0f} s, {trials} trials; load {load_text()}", flush=True)
     else:
         default.skipped = "skipped: needs --study (the default study's own wall time more)"
 
@@ -869,6 +879,11 @@ MISS_CAUSES = {
                           "load well under a second. The 'diagnosis aid' line measures the same file loaded "
                           "straight into the Rust tokenizer; the change belongs in `mpt/backbones.py` "
                           "(`_load_tokenizer`).",
+    "study_default_min": "the study's size: the default trial alone takes the trial time of `startup_load_share` "
+                         "on one thread, and the default study runs its trials two at a time on 2 cores (half as "
+                         "many trial times back to back) before any Ray, Optuna or MLflow cost; other processes on "
+                         "a shared machine stretch it further. The study's defaults (`study/settings.py`) set "
+                         "the size.",
     "ray_overhead": "Ray's fixed costs: `import ray` + `ray.init`, starting the trial process (importing torch and "
                     "loading the backbone again there) and `ray.shutdown`; with few, short trials they are a large "
                     "share of the wall time (see the breakdown).",
