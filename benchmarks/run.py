@@ -803,9 +803,10 @@ def bench_trials(args, outcomes: dict[str, Outcome], ray_reason: str) -> None:
                     f"- Ray / plain per round: {spread(ratios)}"]
 
 
-def run_study_cli(extra: list[str], timeout: float) -> tuple[float, str]:
+def run_study_cli(extra: list[str], timeout: float) -> tuple[float, str, list[dict]]:
     """Wall seconds of `python study/run.py --space alignment ...` run in a scratch folder (its results,
-    Ray storage and MLflow database stay out of the repository's results/), and how many trials it ran."""
+    Ray storage and MLflow database stay out of the repository's results/), how many trials it ran, and its
+    trial table (results/<study>/trials.json)."""
     scratch = Path(tempfile.mkdtemp(prefix="mpt-bench-study-"))
     try:
         started = time.perf_counter()
@@ -816,9 +817,26 @@ def run_study_cli(extra: list[str], timeout: float) -> tuple[float, str]:
         if done.returncode != 0:
             raise RuntimeError(f"the study failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
         found = re.search(r"^study \S+: .*?(\d+) trials", done.stdout, re.MULTILINE)
-        return wall, found.group(1) if found else "?"
+        rows = [row for table in scratch.glob("results/*/trials.json")
+                for row in json.loads(table.read_text(encoding="utf-8"))]
+        return wall, found.group(1) if found else "?", rows
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def study_quality_lines(rows: list[dict]) -> list[str]:
+    """What the timed study learned (chance is 1/3): not a target, a check that its minutes bought a result."""
+    complete = [r for r in rows if r.get("status") == "COMPLETE" and r.get("test_average") is not None]
+    if not complete:
+        return ["- no complete trial with test accuracies in trials.json"]
+    best = max(complete, key=lambda r: r.get("objective") or 0.0)
+    english = [r["test_accuracy"].get("en") for r in complete if r["test_accuracy"].get("en") is not None]
+    return [f"- what it learned (chance 0.333): test accuracy averaged over languages, per complete trial: "
+            f"{spread([r['test_average'] for r in complete])}; English test: {spread(english)}",
+            f"- the trial the study ranks first (objective {best.get('objective') or 0:.3f}): test average "
+            f"{best['test_average']:.3f}, per language "
+            f"{', '.join(f'{k} {v:.3f}' for k, v in sorted(best['test_accuracy'].items()))}; its values "
+            f"{json.dumps(best.get('params', {}), sort_keys=True)}"]
 
 
 def bench_study(args, outcomes: dict[str, Outcome]) -> None:
@@ -826,7 +844,7 @@ def bench_study(args, outcomes: dict[str, Outcome]) -> None:
     smoke = outcomes["study_smoke_min"]
     counts = []
     for index in range(args.smoke_rounds):
-        wall, trials = run_study_cli(["--smoke"], timeout=900)
+        wall, trials, _ = run_study_cli(["--smoke"], timeout=900)
         smoke.values.append(wall / 60)
         counts.append(trials)
         print(f"[study] --smoke: {wall:.0f} s, {trials} trials; load {load_text()}", flush=True)
@@ -836,12 +854,12 @@ def bench_study(args, outcomes: dict[str, Outcome]) -> None:
                      f"- minutes: {spread(smoke.values)}"]
     default = outcomes["study_default_min"]
     if args.study:
-        wall, trials = run_study_cli([], timeout=3600)
+        wall, trials, rows = run_study_cli([], timeout=3600)
         default.values.append(wall / 60)
         default.judge()
         default.details = ["`python study/run.py --space alignment` in a scratch folder, subprocess wall time "
                            f"(interpreter start and imports included); {trials} trials",
-                           f"- minutes: {spread(default.values)}"]
+                           f"- minutes: {spread(default.values)}", *study_quality_lines(rows)]
         print(f"[study] default: {wall:.0f} s, {trials} trials; load {load_text()}", flush=True)
     else:
         default.skipped = "skipped: needs --study (the default study's own wall time more)"
