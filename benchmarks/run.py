@@ -897,7 +897,8 @@ MISS_CAUSES = {
                           "nothing), while the conversion itself is quick (4-bit weights, a few seconds). "
                           "sentencepiece builds the same vocabulary in about 0.3 s (measured once, not adopted: a "
                           "second tokenizer implementation for half of 0.6 s). 10x needs the whole cached load "
-                          "near 0.5 s (the conversion over the cached load without the tokenizer is in the breakdown).",
+                          "within a tenth of the conversion, about what the tokenizer's build alone takes (the "
+                          "conversion over the cached load without the tokenizer is in the breakdown).",
     "study_default_min": "the study's size: the default trial alone takes the trial time of `startup_load_share` "
                          "on one thread, and the default study runs its trials two at a time on 2 cores (half as "
                          "many trial times back to back) before any Ray, Optuna or MLflow cost; other processes on "
