@@ -1,4 +1,6 @@
-"""Write a study's report, results/<study>/report.md with PNG plots, from its stored results.
+"""Write a study's report, results/<study>/report.md with PNG plots (and report.html, the same with the
+plots inline: the MLflow UI shows HTML artifacts whole but not images a Markdown file links to), from its
+stored results.
 
     python study/report.py NAME                      # regenerate results/NAME/report.md
     python study/report.py NAME --results-dir DIR    # a study stored under DIR instead of ./results
@@ -12,7 +14,10 @@ against every searched hyperparameter and, with enough trials, Optuna's paramete
 from __future__ import annotations
 
 import argparse
+import base64
+import html
 import math
+import re
 import statistics
 import sys
 import warnings
@@ -26,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import matplotlib
 
 matplotlib.use("Agg")  # files only: studies run on headless machines
+import markdown  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
@@ -304,6 +310,7 @@ def write_report(paths: StudyPaths) -> str:
         lines += [f"(Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials and two "
                   "searched parameters.)", ""]
     write_atomically(paths.report_file, "\n".join(lines))
+    write_atomically(paths.report_html_file, report_html(paths.name, "\n".join(lines), paths.study_dir))
 
     console = [f"Study {paths.name}: test accuracy (%) per language, best trial"
                + (f" #{best.trial_number}" if best else "") + " vs vanilla baseline", format_comparison(comparisons)]
@@ -311,6 +318,26 @@ def write_report(paths: StudyPaths) -> str:
         console += ["", "Confirmation (mean ± std over seeds):", format_confirmation(summaries, languages)]
     console.append(f"\nreport: {paths.report_file}")
     return "\n".join(console)
+
+
+HTML_STYLE = ("body{font-family:sans-serif;max-width:60em;margin:1em auto;padding:0 1em;line-height:1.4}"
+              "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.2em .5em}"
+              "td{text-align:right}img{max-width:100%}")
+
+
+def report_html(name: str, report_markdown: str, study_dir: Path) -> str:
+    """The Markdown report as one self-contained HTML page: every linked PNG of study_dir inlined."""
+    body = markdown.markdown(report_markdown, extensions=["tables"])
+
+    def inline(match: re.Match) -> str:
+        plot = study_dir / html.unescape(match.group(1))
+        if plot.suffix != ".png" or not plot.is_file():
+            return match.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()}"'
+
+    body = re.sub(r'src="([^"]+)"', inline, body)
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Study {html.escape(name)}</title>'
+            f"<style>{HTML_STYLE}</style></head><body>\n{body}\n</body></html>\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

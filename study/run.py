@@ -625,7 +625,7 @@ def run_study(args: argparse.Namespace) -> int:
 
     summary = write_report(paths)
     for file in sorted(paths.study_dir.iterdir()):
-        if file.suffix in (".md", ".png", ".json"):
+        if file.suffix in (".md", ".html", ".png", ".json"):
             client.log_artifact(parent_run_id, str(file), artifact_path="report")
     print(f"\n{summary}")
     print(f"finished in {time.perf_counter() - started:.0f} s; MLflow: mlflow ui --backend-store-uri "

@@ -98,6 +98,10 @@ class StudyPaths:
     def report_file(self) -> Path:
         return self.study_dir / REPORT_FILE
 
+    @property
+    def report_html_file(self) -> Path:
+        return self.report_file.with_suffix(".html")
+
     def experiment_path(self, suffix: str = "") -> str:
         """The Ray Tune experiment folder (or URI) of the search, or of a later phase with `suffix`."""
         return f"{self.storage_path.rstrip('/')}/{self.name}{suffix}"

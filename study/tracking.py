@@ -124,8 +124,8 @@ def study_description(name: str, params: dict[str, Any]) -> str:
     settings = ", ".join(label.format(params[key]) for key, label in labels.items() if key in params)
     return (f"Study **{name}**" + (f" ({settings})" if settings else "") + ". Its trials are the runs nested under "
             f"this one, named `<space>-<trial number> <key values>` (the reference points: `vanilla`, "
-            f"`paper_default`). The report is this run's artifact `{REPORT_ARTIFACT_DIR}/report.md`, with its plots "
-            f"(`{REPORT_ARTIFACT_DIR}/*.png`).")
+            f"`paper_default`). The report is this run's artifact `{REPORT_ARTIFACT_DIR}/report.html` (the plots inline; "
+            f"`{REPORT_ARTIFACT_DIR}/report.md` and `{REPORT_ARTIFACT_DIR}/*.png` hold the same).")
 
 
 def _param_value(value: Any) -> str:

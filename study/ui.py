@@ -13,7 +13,7 @@ and prints the address of the study's runs in the UI's "Model training" view: th
 run, its trials are nested under it (expand it with the + next to its name), "Columns" adds the searched
 parameters and `test_acc_<lang>` metrics to the table, a trial's "Model metrics" tab charts `loss`,
 `ce_loss`, `kl_loss` and `dev_acc_<lang>` per epoch, and the parent run's "Artifacts" tab holds
-`report/report.md` and the plots. A study tracked on an MLflow server (`--mlflow-tracking-uri http://...`)
+`report/report.html` (plots inline), `report/report.md` and the plots. A study tracked on an MLflow server (`--mlflow-tracking-uri http://...`)
 is already browsable there: this prints that server's address and starts nothing.
 Exit status: 2 for bad input (unknown study, no store yet, port in use); otherwise the server's own.
 """

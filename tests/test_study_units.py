@@ -250,6 +250,25 @@ def test_report_compares_best_with_vanilla_and_plots_importances(tmp_path: Path)
         assert f"]({plot})" in report
 
 
+def test_report_html_is_self_contained_with_every_plot_inline(tmp_path: Path) -> None:
+    """What the MLflow UI shows: the same report, tables as tables, the plots as data URIs (no file links)."""
+    import base64
+    import re
+
+    from study.report import write_report
+
+    paths = synthetic_study(tmp_path)
+    write_report(paths)
+    page = paths.report_html_file.read_text(encoding="utf-8")
+    assert "<td>de</td>" in page.replace(' style="text-align: left;"', "") and "<h2>Best trial vs" in page
+    sources = re.findall(r'<img[^>]*src="([^"]+)"', page)
+    plots = sorted(paths.study_dir.glob("*.png"))
+    assert len(sources) == len(plots) >= 3
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    inlined = {base64.b64decode(s.split(",", 1)[1]) for s in sources}
+    assert inlined == {plot.read_bytes() for plot in plots}
+
+
 def test_report_summarises_confirmation_runs_as_mean_and_std(tmp_path: Path) -> None:
     from study.report import summarise_confirmation
 

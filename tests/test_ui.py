@@ -219,7 +219,7 @@ def test_rest_api_holds_the_study_with_its_nested_trials(server: Server, study_r
         assert sorted(m["step"] for m in history) == list(range(1, SMOKE_EPOCHS + 1)), key  # step = epoch
     listed = get_json(server.base_url, "/api/2.0/mlflow/artifacts/list", run_id=parent["info"]["run_id"],
                       path="report")["files"]
-    assert {"report/report.md", "report/per_language.png"} <= {f["path"] for f in listed}
+    assert {"report/report.md", "report/report.html", "report/per_language.png"} <= {f["path"] for f in listed}
 
 
 # --- the UI in headless Chromium ---------------------------------------------------------------------------
@@ -389,6 +389,38 @@ def test_browser_shows_the_report_as_an_artifact_of_the_study(browser: Chromium,
                      "[...document.querySelectorAll('h1, h2')].some(h => h.innerText.includes('Best trial vs'))",
                      "report/report.md rendered with its plots listed", page)
     print(f"\nscreenshot of the study's report artifact: {browser.screenshot(page)}")
+
+
+@pytest.mark.slow
+def test_browser_shows_the_html_report_with_its_plots(browser: Chromium, server: Server, study_runs: StudyRuns,
+                                                     screenshots: Path) -> None:
+    page = screenshots / "report-html.png"
+    run_id = study_runs.parent["info"]["run_id"]
+    browser.open("about:blank")  # a fresh load: on a hash change alone the UI keeps the artifact it showed
+    browser.open(f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs/{run_id}/artifacts/"
+                 f"report/report.html?workflowType=machine_learning")
+    # MLflow shows an HTML artifact in a sandboxed frame of its own (a blob: URL in a process of its own, which
+    # the page cannot script), so the check attaches to that frame through DevTools and looks inside: every plot
+    # of the report decoded and laid out there
+    plots = len(list((server.cwd / "results" / STUDY).glob("*.png")))
+    deadline = time.monotonic() + PAGE_TIMEOUT_S
+    shown, sessions = None, {}  # the UI may render the frame more than once: look in the current one
+    while time.monotonic() < deadline and shown != [True, plots]:
+        time.sleep(0.5)
+        frames = [t["targetId"] for t in browser.call("Target.getTargets")["targetInfos"]
+                  if t["type"] == "iframe" and t["url"].startswith("blob:")]
+        if not frames:
+            continue
+        if frames[-1] not in sessions:
+            sessions[frames[-1]] = browser.call("Target.attachToTarget", targetId=frames[-1],
+                                                flatten=True)["sessionId"]
+        shown = browser.call("Runtime.evaluate", session=sessions[frames[-1]], returnByValue=True,
+                             expression="[[...document.querySelectorAll('h2')].some(h => h.innerText.includes("
+                                        "'Best trial vs')), [...document.images].filter(i => i.complete && "
+                                        "i.naturalWidth > 0 && i.src.startsWith('data:image/png')).length]"
+                             )["result"].get("value")
+    print(f"\nscreenshot of the study's HTML report: {browser.screenshot(page)}")
+    assert shown == [True, plots], f"report.html's frame showed (heading, plots) {shown}, expected [True, {plots}]"
 
 
 @pytest.mark.slow
