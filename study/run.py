@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import socket
 import sys
 import time
@@ -53,7 +52,8 @@ from study.results import (COMPLETE, TrialRow, best_row, reference_row, rows_fro
                            save_rows, top_rows)
 from study.settings import (redact, redacted, DEFAULT_NUM_SAMPLES, DEFAULT_STORAGE_PATH, RESULTS_ROOT, SCHEDULERS,  # noqa: E402
                             SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudyError, StudyPaths, StudySettings,
-                            absolute_storage, check_name, default_tracking_uri, is_uri, write_atomically)
+                            absolute_storage, check_name, default_tracking_uri, is_uri, local_storage_folder,
+                            sqlite_database, write_atomically)
 from trainable import OBJECTIVES, STATE_FILE  # noqa: E402
 
 EXIT_NO_RESULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
@@ -205,9 +205,9 @@ def check_writable_folder(path: Path, what: str, fix: str) -> None:
 
 def check_storage(storage_path: str) -> None:
     """Local Ray Tune storage must be writable; remote storage (s3://, gs://, ...) is checked by Ray."""
-    if is_uri(storage_path) and not storage_path.startswith("file://"):
+    path = local_storage_folder(storage_path)
+    if path is None:
         return
-    path = Path(storage_path[len("file://"):] if storage_path.startswith("file://") else storage_path)
     check_writable_folder(path, "--storage-path", f"choose a folder you can write (the default is "
                                                   f"{DEFAULT_STORAGE_PATH}), or on a cluster a shared file system "
                                                   f"(file:///mnt/shared/path) or s3://bucket/path")
@@ -216,8 +216,8 @@ def check_storage(storage_path: str) -> None:
 def check_tracking_uri(tracking_uri: str) -> None:
     """The MLflow store must be reachable now, not after hours of trials: a SQLite file in a writable
     folder, or a server that accepts connections (MLflow's client would retry for minutes)."""
-    if tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri[len("sqlite:///"):])
+    database = sqlite_database(tracking_uri)
+    if database is not None:
         if database.exists() and not database.is_file():
             raise StudyError(f"--mlflow-tracking-uri {tracking_uri}: {database} is not a file: point it at a "
                              f"SQLite file, e.g. sqlite:///results/mlflow.db")
@@ -251,7 +251,8 @@ def ray_experiment_exists(path: str) -> bool:
 
 
 def mlflow_experiment_exists(tracking_uri: str, name: str) -> bool:
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).exists():
+    database = sqlite_database(tracking_uri)
+    if database is not None and not database.exists():
         return False  # no database yet; do not create one just to look
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -404,9 +405,9 @@ def damaged_checkpoints(experiment_path: str) -> list[tuple[Path, str]]:
     Read as tensors and plain data only (`weights_only=True`): a checkpoint never runs code."""
     import torch
 
-    if is_uri(experiment_path) and not experiment_path.startswith("file://"):
+    folder = local_storage_folder(experiment_path)
+    if folder is None:
         return []  # remote storage: the trial reports a damaged checkpoint when it restores
-    folder = Path(experiment_path[len("file://"):] if experiment_path.startswith("file://") else experiment_path)
     damaged = []
     for state_file in sorted(folder.glob(f"*/checkpoint_*/{STATE_FILE}")):
         try:

@@ -116,9 +116,24 @@ def absolute_storage(path: str) -> str:
     return path if is_uri(path) else str(Path(path).expanduser().resolve())
 
 
+def local_storage_folder(storage_path: str) -> Path | None:
+    """The folder of Ray Tune storage on this machine (a path or file:// URI), None for remote storage."""
+    if storage_path.startswith("file://"):
+        return Path(storage_path[len("file://"):])
+    return None if is_uri(storage_path) else Path(storage_path)
+
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+def sqlite_database(tracking_uri: str) -> Path | None:
+    """The database file of a local SQLite MLflow store, None for any other store (a server, ...)."""
+    return Path(tracking_uri[len(SQLITE_PREFIX):]) if tracking_uri.startswith(SQLITE_PREFIX) else None
+
+
 def default_tracking_uri(results_root: Path) -> str:
     """SQLite under results/: MLflow 3.13+ refuses the old ./mlruns file store."""
-    return f"sqlite:///{(results_root / 'mlflow.db').resolve()}"
+    return f"{SQLITE_PREFIX}{(results_root / 'mlflow.db').resolve()}"
 
 
 def check_name(name: str) -> str:

@@ -30,12 +30,12 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from study.settings import RESULTS_ROOT, SETTINGS_FILE, StudyError, StudyPaths, StudySettings  # noqa: E402
+from study.settings import (RESULTS_ROOT, SETTINGS_FILE, StudyError, StudyPaths, StudySettings,  # noqa: E402
+                            sqlite_database)
 
 HOST = "127.0.0.1"  # loopback only: the UI has no login, and it can change and delete runs
 DEFAULT_PORT = 5000
 EXIT_BAD_INPUT = 2
-SQLITE_PREFIX = "sqlite:///"
 # The UI opens in its GenAI view unless the URL asks for the "Model training" one.
 TRAINING_VIEW = "workflowType=machine_learning"
 
@@ -55,8 +55,7 @@ def load_study(name: str, results_root: Path) -> StudySettings:
     return StudySettings.from_json(paths.settings_file.read_text(encoding="utf-8"))
 
 
-def sqlite_store(tracking_uri: str, name: str) -> Path:
-    database = Path(tracking_uri[len(SQLITE_PREFIX):])
+def existing_database(database: Path, name: str) -> Path:
     if not database.is_file():
         raise StudyError(f"study {name!r} has no MLflow store yet ({database} is missing: the study stopped before "
                          f"its first run, or the results moved): resume it with `python study/run.py --space SPACE "
@@ -115,8 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"(\"Model training\" view) and its experiment {settings.name!r}; nothing to start here")
             return 0
         artifacts = None
-        if tracking_uri.startswith(SQLITE_PREFIX):
-            artifacts = sqlite_store(tracking_uri, settings.name).parent / "mlartifacts"
+        database = sqlite_database(tracking_uri)
+        if database is not None:
+            artifacts = existing_database(database, settings.name).parent / "mlartifacts"
         experiment_id = find_experiment_id(tracking_uri, settings.name)
         check_port_free(args.port)
     except StudyError as err:
