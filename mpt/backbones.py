@@ -70,12 +70,7 @@ def load_backbone(name: str, num_layers: int | None = None, want_mlm: bool = Tru
     The backbone is frozen (no parameter requires grad) and in eval mode. `num_layers` keeps only the
     first N encoder layers (fast CPU studies). `want_mlm=False` skips loading an MLM head.
     """
-    if name == "e5-small":
-        path = e5_small_directory()
-    elif name == "tiny-xlmr":
-        path = tiny_xlmr_directory()
-    else:
-        path = name
+    path = backbone_path(name)
     tokenizer = _load_tokenizer(path, name)
     mlm_head = None
     model: nn.Module | None = None
@@ -92,6 +87,16 @@ def load_backbone(name: str, num_layers: int | None = None, want_mlm: bool = Tru
             module.requires_grad_(False)
             module.eval()
     return Backbone(name=name, encoder=encoder, tokenizer=tokenizer, mlm_head=mlm_head)
+
+
+def backbone_path(name: str) -> str | Path:
+    """Where a backbone loads from: our cached directory for 'e5-small' and 'tiny-xlmr' (built on first
+    use), else the name itself (a Hugging Face id or a local directory)."""
+    if name == "e5-small":
+        return e5_small_directory()
+    if name == "tiny-xlmr":
+        return tiny_xlmr_directory()
+    return name
 
 
 def _load_tokenizer(path: str | Path, name: str) -> PreTrainedTokenizerBase:

@@ -378,12 +378,10 @@ def check_backbone(config: MPTConfig) -> None:
     loads (the weights are the trials' job) and it has at least `num_layers` layers."""
     from transformers import AutoConfig
 
-    from mpt.backbones import BackboneError, e5_small_directory, tiny_xlmr_directory
+    from mpt.backbones import BackboneError, backbone_path
 
-    named = {"e5-small": e5_small_directory, "tiny-xlmr": tiny_xlmr_directory}
-    path = str(named[config.backbone]()) if config.backbone in named else config.backbone
     try:
-        model_config = AutoConfig.from_pretrained(path)
+        model_config = AutoConfig.from_pretrained(str(backbone_path(config.backbone)))
     except (OSError, ValueError) as err:
         raise BackboneError(f"unknown backbone {config.backbone!r}: it cannot be loaded ({_first_line(err)}): use "
                             f"'e5-small' (embedded), 'tiny-xlmr', a local Hugging Face model directory, or a hub "
