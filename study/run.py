@@ -362,13 +362,14 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def load_study_data(config: MPTConfig, objective: str):
+def load_study_data(settings: StudySettings):
     """Load the data once on the driver; Ray shares it with every trial through its object store."""
     from mpt.training import load_run_data
 
+    config = MPTConfig.from_dict(settings.trial_base_config())
     # parallel pairs whatever the base weight: the paper-like reference and the searches turn alignment on
     weight = config.alignment_weight or REFERENCE_POINTS["paper_default"]["alignment_weight"]
-    data = load_run_data(config.replace(alignment_weight=weight, dev_all_languages=objective == "dev_avg"))
+    data = load_run_data(config.replace(alignment_weight=weight))
     few_shot(data.train_pool, config.shots_per_class, config.seed)  # fail now, not in every trial
     return data
 
@@ -434,11 +435,15 @@ def make_trainable(settings: StudySettings, args: argparse.Namespace, data):
 
     from trainable.mpt_trial import train_mpt
 
-    base = {**settings.base_config, "num_threads": max(1, int(args.cpus_per_trial)),
-            "dev_all_languages": settings.objective == "dev_avg"}
+    base = settings.trial_base_config(num_threads=trial_threads(args))
     return tune.with_resources(
         tune.with_parameters(train_mpt, base_config=base, objective=settings.objective, data=data),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+
+
+def trial_threads(args: argparse.Namespace) -> int:
+    """A trial's torch threads: its CPUs (at least one)."""
+    return max(1, int(args.cpus_per_trial))
 
 
 def max_concurrent(args: argparse.Namespace) -> int:
@@ -555,7 +560,7 @@ def run_study(args: argparse.Namespace) -> int:
     from study.tracking import (StudyTracker, environment_tags, find_runs, find_study_run, get_or_create_experiment,
                                 start_study_run)
 
-    data = load_study_data(config, settings.objective)
+    data = load_study_data(settings)
     check_backbone(config)
     if args.resume:
         check_checkpoints(paths.experiment_path())
@@ -590,7 +595,7 @@ def run_study(args: argparse.Namespace) -> int:
 
     def tracker_for(phase: str) -> StudyTracker:
         return StudyTracker(settings.mlflow_tracking_uri, settings.name, settings.space,
-                            redacted({**settings.base_config, "dev_all_languages": settings.objective == "dev_avg"}),
+                            redacted(settings.trial_base_config()),
                             phase)
 
     space = get_space(settings.space)

@@ -60,6 +60,12 @@ class StudySettings:
     def config(self) -> MPTConfig:
         return MPTConfig.from_dict(self.base_config)
 
+    def trial_base_config(self, num_threads: int | None = None) -> dict[str, Any]:
+        """What every trial starts from: the base config, evaluating the dev languages the objective ranks
+        by (dev_avg: all of them; dev_en: English only), with the trial's torch threads when given."""
+        base = {**self.base_config, "dev_all_languages": self.objective == "dev_avg"}
+        return base if num_threads is None else {**base, "num_threads": num_threads}
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True, ensure_ascii=False)
 

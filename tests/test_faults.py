@@ -482,8 +482,8 @@ def test_killed_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Pa
 
     # the same trials without a fault, in this process: identical losses, accuracies and weights
     settings = StudySettings.from_json((tmp_path / "results" / CRASH / "study.json").read_text())
-    base = {**settings.base_config, "num_threads": 1, "dev_all_languages": True}  # what make_trainable passes
-    data = load_study_data(settings.config, settings.objective)
+    base = settings.trial_base_config(num_threads=1)  # what make_trainable passes with --cpus-per-trial 1
+    data = load_study_data(settings)
     _, children = study_runs(tmp_path, CRASH)
     runs = {c.data.tags["ray.trial_id"]: c for c in children}
     threads = torch.get_num_threads()
