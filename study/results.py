@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainable import META_KEYS
+from trainable import META_KEYS, per_language
 
 COMPLETE, FAILED, STOPPED, UNFINISHED = "COMPLETE", "FAILED", "STOPPED", "UNFINISHED"
 
@@ -46,9 +46,7 @@ def rows_from_results(result_grid, finished: bool) -> list[TrialRow]:
             status = COMPLETE
         else:
             status = STOPPED if finished else UNFINISHED
-        test = {k[len("test_acc_"):]: v for k, v in metrics.items()
-                if k.startswith("test_acc_") and k not in ("test_acc_avg", "test_acc_avg_target")}
-        dev = {k[len("dev_acc_"):]: v for k, v in metrics.items() if k.startswith("dev_acc_") and k != "dev_acc_avg"}
+        test, dev = per_language(metrics, "test_acc_"), per_language(metrics, "dev_acc_")
         checkpoint = result.checkpoint.path if result.checkpoint is not None else None
         rows.append(TrialRow(
             trial_id=str(metrics.get("trial_id") or _trial_id_from_path(result.path)),

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from ray import tune
 
-from trainable import META_KEYS, trial_config
+from trainable import META_KEYS, per_language, trial_config
 
 ROLE_TAG = "mpt_study.role"  # "study" (parent) or "trial"
 PHASE_TAG = "mpt_study.phase"  # "search" or "confirm"
@@ -265,10 +265,9 @@ def _last_line(text: str) -> str:
 
 def per_language_rows(result: dict) -> list[dict[str, Any]]:
     """Language, dev accuracy (last evaluation) and test accuracy, from a trial's final metrics."""
-    languages = sorted({k.split("_", 2)[2] for k in result if k.startswith(("test_acc_", "dev_acc_"))} - {"avg"}
-                       - {"avg_target"})
-    return [{"language": lang, "dev_accuracy": result.get(f"dev_acc_{lang}", ""),
-             "test_accuracy": result.get(f"test_acc_{lang}", "")} for lang in languages]
+    dev, test = per_language(result, "dev_acc_"), per_language(result, "test_acc_")
+    return [{"language": lang, "dev_accuracy": dev.get(lang, ""), "test_accuracy": test.get(lang, "")}
+            for lang in sorted(dev.keys() | test.keys())]
 
 
 def write_language_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -288,3 +288,17 @@ def test_report_of_a_study_without_results_says_how_to_continue(tmp_path: Path) 
     paths.trials_file.unlink()
     with pytest.raises(StudyError, match="--resume"):
         write_report(paths)
+
+
+def test_per_language_metrics_leave_the_averages_out() -> None:
+    from study.tracking import per_language_rows
+    from trainable import per_language
+
+    metrics = {"test_acc_en": 0.5, "test_acc_de": 0.4, "test_acc_avg": 0.45, "test_acc_avg_target": 0.4,
+               "dev_acc_en": 0.6, "dev_acc_sw": 0.3, "dev_acc_avg": 0.45, "loss": 1.0, "epoch": 3}
+    assert per_language(metrics, "test_acc_") == {"en": 0.5, "de": 0.4}
+    assert per_language(metrics, "dev_acc_") == {"en": 0.6, "sw": 0.3}
+    assert per_language_rows(metrics) == [
+        {"language": "de", "dev_accuracy": "", "test_accuracy": 0.4},
+        {"language": "en", "dev_accuracy": 0.6, "test_accuracy": 0.5},
+        {"language": "sw", "dev_accuracy": 0.3, "test_accuracy": ""}]

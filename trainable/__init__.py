@@ -4,6 +4,6 @@
 `trainable.spec` holds what a study needs without them.
 """
 
-from trainable.spec import META_KEYS, OBJECTIVES, STATE_FILE, trial_config
+from trainable.spec import META_KEYS, OBJECTIVES, STATE_FILE, per_language, trial_config
 
-__all__ = ["META_KEYS", "OBJECTIVES", "STATE_FILE", "trial_config"]
+__all__ = ["META_KEYS", "OBJECTIVES", "STATE_FILE", "per_language", "trial_config"]

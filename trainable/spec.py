@@ -13,6 +13,13 @@ OBJECTIVES = {
 }
 META_KEYS = ("trial_number", "reference")  # study bookkeeping in a trial's config, not MPTConfig fields
 STATE_FILE = "state.pt"
+AVERAGES = ("avg", "avg_target")  # `test_acc_avg`, `test_acc_avg_target`, `dev_acc_avg`: not languages
+
+
+def per_language(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """A trial's `<prefix><lang>` metrics (prefix `test_acc_` or `dev_acc_`) by language, averages left out."""
+    return {key[len(prefix):]: value for key, value in metrics.items()
+            if key.startswith(prefix) and key[len(prefix):] not in AVERAGES}
 
 
 def trial_config(base_config: Mapping[str, Any], params: Mapping[str, Any]) -> MPTConfig:
