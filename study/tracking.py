@@ -112,8 +112,7 @@ def start_study_run(client: MlflowClient, experiment_id: str, name: str, params:
     """The parent run of a new study."""
     run = client.create_run(experiment_id, run_name=name,
                             tags={ROLE_TAG: "study", DESCRIPTION_TAG: study_description(name, params), **tags})
-    client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()],
-                     synchronous=True)
+    log_params(client, run.info.run_id, params)
     return run.info.run_id
 
 
@@ -126,6 +125,10 @@ def study_description(name: str, params: dict[str, Any]) -> str:
             f"this one, named `<space>-<trial number> <key values>` (the reference points: `vanilla`, "
             f"`paper_default`). The report is this run's artifact `{REPORT_ARTIFACT_DIR}/report.html` (the plots inline; "
             f"`{REPORT_ARTIFACT_DIR}/report.md` and `{REPORT_ARTIFACT_DIR}/*.png` hold the same).")
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    client.log_batch(run_id, params=[Param(k, _param_value(v)) for k, v in params.items()], synchronous=True)
 
 
 def _param_value(value: Any) -> str:
@@ -204,8 +207,7 @@ class StudyTracker(tune.Callback):
             tags[REFERENCE_TAG] = reference
         run = self.client.create_run(self._experiment_id, run_name=run_name(self.space, number, params, reference,
                                                                              self.phase), tags=tags)
-        self.client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()],
-                              synchronous=True)
+        log_params(self.client, run.info.run_id, params)
         return run.info.run_id
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
