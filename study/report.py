@@ -37,7 +37,8 @@ import optuna  # noqa: E402
 
 from search_spaces import PAPER_DEFAULT, VANILLA, distributions, get_space  # noqa: E402
 from study.results import (COMPLETE, TrialRow, best_row, completed, load_rows, reference_row)  # noqa: E402
-from study.settings import RESULTS_ROOT, StudyError, StudyPaths, StudySettings, redact, write_atomically  # noqa: E402
+from study.settings import (RESULTS_ROOT, StudyError, StudyPaths, load_study_settings, redact,  # noqa: E402
+                            write_atomically)
 
 MIN_TRIALS_FOR_IMPORTANCE = 8  # below this fANOVA's importances are noise
 
@@ -227,16 +228,9 @@ def markdown_confirmation(summaries: Sequence[ConfirmSummary], languages: Sequen
 
 # --- the report ----------------------------------------------------------------------------------------
 
-def load_settings(paths: StudyPaths) -> StudySettings:
-    if not paths.settings_file.is_file():
-        raise StudyError(f"no study {paths.name!r} under {paths.results_root}: {paths.settings_file} is missing "
-                         f"(run `python study/run.py --space SPACE --name {paths.name}` first)")
-    return StudySettings.from_json(paths.settings_file.read_text(encoding="utf-8"))
-
-
 def write_report(paths: StudyPaths) -> str:
     """Write report.md and its plots into the study folder; return the console summary."""
-    settings = load_settings(paths)
+    settings = load_study_settings(paths)
     if not paths.trials_file.is_file():
         raise StudyError(f"study {paths.name!r} has no results yet ({paths.trials_file} is missing): resume it "
                          f"with `python study/run.py --space {settings.space} --name {paths.name} --resume`")

@@ -113,6 +113,17 @@ class StudyPaths:
         return f"{self.storage_path.rstrip('/')}/{self.name}{suffix}"
 
 
+def load_study_settings(paths: StudyPaths) -> StudySettings:
+    """A stored study's settings; a missing study is named along with the studies that are there."""
+    if not paths.settings_file.is_file():
+        studies = sorted(p.parent.name for p in paths.results_root.glob(f"*/{SETTINGS_FILE}"))
+        found = f"studies there: {', '.join(studies)}" if studies else "there are no studies there yet"
+        raise StudyError(f"no study {paths.name!r} under {paths.results_root} ({paths.settings_file} is missing; "
+                         f"{found}): run `python study/run.py --space SPACE --name {paths.name}` first, or pass "
+                         f"--results-dir")
+    return StudySettings.from_json(paths.settings_file.read_text(encoding="utf-8"))
+
+
 def is_uri(path: str) -> bool:
     return "://" in path
 

@@ -30,7 +30,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from study.settings import (RESULTS_ROOT, SETTINGS_FILE, StudyError, StudyPaths, StudySettings,  # noqa: E402
+from study.settings import (RESULTS_ROOT, StudyError, StudyPaths, load_study_settings,  # noqa: E402
                             sqlite_database)
 
 HOST = "127.0.0.1"  # loopback only: the UI has no login, and it can change and delete runs
@@ -43,16 +43,6 @@ TRAINING_VIEW = "workflowType=machine_learning"
 def experiment_url(base_url: str, experiment_id: str) -> str:
     """Where the study's runs table is in the UI (a hash route, as the UI's own links are)."""
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"
-
-
-def load_study(name: str, results_root: Path) -> StudySettings:
-    paths = StudyPaths(name, results_root, "")
-    if not paths.settings_file.is_file():
-        studies = sorted(p.parent.name for p in results_root.glob(f"*/{SETTINGS_FILE}"))
-        found = f"studies there: {', '.join(studies)}" if studies else "there are no studies there yet"
-        raise StudyError(f"no study {name!r} under {results_root} ({paths.settings_file} is missing; {found}): "
-                         f"run `python study/run.py --space SPACE --name {name}` first, or pass --results-dir")
-    return StudySettings.from_json(paths.settings_file.read_text(encoding="utf-8"))
 
 
 def existing_database(database: Path, name: str) -> Path:
@@ -107,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_study(args.name, Path(args.results_dir).resolve())
+        settings = load_study_settings(StudyPaths(args.name, Path(args.results_dir).resolve(), ""))
         tracking_uri = settings.mlflow_tracking_uri
         if tracking_uri.startswith(("http://", "https://")):
             print(f"study {settings.name} is tracked on the MLflow server {tracking_uri}: open {tracking_uri} "
