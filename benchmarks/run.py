@@ -792,7 +792,7 @@ def bench_trials(args, outcomes: dict[str, Outcome], ray_reason: str) -> None:
                     f"- Ray / plain per round: {spread(ratios)}"]
 
 
-def run_study_cli(extra: list[str], timeout: float) -> tuple[float, str, list[dict]]:
+def run_study_cli(extra: list[str], timeout: float) -> tuple[float, str, list]:
     """Wall seconds of `python study/run.py --space alignment ...` run in a scratch folder (its results,
     Ray storage and MLflow database stay out of the repository's results/), how many trials it ran, and its
     trial table (results/<study>/trials.json)."""
@@ -806,26 +806,29 @@ def run_study_cli(extra: list[str], timeout: float) -> tuple[float, str, list[di
         if done.returncode != 0:
             raise RuntimeError(f"the study failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
         found = re.search(r"^study \S+: .*?(\d+) trials", done.stdout, re.MULTILINE)
-        rows = [row for table in scratch.glob("results/*/trials.json")
-                for row in json.loads(table.read_text(encoding="utf-8"))]
+        from study.results import load_rows
+
+        rows = [row for table in scratch.glob("results/*/trials.json") for row in load_rows(table)]
         return wall, found.group(1) if found else "?", rows
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def study_quality_lines(rows: list[dict]) -> list[str]:
+def study_quality_lines(rows: list) -> list[str]:
     """What the timed study learned (chance is 1/3): not a target, a check that its minutes bought a result."""
-    complete = [r for r in rows if r.get("status") == "COMPLETE" and r.get("test_average") is not None]
-    if not complete:
+    from study.results import best_row, completed
+
+    complete = [r for r in completed(rows) if r.test_average is not None]
+    best = best_row(complete)
+    if best is None:
         return ["- no complete trial with test accuracies in trials.json"]
-    best = max(complete, key=lambda r: r.get("objective") or 0.0)
-    english = [r["test_accuracy"].get("en") for r in complete if r["test_accuracy"].get("en") is not None]
+    english = [r.test_accuracy["en"] for r in complete if "en" in r.test_accuracy]
     return [f"- what it learned (chance 0.333): test accuracy averaged over languages, per complete trial: "
-            f"{spread([r['test_average'] for r in complete])}; English test: {spread(english)}",
-            f"- the trial the study ranks first (objective {best.get('objective') or 0:.3f}): test average "
-            f"{best['test_average']:.3f}, per language "
-            f"{', '.join(f'{k} {v:.3f}' for k, v in sorted(best['test_accuracy'].items()))}; its values "
-            f"{json.dumps(best.get('params', {}), sort_keys=True)}"]
+            f"{spread([r.test_average for r in complete])}; English test: {spread(english)}",
+            f"- the trial the study ranks first (objective {best.objective:.3f}): test average "
+            f"{best.test_average:.3f}, per language "
+            f"{', '.join(f'{k} {v:.3f}' for k, v in sorted(best.test_accuracy.items()))}; its values "
+            f"{json.dumps(best.params, sort_keys=True)}"]
 
 
 def bench_study(args, outcomes: dict[str, Outcome]) -> None:

@@ -65,11 +65,16 @@ def _trial_id_from_path(path: str) -> str:
     return match.group(1) if match else Path(path).name
 
 
+def last_line(text: str) -> str:
+    """The exception line of a traceback (what a table or the UI should show): its last non-empty line."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 def _error_line(error: BaseException | None) -> str | None:
     if error is None:
         return None
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
+    return last_line(str(error)) or type(error).__name__
 
 
 def save_rows(path: Path, rows: list[TrialRow]) -> None:
@@ -86,14 +91,14 @@ def completed(rows: list[TrialRow]) -> list[TrialRow]:
     return [r for r in rows if r.status == COMPLETE and r.objective is not None]
 
 
-def best_row(rows: list[TrialRow]) -> TrialRow | None:
-    """The complete trial with the highest objective (ties: the earlier trial)."""
-    candidates = completed(rows)
-    return max(candidates, key=lambda r: (r.objective, -r.trial_number)) if candidates else None
-
-
 def top_rows(rows: list[TrialRow], k: int) -> list[TrialRow]:
+    """The k complete trials with the highest objective (ties: the earlier trial first)."""
     return sorted(completed(rows), key=lambda r: (-r.objective, r.trial_number))[:k]
+
+
+def best_row(rows: list[TrialRow]) -> TrialRow | None:
+    top = top_rows(rows, 1)
+    return top[0] if top else None
 
 
 def reference_row(rows: list[TrialRow], name: str) -> TrialRow | None:

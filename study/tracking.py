@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from ray import tune
 
+from study.results import last_line
 from trainable import META_KEYS, per_language, trial_config
 
 ROLE_TAG = "mpt_study.role"  # "study" (parent) or "trial"
@@ -236,7 +237,7 @@ class StudyTracker(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         run_id = self.run_id(trial)
         error = str(trial.get_error() or "the trial failed without an error message (see the Ray logs)")
-        self.client.set_tag(run_id, "error", _last_line(error)[:MAX_TAG_CHARS])
+        self.client.set_tag(run_id, "error", (last_line(error) or error)[:MAX_TAG_CHARS])
         self._log_trial_artifacts(run_id, trial.config, trial.last_result or {}, error=error)
         self.client.set_terminated(run_id, status="FAILED")
 
@@ -257,12 +258,6 @@ class StudyTracker(tune.Callback):
                 (folder / "error.txt").write_text(error)
             for file in folder.iterdir():
                 self.client.log_artifact(run_id, str(file))
-
-
-def _last_line(text: str) -> str:
-    """The exception line of a traceback (what the UI should show), else the whole text."""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else text
 
 
 def per_language_rows(result: dict) -> list[dict[str, Any]]:
