@@ -179,14 +179,10 @@ def load_text() -> str:
 
 
 def git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return f"{head}{' + uncommitted changes' if dirty else ''}"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
+    from study.settings import git_state
+
+    state = git_state(ROOT)
+    return "?" if state is None else f"{state[0][:7]}{' + uncommitted changes' if state[1] else ''}"
 
 
 # --- FLOPs ------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import tempfile
 import time
 from importlib import metadata
@@ -23,6 +22,7 @@ from mlflow.entities import Metric, Param
 from ray import tune
 
 from study.results import last_line
+from study.settings import git_state
 from trainable import META_KEYS, per_language, trial_config
 
 ROLE_TAG = "mpt_study.role"  # "study" (parent) or "trial"
@@ -67,16 +67,9 @@ def _format(value: Any) -> str:
 def environment_tags(repo_root: Path) -> dict[str, str]:
     """Git commit and package versions, so a run can be reproduced."""
     tags = {}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True, text=True,
-                                timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root,
-                               capture_output=True, text=True, timeout=10)
-        if commit.returncode == 0:
-            tags["git_commit"] = commit.stdout.strip()
-            tags["git_dirty"] = str(bool(dirty.stdout.strip())).lower()
-    except (OSError, subprocess.SubprocessError):  # not a checkout, or no git: the versions still help
-        pass
+    state = git_state(repo_root)
+    if state is not None:  # not a checkout, or no git: the versions still help
+        tags["git_commit"], tags["git_dirty"] = state[0], str(state[1]).lower()
     for package in ("mpt-study", "torch", "transformers", "ray", "optuna", "mlflow"):
         try:
             tags[f"version.{package}"] = metadata.version(package)

@@ -302,3 +302,21 @@ def test_per_language_metrics_leave_the_averages_out() -> None:
         {"language": "de", "dev_accuracy": "", "test_accuracy": 0.4},
         {"language": "en", "dev_accuracy": 0.6, "test_accuracy": 0.5},
         {"language": "sw", "dev_accuracy": 0.3, "test_accuracy": ""}]
+
+
+def test_git_state_names_the_commit_and_whether_tracked_files_changed(tmp_path: Path) -> None:
+    import subprocess
+
+    from study.settings import git_state
+
+    assert git_state(tmp_path) is None  # not a checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "file.txt").write_text("one")
+    subprocess.run([*git, "add", "file.txt"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "untracked.txt").write_text("not tracked: not a change")
+    assert git_state(tmp_path) == (head, False)
+    (tmp_path / "file.txt").write_text("two")
+    assert git_state(tmp_path) == (head, True)
