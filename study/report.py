@@ -2,7 +2,7 @@
 plots inline: the MLflow UI shows HTML artifacts whole but not images a Markdown file links to), from its
 stored results.
 
-    python study/report.py NAME                      # regenerate results/NAME/report.md
+    python study/report.py NAME                      # regenerate results/NAME/report.md and .html
     python study/report.py NAME --results-dir DIR    # a study stored under DIR instead of ./results
 
 It reads results/NAME/study.json (settings), trials.json (every trial) and, when `--confirm-top` ran,
@@ -229,7 +229,7 @@ def markdown_confirmation(summaries: Sequence[ConfirmSummary], languages: Sequen
 # --- the report ----------------------------------------------------------------------------------------
 
 def write_report(paths: StudyPaths) -> str:
-    """Write report.md and its plots into the study folder; return the console summary."""
+    """Write report.md, report.html and the plots into the study folder; return the console summary."""
     settings = load_study_settings(paths)
     if not paths.trials_file.is_file():
         raise StudyError(f"study {paths.name!r} has no results yet ({paths.trials_file} is missing): resume it "
