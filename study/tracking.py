@@ -229,7 +229,7 @@ class StudyTracker(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         run_id = self.run_id(trial)
-        error = str(trial.get_error() or "the trial failed without an error message (see the Ray logs)")
+        error = trial_error_text(trial)
         self.client.set_tag(run_id, "error", (last_line(error) or error)[:MAX_TAG_CHARS])
         self._log_trial_artifacts(run_id, trial.config, trial.last_result or {}, error=error)
         self.client.set_terminated(run_id, status="FAILED")
@@ -251,6 +251,15 @@ class StudyTracker(tune.Callback):
                 (folder / "error.txt").write_text(error)
             for file in folder.iterdir():
                 self.client.log_artifact(run_id, str(file))
+
+
+def trial_error_text(trial) -> str:
+    """A failed trial's error trace. Tune writes it into the trial's local folder before it calls back, and
+    copies it to the storage folder later, which is where `trial.get_error()` reads: read the local file."""
+    local = trial.error_file
+    if local and Path(local).is_file():
+        return Path(local).read_text(encoding="utf-8", errors="replace")
+    return str(trial.get_error() or "the trial failed without an error message (see the Ray logs)")
 
 
 def per_language_rows(result: dict) -> list[dict[str, Any]]:

@@ -188,7 +188,8 @@ def test_tracker_marks_a_failed_trial_and_never_duplicates_runs_or_steps(tmp_pat
     tracker.setup()
     error = "Traceback (most recent call last):\n  ...\nNonFiniteLossError: loss is nan at epoch 2, step 1"
     trial = SimpleNamespace(trial_id="0123abcd", config={"alignment_weight": 0.25, "trial_number": 5},
-                            last_result={"epoch": 1, "loss": 1.5, "dev_acc_en": 0.3}, get_error=lambda: error)
+                            last_result={"epoch": 1, "loss": 1.5, "dev_acc_en": 0.3}, get_error=lambda: error,
+                            error_file=None)
     tracker.on_trial_start(0, [], trial)
     tracker.on_trial_result(0, [], trial, {"epoch": 1, "loss": 1.5, "objective": 0.3, "dev_acc_en": 0.3})
 
@@ -320,3 +321,17 @@ def test_git_state_names_the_commit_and_whether_tracked_files_changed(tmp_path: 
     assert git_state(tmp_path) == (head, False)
     (tmp_path / "file.txt").write_text("two")
     assert git_state(tmp_path) == (head, True)
+
+
+def test_a_failed_trials_error_is_read_from_its_local_folder_before_storage_has_it(tmp_path: Path) -> None:
+    """Tune calls back on a trial error before the error file reaches the storage folder (get_error: None)."""
+    from types import SimpleNamespace
+
+    from study.tracking import trial_error_text
+
+    error_file = tmp_path / "error.txt"
+    error_file.write_text("Failure # 1\nTraceback ...\nNonFiniteLossError: loss is nan at epoch 2, step 3\n")
+    trial = SimpleNamespace(error_file=str(error_file), get_error=lambda: None)
+    assert trial_error_text(trial).rstrip().endswith("loss is nan at epoch 2, step 3")
+    lost = SimpleNamespace(error_file=str(tmp_path / "missing.txt"), get_error=lambda: None)
+    assert "see the Ray logs" in trial_error_text(lost)
