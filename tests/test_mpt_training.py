@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from mpt.config import MPTConfig
 from mpt.training import CheckpointError, NonFiniteLossError, Trainer, fit
