@@ -32,6 +32,11 @@ The benchmarks:
 7. study_smoke_min / study_default_min: wall minutes of `python study/run.py --space alignment --smoke`
    (and, with --study, the default study).
 
+Where CUDA is available it also records XLM-R-base training step times in fp32 and bf16 (no target):
+    python benchmarks/run.py --only gpu  # on a GPU machine: a few minutes
+XLM-R-base's shape with random weights (seed 0) and the real tokenizer, since step time depends on the shapes
+alone and the GPU machines have no hub access; CE-only and full MPT steps at batch 8 (the default) and 32.
+
 FLOP counting (benchmarks 2 and 3) is explained in RESULTS.md and in `encoder_flops`.
 """
 
@@ -63,10 +68,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mpt.backbones import load_backbone  # noqa: E402
+from mpt.backbones import Backbone, frozen_backbone, load_backbone  # noqa: E402
 from mpt.config import MPTConfig  # noqa: E402
 from mpt.model import LinearHead  # noqa: E402
 from mpt.training import Trainer, load_run_data  # noqa: E402
+from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM  # noqa: E402
 
 RESULTS_FILE = Path(__file__).resolve().parent / "RESULTS.md"
 NEVER = 10 ** 9  # epochs / eval_every that keep train_epoch from evaluating or finishing
@@ -650,6 +656,91 @@ def bench_conversion(args, outcomes: dict[str, Outcome]) -> None:
                       f"tokenizer {med(auto):.2f} s", f"{med(tokenizer):.2f} s (same run)"))
 
 
+# --- GPU: XLM-R-base training step, fp32 and bf16 (recorded where a GPU is lent) -----------------------------
+
+XLMR_BASE_SHAPE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+TINY_XLMR_SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+GPU_BATCH_SIZES = (8, 32)  # the default batch, and one that fills more of a large GPU
+
+
+def xlmr_shaped_backbone(shape: dict[str, int]) -> Backbone:
+    """A randomly initialised (seed 0) XLM-R masked LM of this shape, with the real XLM-R tokenizer: a step's
+    time depends on the shapes alone, and the GPU machines cannot reach the hub for trained weights."""
+    config = XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                              bos_token_id=0, eos_token_id=2, **shape)
+    torch.manual_seed(0)
+    return frozen_backbone("xlm-roberta-base (random init)", XLMRobertaForMaskedLM(config),
+                           load_backbone("tiny-xlmr").tokenizer)
+
+
+def bench_gpu(args) -> list[str]:
+    """XLM-R-base step times: one CE-only and one full MPT step (MLM verbalizer), per precision and batch size,
+    all alternating round by round, each synchronised with the device. Returns RESULTS.md lines."""
+    device = torch.device(args.gpu_device)
+    precisions = ("fp32", "bf16") if device.type == "cuda" else ("fp32",)  # bf16 autocast is CUDA-only here
+    shape = TINY_XLMR_SHAPE if args.quick else XLMR_BASE_SHAPE
+    print(f"[gpu] {device}: XLM-R {shape} random init, {', '.join(precisions)}, batches {GPU_BATCH_SIZES}", flush=True)
+    backbone = xlmr_shaped_backbone(shape)
+    data = load_run_data(MPTConfig())
+    kinds = {"CE-only": dict(translator_depth=0, alignment_weight=0.0), "full": {}}
+    trainers: dict[tuple[str, int, str], Trainer] = {}
+    for precision in precisions:
+        for batch in GPU_BATCH_SIZES:
+            for kind, overrides in kinds.items():
+                config = MPTConfig(backbone="xlm-roberta-base", head="mlm", device=str(device), precision=precision,
+                                   batch_size=batch, alignment_batch_size=batch, epochs=NEVER, eval_every=NEVER,
+                                   **overrides)
+                trainer = Trainer(config, backbone=backbone, data=data)
+                one_step_epochs([trainer], trainer._train_ids[:batch], trainer._train_labels[:batch])
+                trainers[(precision, batch, kind)] = trainer
+
+    def step_seconds(trainer: Trainer) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        trainer.train_epoch()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - started
+
+    order = list(trainers)
+    for _ in range(args.warm_up_rounds):
+        for key in order:
+            step_seconds(trainers[key])
+    times: dict[tuple[str, int, str], list[float]] = {key: [] for key in order}
+    peaks: dict[tuple[str, int, str], float] = {}
+    for index in range(args.gpu_rounds):
+        for key in (order if index % 2 == 0 else order[::-1]):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            times[key].append(step_seconds(trainers[key]))
+            if device.type == "cuda":
+                peaks[key] = torch.cuda.max_memory_allocated(device) / 2**30
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    lines = [f"{name}; {'XLM-R-base' if shape is XLMR_BASE_SHAPE else 'a tiny XLM-R (--quick)'}'s shape "
+             f"({shape['num_hidden_layers']} layers, hidden {shape['hidden_size']}, "
+             f"FFN {shape['intermediate_size']}, 250k vocabulary, MLM head; random init, seed 0) with the real "
+             f"tokenizer, the mini set, prompt {MPTConfig().prompt_length}, max length {MPTConfig().max_length}, "
+             f"dynamic padding; one optimizer step per timing, {args.gpu_rounds} alternating rounds after "
+             f"{args.warm_up_rounds} warm-up rounds, synchronised with the device", "",
+             "| precision | batch | CE-only step, ms | full step (CE + alignment), ms | full / CE-only | peak memory, GiB |",
+             "|---|---|---|---|---|---|"]
+    for precision in precisions:
+        for batch in GPU_BATCH_SIZES:
+            ce, full = times[(precision, batch, "CE-only")], times[(precision, batch, "full")]
+            peak = peaks.get((precision, batch, "full"))
+            lines.append(f"| {precision} | {batch} | {spread([t * 1e3 for t in ce])} | "
+                         f"{spread([t * 1e3 for t in full])} | {med(full) / med(ce):.2f} | "
+                         f"{f'{peak:.2f}' if peak is not None else '-'} |")
+    if "bf16" in precisions:
+        speedups = [f"batch {batch} {kind} {med(times[('fp32', batch, kind)]) / med(times[('bf16', batch, kind)]):.2f}x"
+                    for batch in GPU_BATCH_SIZES for kind in kinds]
+        lines += ["", f"- bf16 speed-up over fp32 (median step times): {', '.join(speedups)}"]
+    for key, values in times.items():
+        print(f"[gpu] {key}: {med(values) * 1e3:.1f} ms", flush=True)
+    return lines
+
+
 # --- Ray and the study -----------------------------------------------------------------------------------
 
 
@@ -912,7 +1003,7 @@ TARGETS = [("ce_step_vs_peft", 1, "<=1.05", "one MPT CE-only step / one HF PEFT 
 
 
 def write_results(path: Path, outcomes: dict[str, Outcome], info: dict[str, str], command: str, started: str,
-                  loads: tuple[str, str], wall: float, notes: list[str]) -> None:
+                  loads: tuple[str, str], wall: float, notes: list[str], gpu_lines: list[str]) -> None:
     lines = ["# Benchmarks (issue 7)", "",
              *(["**--quick run**: a reduced pass (smaller backbone, fewer repeats, smoke-sized trials) that checks "
                 "the code paths; its verdicts are not the benchmarks'. Run `python benchmarks/run.py` for those.", ""]
@@ -933,6 +1024,7 @@ def write_results(path: Path, outcomes: dict[str, Outcome], info: dict[str, str]
         outcome = outcomes[name]
         lines += ["", f"## {item}. `{name}` ({target})", ""]
         lines += outcome.details or [outcome.skipped or "not run"]
+    lines += ["", "## GPU: XLM-R-base training step, fp32 and bf16", "", *gpu_lines]
     lines += ["", "## How FLOPs are counted", "", FLOP_NOTES]
     missed = [name for name, *_ in TARGETS if outcomes[name].values and not outcomes[name].met]
     if missed:
@@ -958,12 +1050,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also run the default study (item 7) and use Ray on more trials (item 5)")
     parser.add_argument("--only", default="",
                         help="comma-separated subset: steps (1-3), eval (4), startup (6: conversion), trials (5, 6: "
-                             "share), study (7)")
+                             "share), study (7), gpu (XLM-R-base step times)")
     parser.add_argument("--layers", type=int, help="e5-small layers for the step benchmarks (default 12; quick 2)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for every side and the matmul peak (default: 1, what each trial of the "
                              "default study gets with --cpus-per-trial 1; on a shared machine two OpenMP threads "
                              "stall on each other's barriers)")
+    parser.add_argument("--gpu-device", default="cuda",
+                        help="device for the XLM-R-base step times in fp32 and bf16 (run where CUDA is available, "
+                             "else recorded as skipped; 'cpu' runs the same code in fp32, for tests)")
     parser.add_argument("--output", type=Path, default=RESULTS_FILE, help=f"default: {RESULTS_FILE}")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -976,6 +1071,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.warm_up_rounds = 2 if quick else 4
     args.eval_rounds, args.eval_budget = ((1, 1), 0.0) if quick else ((2, 3), 50.0)
     args.conversion_rounds = 1 if quick else 3
+    args.gpu_rounds = 2 if quick else 20
     args.trials = 2 if quick or args.study else 1
     args.trial_rounds = 1
     args.smoke_rounds = 1
@@ -1025,11 +1121,22 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 if not outcomes[name].values:
                     outcomes[name].skipped = f"skipped: failed ({type(err).__name__}, see Notes)"
+    gpu_lines = ["not selected (--only)"]
+    if wanted("gpu"):
+        gpu_lines = ["skipped: no CUDA device here (`torch.cuda.is_available()` is False); run `python "
+                     "benchmarks/run.py --only gpu` on a GPU machine to record it"]
+        if args.gpu_device != "cuda" or torch.cuda.is_available():
+            try:
+                gpu_lines = bench_gpu(args)
+            except Exception as err:  # like the parts above: recorded, and the exit status says it
+                failed.append("gpu")
+                gpu_lines = [f"failed: {type(err).__name__}: {str(err)[:1500]}"]
     for outcome in outcomes.values():
         if not outcome.values and not outcome.skipped:
             outcome.skipped = "skipped: not selected (--only)"
     wall = time.perf_counter() - started
-    write_results(args.output, outcomes, info, command, started_at, (load_start, load_text()), wall, notes)
+    write_results(args.output, outcomes, info, command, started_at, (load_start, load_text()), wall, notes,
+                  gpu_lines)
     print(f"\nwrote {args.output} ({wall / 60:.1f} min)")
     for name, *_ in TARGETS:
         print(outcomes[name].final_line())

