@@ -1125,7 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
     if wanted("gpu"):
         gpu_lines = ["skipped: no CUDA device here (`torch.cuda.is_available()` is False); run `python "
                      "benchmarks/run.py --only gpu` on a GPU machine to record it"]
-        if args.gpu_device != "cuda" or torch.cuda.is_available():
+        if torch.device(args.gpu_device).type != "cuda" or torch.cuda.is_available():
             try:
                 gpu_lines = bench_gpu(args)
             except Exception as err:  # like the parts above: recorded, and the exit status says it
