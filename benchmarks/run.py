@@ -68,11 +68,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mpt.backbones import Backbone, frozen_backbone, load_backbone  # noqa: E402
+from mpt.backbones import (TINY_XLMR_SHAPE, Backbone, frozen_backbone, load_backbone,  # noqa: E402
+                           xlmr_masked_lm_config)
 from mpt.config import MPTConfig  # noqa: E402
 from mpt.model import LinearHead  # noqa: E402
 from mpt.training import Trainer, load_run_data  # noqa: E402
-from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM  # noqa: E402
+from transformers import XLMRobertaForMaskedLM  # noqa: E402
 
 RESULTS_FILE = Path(__file__).resolve().parent / "RESULTS.md"
 NEVER = 10 ** 9  # epochs / eval_every that keep train_epoch from evaluating or finishing
@@ -659,17 +660,14 @@ def bench_conversion(args, outcomes: dict[str, Outcome]) -> None:
 # --- GPU: XLM-R-base training step, fp32 and bf16 (recorded where a GPU is lent) -----------------------------
 
 XLMR_BASE_SHAPE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
-TINY_XLMR_SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 GPU_BATCH_SIZES = (8, 32)  # the default batch, and one that fills more of a large GPU
 
 
 def xlmr_shaped_backbone(shape: dict[str, int]) -> Backbone:
     """A randomly initialised (seed 0) XLM-R masked LM of this shape, with the real XLM-R tokenizer: a step's
     time depends on the shapes alone, and the GPU machines cannot reach the hub for trained weights."""
-    config = XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
-                              bos_token_id=0, eos_token_id=2, **shape)
     torch.manual_seed(0)
-    return frozen_backbone("xlm-roberta-base (random init)", XLMRobertaForMaskedLM(config),
+    return frozen_backbone("xlm-roberta-base (random init)", XLMRobertaForMaskedLM(xlmr_masked_lm_config(**shape)),
                            load_backbone("tiny-xlmr").tokenizer)
 
 
@@ -677,7 +675,8 @@ def bench_gpu(args) -> list[str]:
     """XLM-R-base step times: one CE-only and one full MPT step (MLM verbalizer), per precision and batch size,
     all alternating round by round, each synchronised with the device. Returns RESULTS.md lines."""
     device = torch.device(args.gpu_device)
-    precisions = ("fp32", "bf16") if device.type == "cuda" else ("fp32",)  # bf16 autocast is CUDA-only here
+    on_cuda = device.type == "cuda"
+    precisions = ("fp32", "bf16") if on_cuda else ("fp32",)  # bf16 autocast is CUDA-only here
     shape = TINY_XLMR_SHAPE if args.quick else XLMR_BASE_SHAPE
     print(f"[gpu] {device}: XLM-R {shape} random init, {', '.join(precisions)}, batches {GPU_BATCH_SIZES}", flush=True)
     backbone = xlmr_shaped_backbone(shape)
@@ -695,11 +694,11 @@ def bench_gpu(args) -> list[str]:
                 trainers[(precision, batch, kind)] = trainer
 
     def step_seconds(trainer: Trainer) -> float:
-        if device.type == "cuda":
+        if on_cuda:
             torch.cuda.synchronize(device)
         started = time.perf_counter()
         trainer.train_epoch()
-        if device.type == "cuda":
+        if on_cuda:
             torch.cuda.synchronize(device)
         return time.perf_counter() - started
 
@@ -711,16 +710,17 @@ def bench_gpu(args) -> list[str]:
     peaks: dict[tuple[str, int, str], float] = {}
     for index in range(args.gpu_rounds):
         for key in (order if index % 2 == 0 else order[::-1]):
-            if device.type == "cuda":
+            if on_cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             times[key].append(step_seconds(trainers[key]))
-            if device.type == "cuda":
+            if on_cuda:
                 peaks[key] = torch.cuda.max_memory_allocated(device) / 2**30
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    name = torch.cuda.get_device_name(device) if on_cuda else platform.processor() or "CPU"
+    config = trainers[order[0]].config  # prompt and max length: the same in every trainer
     lines = [f"{name}; {'XLM-R-base' if shape is XLMR_BASE_SHAPE else 'a tiny XLM-R (--quick)'}'s shape "
              f"({shape['num_hidden_layers']} layers, hidden {shape['hidden_size']}, "
              f"FFN {shape['intermediate_size']}, 250k vocabulary, MLM head; random init, seed 0) with the real "
-             f"tokenizer, the mini set, prompt {MPTConfig().prompt_length}, max length {MPTConfig().max_length}, "
+             f"tokenizer, the mini set, prompt {config.prompt_length}, max length {config.max_length}, "
              f"dynamic padding; one optimizer step per timing, {args.gpu_rounds} alternating rounds after "
              f"{args.warm_up_rounds} warm-up rounds, synchronised with the device", "",
              "| precision | batch | CE-only step, ms | full step (CE + alignment), ms | full / CE-only | peak memory, GiB |",

