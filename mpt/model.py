@@ -85,7 +85,8 @@ class Templater:
         self.pad = tokenizer.pad_token_id
         self.tail = tokenizer(".", add_special_tokens=False)["input_ids"]
 
-    def encode(self, premises: Sequence[str], hypotheses: Sequence[str]) -> list[list[int]]:
+    def tokenize(self, premises: Sequence[str], hypotheses: Sequence[str]) -> list[list[int]]:
+        """Token ids of each pair in the template (without the prompt, which the model inserts)."""
         if not premises:
             return []
         premise_ids = self.tokenizer(list(premises), add_special_tokens=False)["input_ids"]
@@ -182,7 +183,7 @@ class PromptedClassifier(nn.Module):
         cache = {lang: self.prompt_for(lang) for lang in dict.fromkeys(langs)}
         return torch.stack([cache[lang] for lang in langs])
 
-    def encode(self, batch: Batch, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden_states(self, batch: Batch, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Last hidden states of the frozen encoder with `prompts` [B, L, H] inserted, and their mask."""
         embeds = self.encoder.get_input_embeddings()(batch.input_ids)
         prompts = prompts.to(embeds.dtype)
@@ -199,7 +200,7 @@ class PromptedClassifier(nn.Module):
         """Answer logits [B, 3]; prompts default to p_S / p_T by each example's language."""
         if prompts is None:
             prompts = self.prompts_for(batch.langs)
-        hidden, attention = self.encode(batch, prompts)
+        hidden, attention = self.hidden_states(batch, prompts)
         length = prompts.shape[1]
         mask_positions = batch.mask_positions + length
         bos_positions = torch.full_like(mask_positions, length if self.config.prompt_position == "prefix" else 0)

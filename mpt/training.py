@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,20 +17,17 @@ from typing import Callable, Sequence
 import torch
 
 from mpt.backbones import Backbone, load_backbone
+from mpt.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, read_checkpoint, validate_checkpoint,  # noqa: F401
+                            write_checkpoint)
 from mpt.config import MPTConfig
 from mpt.data import NLIExample, ParallelPair, few_shot, load_nli, load_parallel
 from mpt.losses import alignment_loss, classification_loss, joint_loss
 from mpt.model import PromptedClassifier, Templater
 
-CHECKPOINT_FORMAT = 1
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the epoch and step."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message says why and what to do."""
 
 
 @dataclass
@@ -92,6 +90,22 @@ class FitResult:
                 "history": [asdict(r) for r in self.history], "config": self.config}
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """One training step: rows of the few-shot set (`Trainer.train_ids`) and of the parallel pairs."""
+
+    number: int  # 1-based step of the epoch (named in errors)
+    rows: list[int]
+    pair_rows: list[int]  # empty when the alignment task is off
+
+
+@dataclass(frozen=True)
+class StepLosses:
+    loss: float
+    ce_loss: float
+    kl_loss: float
+
+
 EpochCallback = Callable[[EpochRecord, "Trainer"], None]
 
 
@@ -114,18 +128,20 @@ class Trainer:
         self.model = PromptedClassifier(config, self.backbone, self.generator).to(self.device)
         self.templater = Templater(self.backbone.tokenizer, config.max_length)
         self.train_examples = few_shot(self.data.train_pool, config.shots_per_class, config.seed)
-        self._train_ids = self.templater.encode([e.premise for e in self.train_examples],
-                                                [e.hypothesis for e in self.train_examples])
-        self._train_labels = [e.label for e in self.train_examples]
+        # token ids, once: the few-shot set and the parallel pairs (source and target side)
+        self.train_ids = self.templater.tokenize([e.premise for e in self.train_examples],
+                                                 [e.hypothesis for e in self.train_examples])
+        self.train_labels = [e.label for e in self.train_examples]
         pairs = self.data.parallel
-        self._pair_source_ids = self.templater.encode([p.premise for p in pairs], [p.hypothesis for p in pairs])
-        self._pair_target_ids = self.templater.encode([p.target_premise for p in pairs],
-                                                      [p.target_hypothesis for p in pairs])
-        self._pair_langs = [p.lang for p in pairs]
+        self.pair_source_ids = self.templater.tokenize([p.premise for p in pairs], [p.hypothesis for p in pairs])
+        self.pair_target_ids = self.templater.tokenize([p.target_premise for p in pairs],
+                                                       [p.target_hypothesis for p in pairs])
+        self.pair_langs = [p.lang for p in pairs]
         if config.alignment_weight > 0 and not pairs:
             raise ValueError("alignment_weight > 0 needs a parallel corpus, and the one given has no pairs for "
                              f"{config.target_languages}: set parallel=mini|xnli|FILE or alignment_weight=0")
-        self._eval_cache: dict[tuple[str, str], tuple[list[list[int]], list[int]]] = {}
+        # (split, lang) -> (the examples, their token ids, labels): reused only for the very same examples
+        self._eval_cache: dict[tuple[str, str], tuple[tuple[NLIExample, ...], list[list[int]], list[int]]] = {}
         self.optimizer = torch.optim.AdamW(self.model.trainable_parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
         self.epoch = 0
@@ -140,57 +156,72 @@ class Trainer:
     def done(self) -> bool:
         return self.epoch >= self.config.epochs
 
+    def batch_plan(self, generator: torch.Generator | None = None) -> list[StepPlan]:
+        """The steps of one epoch: a shuffled pass over the few-shot set in batches, each with its slice of
+        the shuffled parallel pairs (cycled). Draws from `generator` (default: the run's own, as training does;
+        pass a copy to look ahead without changing the run)."""
+        generator = self.generator if generator is None else generator
+        config = self.config
+        order = torch.randperm(len(self.train_ids), generator=generator).tolist()
+        pair_order = torch.randperm(len(self.pair_langs), generator=generator).tolist()
+        size = config.alignment_batch_size
+        plan = []
+        for index, start in enumerate(range(0, len(order), config.batch_size)):
+            pair_rows = ([pair_order[(index * size + j) % len(pair_order)] for j in range(size)]
+                         if config.alignment_weight > 0 else [])
+            plan.append(StepPlan(number=index + 1, rows=order[start:start + config.batch_size], pair_rows=pair_rows))
+        return plan
+
+    def step(self, plan: StepPlan) -> StepLosses:
+        """One optimizer step: CE on the plan's few-shot rows plus alignment on its parallel pairs."""
+        config = self.config
+        batch = self.templater.collate([self.train_ids[i] for i in plan.rows], [self.train_labels[i] for i in plan.rows],
+                                       [config.source_language] * len(plan.rows)).to(self.device)
+        with self._autocast():
+            ce = classification_loss(self.model(batch), batch.labels)
+            kl = self._alignment_loss(plan.pair_rows) if plan.pair_rows else torch.zeros((), device=self.device)
+            loss = joint_loss(ce, kl, config.alignment_weight)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} (CE {ce.item()}, KL {kl.item()}) at epoch {self.epoch}, step {plan.number}: "
+                f"lower learning_rate (now {config.learning_rate}) or kl_temperature")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return StepLosses(loss.item(), ce.item(), kl.item())
+
     def train_epoch(self) -> EpochRecord:
-        """One pass over the few-shot set, each step pairing a CE batch with an alignment batch."""
-        config, started = self.config, time.perf_counter()
+        """One pass over the few-shot set (`batch_plan`, `step`), then dev evaluation and model selection."""
+        started = time.perf_counter()
         self.epoch += 1
         self.model.train()
-        order = torch.randperm(len(self._train_ids), generator=self.generator).tolist()
-        pair_order = torch.randperm(len(self._pair_langs), generator=self.generator).tolist()
-        totals = {"loss": 0.0, "ce": 0.0, "kl": 0.0}
-        steps = 0
-        for step, start in enumerate(range(0, len(order), config.batch_size), start=1):
-            rows = order[start:start + config.batch_size]
-            batch = self.templater.collate([self._train_ids[i] for i in rows], [self._train_labels[i] for i in rows],
-                                           [config.source_language] * len(rows)).to(self.device)
-            with self._autocast():
-                ce = classification_loss(self.model(batch), batch.labels)
-                kl = (self._alignment_step_loss(pair_order, step - 1) if config.alignment_weight > 0
-                      else torch.zeros((), device=self.device))
-                loss = joint_loss(ce, kl, config.alignment_weight)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {loss.item()} (CE {ce.item()}, KL {kl.item()}) at epoch {self.epoch}, step {step}: "
-                    f"lower learning_rate (now {config.learning_rate}) or kl_temperature")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            totals["loss"] += loss.item()
-            totals["ce"] += ce.item()
-            totals["kl"] += kl.item()
-            steps += 1
-        record = EpochRecord(epoch=self.epoch, steps=steps, loss=totals["loss"] / steps, ce_loss=totals["ce"] / steps,
-                             kl_loss=totals["kl"] / steps)
-        if self.epoch % config.eval_every == 0 or self.done:
-            record.dev_accuracy = {lang: self.accuracy(examples, lang, split="dev")
-                                   for lang, examples in self.data.dev.items()}
-            source_dev = record.dev_accuracy[config.source_language]
-            if source_dev > self.best_dev_accuracy:  # ties keep the earlier epoch
-                self.best_dev_accuracy, self.best_epoch = source_dev, self.epoch
-                self.best_state = self.model.trainable_state_dict()
+        losses = [self.step(plan) for plan in self.batch_plan()]
+        steps = len(losses)
+        record = EpochRecord(epoch=self.epoch, steps=steps, loss=sum(x.loss for x in losses) / steps,
+                             ce_loss=sum(x.ce_loss for x in losses) / steps,
+                             kl_loss=sum(x.kl_loss for x in losses) / steps)
+        if self.epoch % self.config.eval_every == 0 or self.done:
+            self._evaluate_dev(record)
         record.best_epoch, record.best_dev_accuracy = self.best_epoch, self.best_dev_accuracy
         record.seconds = time.perf_counter() - started
         self.history.append(record)
         return record
 
-    def _alignment_step_loss(self, pair_order: list[int], step_index: int) -> torch.Tensor:
-        """KL(P_src || P_tgt) on the step's slice of this epoch's shuffled parallel pairs (cycled)."""
-        size = self.config.alignment_batch_size
-        rows = [pair_order[(step_index * size + j) % len(pair_order)] for j in range(size)]
-        source = self.templater.collate([self._pair_source_ids[i] for i in rows], None,
-                                        [self.config.source_language] * size).to(self.device)
-        target = self.templater.collate([self._pair_target_ids[i] for i in rows], None,
-                                        [self._pair_langs[i] for i in rows]).to(self.device)
+    def _evaluate_dev(self, record: EpochRecord) -> None:
+        """Dev accuracy per language; a better source-language dev accuracy selects this epoch."""
+        record.dev_accuracy = {lang: self.accuracy(examples, lang, split="dev")
+                               for lang, examples in self.data.dev.items()}
+        source_dev = record.dev_accuracy[self.config.source_language]
+        if source_dev > self.best_dev_accuracy:  # ties keep the earlier epoch
+            self.best_dev_accuracy, self.best_epoch = source_dev, self.epoch
+            self.best_state = self.model.trainable_state_dict()
+
+    def _alignment_loss(self, pair_rows: list[int]) -> torch.Tensor:
+        """KL(P_src || P_tgt) on the given parallel pairs: English with p_S, the translation with p_T."""
+        source = self.templater.collate([self.pair_source_ids[i] for i in pair_rows], None,
+                                        [self.config.source_language] * len(pair_rows)).to(self.device)
+        target = self.templater.collate([self.pair_target_ids[i] for i in pair_rows], None,
+                                        [self.pair_langs[i] for i in pair_rows]).to(self.device)
         teacher_context = torch.no_grad() if self.config.teacher_stop_gradient else contextlib.nullcontext()
         with teacher_context:
             source_logits = self.model(source)
@@ -215,29 +246,27 @@ class Trainer:
                          best_dev_accuracy=self.best_dev_accuracy, history=list(self.history),
                          config=self.config.to_dict())
 
+    def encoded(self, examples: Sequence[NLIExample], split: str, lang: str) -> tuple[list[list[int]], list[int]]:
+        """Token ids and labels of `examples`, tokenised once per (split, language) and example set."""
+        key, examples = (split, lang), tuple(examples)
+        cached = self._eval_cache.get(key)
+        if cached is None or cached[0] != examples:
+            ids = self.templater.tokenize([e.premise for e in examples], [e.hypothesis for e in examples])
+            cached = self._eval_cache[key] = (examples, ids, [e.label for e in examples])
+        return cached[1], cached[2]
+
     @torch.inference_mode()
-    def accuracy(self, examples: Sequence[NLIExample], lang: str, split: str = "eval",
-                 pad_to_max_length: bool = False) -> float:
+    def accuracy(self, examples: Sequence[NLIExample], lang: str, split: str = "eval") -> float:
         """Accuracy on `examples` in `lang`, batching length-sorted sequences with dynamic padding."""
-        key = (split, lang)
-        if key not in self._eval_cache or len(self._eval_cache[key][0]) != len(examples):
-            ids = self.templater.encode([e.premise for e in examples], [e.hypothesis for e in examples])
-            self._eval_cache[key] = (ids, [e.label for e in examples])
-        ids, labels = self._eval_cache[key]
+        ids, labels = self.encoded(examples, split, lang)
         self.model.eval()
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         correct = 0
         size = self.config.eval_batch_size
         for start in range(0, len(order), size):
             rows = order[start:start + size]
-            sequences = [ids[i] for i in rows]
-            if pad_to_max_length:  # the slow baseline the benchmarks compare against
-                sequences = [s + [self.templater.pad] * (self.config.max_length - len(s)) for s in sequences]
-            batch = self.templater.collate(sequences, [labels[i] for i in rows], [lang] * len(rows))
-            if pad_to_max_length:
-                batch.attention_mask = torch.tensor([[1] * len(ids[i]) + [0] * (self.config.max_length - len(ids[i]))
-                                                     for i in rows])
-            batch = batch.to(self.device)
+            batch = self.templater.collate([ids[i] for i in rows], [labels[i] for i in rows],
+                                           [lang] * len(rows)).to(self.device)
             with self._autocast():
                 predictions = self.model(batch).argmax(dim=-1)
             correct += int((predictions == batch.labels).sum())
@@ -260,10 +289,8 @@ class Trainer:
                 "history": [asdict(r) for r in self.history]}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}: it was "
-                                  f"written by another version of mpt-study; start the run afresh")
-        saved = MPTConfig.from_dict(__import__("json").loads(state["config"])).to_dict()
+        validate_checkpoint(state, "the state to load")
+        saved = MPTConfig.from_dict(json.loads(state["config"])).to_dict()
         current = self.config.to_dict()
         differing = sorted(k for k in current if k not in ("epochs", "device", "num_threads")
                            and saved.get(k) != current[k])
@@ -280,26 +307,12 @@ class Trainer:
         self.history = [EpochRecord(**r) for r in state["history"]]
 
     def save(self, path: str | Path) -> Path:
-        """Write the full state to `path` atomically (a file; torch format, tensors and plain data only)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)
-        return path
+        """Write the full state to `path` atomically (`mpt.checkpoint`)."""
+        return write_checkpoint(path, self.state_dict())
 
     def load(self, path: str | Path) -> None:
-        """Restore the state written by `save`; reads tensors and plain data only (no pickled objects)."""
-        try:
-            state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise CheckpointError(f"checkpoint {path} does not exist: check the path") from None
-        except Exception as err:  # truncated or foreign files raise many kinds of errors
-            raise CheckpointError(f"checkpoint {path} is corrupt or not an mpt-study checkpoint ({err}): "
-                                  f"delete it to restart from the previous checkpoint or from scratch") from None
-        if not isinstance(state, dict):
-            raise CheckpointError(f"checkpoint {path} is not an mpt-study checkpoint: start the run afresh")
-        self.load_state_dict(state)
+        """Restore the state written by `save` (`mpt.checkpoint.read_checkpoint`: no pickled objects)."""
+        self.load_state_dict(read_checkpoint(path))
 
 
 def resolve_device(name: str) -> torch.device:

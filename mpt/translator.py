@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 
-class TranslatorBlock(nn.Module):
+class PerceptronBlock(nn.Module):
     """The paper's form: W_down ReLU(W_up p + b_up) + b_down, optionally residual."""
 
     def __init__(self, hidden_size: int, inner_size: int, residual: bool) -> None:
@@ -22,26 +22,26 @@ class TranslatorBlock(nn.Module):
         return prompt + out if self.residual else out
 
 
-class Translator(nn.Module):
+class PerceptronStack(nn.Module):
     """`depth` blocks in sequence; depth 0 returns p_S unchanged (vanilla prompt transfer)."""
 
     def __init__(self, hidden_size: int, inner_size: int, depth: int, residual: bool = False) -> None:
         super().__init__()
-        self.blocks = nn.Sequential(*[TranslatorBlock(hidden_size, inner_size, residual) for _ in range(depth)])
+        self.blocks = nn.Sequential(*[PerceptronBlock(hidden_size, inner_size, residual) for _ in range(depth)])
 
     def forward(self, prompt: torch.Tensor) -> torch.Tensor:
         return self.blocks(prompt)
 
 
 class PromptTranslator(nn.Module):
-    """One translator shared by all target languages, or one per language (`per_language`)."""
+    """The model's translator: one `PerceptronStack` shared by all target languages, or one per language."""
 
     def __init__(self, hidden_size: int, inner_size: int, depth: int, residual: bool, mode: str,
                  languages: Sequence[str]) -> None:
         super().__init__()
         self.mode = mode
         keys = ["shared"] if mode == "shared" else list(languages)
-        self.translators = nn.ModuleDict({k: Translator(hidden_size, inner_size, depth, residual) for k in keys})
+        self.translators = nn.ModuleDict({k: PerceptronStack(hidden_size, inner_size, depth, residual) for k in keys})
 
     def forward(self, prompt: torch.Tensor, lang: str) -> torch.Tensor:
         key = "shared" if self.mode == "shared" else lang

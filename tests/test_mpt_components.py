@@ -8,7 +8,7 @@ import torch
 from mpt.config import ConfigError, MPTConfig, parse_value
 from mpt.losses import alignment_loss, joint_loss
 from mpt.model import PromptedClassifier, Templater
-from mpt.translator import PromptTranslator, Translator
+from mpt.translator import PerceptronStack, PromptTranslator
 
 
 @pytest.mark.parametrize("field, value, fragment", [
@@ -39,19 +39,19 @@ def test_config_round_trip_and_cli_parsing():
 
 def test_translator_depth_zero_is_identity_and_parameters_grow_with_depth():
     prompt = torch.randn(5, 16)
-    assert torch.equal(Translator(16, 8, depth=0)(prompt), prompt)
-    counts = [sum(p.numel() for p in Translator(16, 8, depth=d).parameters()) for d in range(4)]
+    assert torch.equal(PerceptronStack(16, 8, depth=0)(prompt), prompt)
+    counts = [sum(p.numel() for p in PerceptronStack(16, 8, depth=d).parameters()) for d in range(4)]
     assert counts[0] == 0 and counts[1] == 16 * 8 + 8 + 8 * 16 + 16
     assert counts == [counts[1] * d for d in range(4)]
 
 
 def test_translator_block_is_the_papers_two_layer_perceptron():
     torch.manual_seed(0)
-    translator = Translator(6, 4, depth=1)
+    translator = PerceptronStack(6, 4, depth=1)
     block, prompt = translator.blocks[0], torch.randn(3, 6)
     expected = block.down.weight @ torch.relu(block.up.weight @ prompt.T + block.up.bias[:, None]) + block.down.bias[:, None]
     assert torch.allclose(translator(prompt), expected.T, atol=1e-6)
-    residual = Translator(6, 4, depth=1, residual=True)
+    residual = PerceptronStack(6, 4, depth=1, residual=True)
     residual.load_state_dict(translator.state_dict())
     assert torch.allclose(residual(prompt), prompt + translator(prompt), atol=1e-6)
 
@@ -78,12 +78,12 @@ def test_kl_is_zero_for_equal_distributions_and_matches_definition():
 def test_template_places_prompt_after_bos_and_mask_last(tiny_backbone):
     config = MPTConfig(backbone="tiny-xlmr", prompt_length=4, target_languages=["de"])
     templater = Templater(tiny_backbone.tokenizer, config.max_length)
-    ids = templater.encode(["A man sleeps."], ["He rests"])[0]
+    ids = templater.tokenize(["A man sleeps."], ["He rests"])[0]
     tokens = tiny_backbone.tokenizer.convert_ids_to_tokens(ids)
     assert tokens[0] == "<s>" and tokens[-1] == "</s>" and tokens.count("</s>") == 2
     mask_at = len(ids) - 2 - len(templater.tail)  # ... ? <mask> . </s>
     assert tokens[mask_at] == "<mask>" and tokens[mask_at - 1] == "▁?" and "".join(tokens[mask_at + 1:-1]) == "▁."
-    long = templater.encode(["word " * 400], ["other " * 400])[0]
+    long = templater.tokenize(["word " * 400], ["other " * 400])[0]
     assert len(long) == config.max_length and long[mask_at - len(ids)] == templater.mask
 
 
@@ -116,10 +116,10 @@ def test_mlm_verbalizer_path_reads_label_words_at_the_mask(tiny_backbone, nli_di
     model = PromptedClassifier(config, tiny_backbone, torch.Generator().manual_seed(0))
     assert model.head_kind == "mlm" and model.linear_head is None
     templater = Templater(tiny_backbone.tokenizer, config.max_length)
-    batch = templater.collate(templater.encode(["A man sleeps."] * 2, ["He rests"] * 2), [0, 1], ["en", "de"])
+    batch = templater.collate(templater.tokenize(["A man sleeps."] * 2, ["He rests"] * 2), [0, 1], ["en", "de"])
     with torch.no_grad():
         logits = model(batch)
-        hidden, _ = model.encode(batch, model.prompts_for(batch.langs))
+        hidden, _ = model.hidden_states(batch, model.prompts_for(batch.langs))
         vocab = tiny_backbone.mlm_head(hidden[:, batch.mask_positions[0] + 4])
     tok = tiny_backbone.tokenizer
     en_ids = [tok.convert_tokens_to_ids(f"▁{w}") for w in ("yes", "maybe", "no")]
@@ -134,7 +134,7 @@ def test_linear_head_path_on_e5(e5_two_layers, nli_dir):
         model = PromptedClassifier(config.replace(pooling=pooling), e5_two_layers, torch.Generator().manual_seed(0))
         assert model.head_kind == "linear" and model.mlm_head is None
         templater = Templater(e5_two_layers.tokenizer, config.max_length)
-        batch = templater.collate(templater.encode(["A man sleeps.", "Rain."], ["He rests", "Wet"]), [0, 2],
+        batch = templater.collate(templater.tokenize(["A man sleeps.", "Rain."], ["He rests", "Wet"]), [0, 2],
                                   ["en", "de"])
         logits = model(batch)
         assert logits.shape == (2, 3) and torch.isfinite(logits).all()
@@ -149,10 +149,10 @@ def test_prefix_prompt_matches_peft_prompt_tuning(tiny_backbone):
     config = MPTConfig(backbone="tiny-xlmr", prompt_length=5, prompt_position="prefix", target_languages=["de"])
     model = PromptedClassifier(config, tiny_backbone, torch.Generator().manual_seed(1))
     templater = Templater(tiny_backbone.tokenizer, config.max_length)
-    batch = templater.collate(templater.encode(["A man sleeps on a long sofa.", "Rain."], ["He rests", "Wet"]),
+    batch = templater.collate(templater.tokenize(["A man sleeps on a long sofa.", "Rain."], ["He rests", "Wet"]),
                               None, ["en", "en"])
     with torch.no_grad():
-        ours, _ = model.encode(batch, model.prompts_for(batch.langs))
+        ours, _ = model.hidden_states(batch, model.prompts_for(batch.langs))
     peft_model = get_peft_model(tiny_backbone.encoder, PromptTuningConfig(task_type=TaskType.FEATURE_EXTRACTION,
                                                                          num_virtual_tokens=5))
     try:
