@@ -28,52 +28,64 @@ def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"config field '{name}' = {value!r} is invalid: allowed {allowed}")
 
 
+def _knob(default: Any, help: str) -> Any:
+    """A config field with its help text (field metadata, which the command line shows); a callable default
+    is a factory (for lists and dicts)."""
+    if callable(default):
+        return field(default_factory=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class MPTConfig:
     """Every knob of one MPT training run (defaults: the embedded e5-small on the mini set)."""
 
     # backbone and head
-    backbone: str = "e5-small"
-    head: str = "auto"  # auto: MLM verbalizer when the backbone has an MLM head, else linear
-    pooling: str = "mean"  # linear head only
-    num_layers: int | None = None  # keep the first N encoder layers (None: all)
-    label_words: dict[str, list[str]] = field(default_factory=lambda: {"en": ["yes", "maybe", "no"]})
+    backbone: str = _knob("e5-small", "'e5-small' (embedded), 'tiny-xlmr', a Hugging Face model id or a local directory")
+    head: str = _knob("auto", "answer head: auto (MLM verbalizer when the backbone has an MLM head, else linear), "
+                              "mlm, linear")
+    pooling: str = _knob("mean", "the linear head's pooling: mean, mask (the <mask> token), cls (<s>)")
+    num_layers: int | None = _knob(None, "keep the first N encoder layers (none: all)")
+    label_words: dict[str, list[str]] = _knob(lambda: {"en": ["yes", "maybe", "no"]},
+                                              "verbalizer words per language, JSON: "
+                                              "{\"en\": [\"yes\", \"maybe\", \"no\"]}")
     # soft prompt
-    prompt_length: int = 16
-    prompt_init: str = "vocab"
-    prompt_position: str = "after_bos"
+    prompt_length: int = _knob(16, "soft prompt length L (vectors)")
+    prompt_init: str = _knob("vocab", "prompt initialisation: vocab (random token embeddings) or normal")
+    prompt_position: str = _knob("after_bos", "after_bos (after <s>, as the paper) or prefix (before it, as HF PEFT)")
     # translator
-    translator_depth: int = 1
-    translator_hidden: int = 256
-    translator_residual: bool = False
-    translator_mode: str = "shared"
+    translator_depth: int = _knob(1, "perceptron blocks W_down ReLU(W_up p + b_up) + b_down (0: p_T = p_S, vanilla)")
+    translator_hidden: int = _knob(256, "inner size of each translator block")
+    translator_residual: bool = _knob(False, "add each block's input to its output")
+    translator_mode: str = _knob("shared", "shared (one translator for all targets) or per_language")
     # alignment task
-    alignment_weight: float = 0.5
-    kl_temperature: float = 1.0
-    teacher_stop_gradient: bool = True
-    alignment_batch_size: int = 8
+    alignment_weight: float = _knob(0.5, "w in (1 - w) CE + w KL (0: no alignment task)")
+    kl_temperature: float = _knob(1.0, "temperature T of the alignment KL (scaled by T^2)")
+    teacher_stop_gradient: bool = _knob(True, "no gradient through the English (teacher) side of the KL")
+    alignment_batch_size: int = _knob(8, "parallel pairs per training step")
     # optimisation
-    learning_rate: float = 1e-2
-    weight_decay: float = 0.01
-    epochs: int = 10
-    batch_size: int = 8
-    eval_batch_size: int = 64
-    max_length: int = 128
-    shots_per_class: int = 16
-    seed: int = 0
+    learning_rate: float = _knob(1e-2, "AdamW learning rate")
+    weight_decay: float = _knob(0.01, "AdamW weight decay")
+    epochs: int = _knob(10, "passes over the few-shot set")
+    batch_size: int = _knob(8, "few-shot examples per training step")
+    eval_batch_size: int = _knob(64, "examples per evaluation batch")
+    max_length: int = _knob(128, "token budget of a templated pair, without the prompt")
+    shots_per_class: int = _knob(16, "K: English training examples per label")
+    seed: int = _knob(0, "few-shot sample, initialisation and batch order")
     # data
-    source_language: str = "en"
-    target_languages: list[str] = field(default_factory=lambda: list(MINI_LANGUAGES))
-    data: str = "mini"  # mini | xnli | a directory of {split}-{lang}.tsv|jsonl files
-    parallel: str = "mini"  # mini | xnli | a TSV/JSONL file or directory of parallel-{lang}.* files
-    xnli_repo: str = "facebook/xnli"  # hub id, or a local directory in the hub's layout
-    max_eval_examples: int | None = None  # cap per split and language (None: all)
-    eval_every: int = 1
-    dev_all_languages: bool = False  # also evaluate target-language dev each evaluation
+    source_language: str = _knob("en", "the language of the few-shot training set (uses p_S)")
+    target_languages: list[str] = _knob(lambda: list(MINI_LANGUAGES), "comma-separated target languages (use p_T)")
+    data: str = _knob("mini", "mini (embedded set) | xnli (hub) | a directory of {split}-{lang}.tsv|jsonl files")
+    parallel: str = _knob("mini", "alignment corpus: mini | xnli | a TSV/JSONL file or directory of "
+                                  "parallel-{lang}.* files")
+    xnli_repo: str = _knob("facebook/xnli", "XNLI hub id, or a local directory in the hub's layout")
+    max_eval_examples: int | None = _knob(None, "cap on dev and test rows per language (none: all)")
+    eval_every: int = _knob(1, "evaluate dev every N epochs (and after the last)")
+    dev_all_languages: bool = _knob(False, "also evaluate target-language dev (the dev_avg objective needs it)")
     # runtime
-    device: str = "auto"
-    precision: str = "fp32"
-    num_threads: int | None = None
+    device: str = _knob("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = _knob("fp32", "fp32, or bf16 (CUDA autocast)")
+    num_threads: int | None = _knob(None, "torch CPU threads (none: torch's default)")
 
     def __post_init__(self) -> None:
         self.target_languages = _as_list(self.target_languages)
@@ -154,47 +166,10 @@ class MPTConfig:
         return cls(**dict(values))
 
 
-def field_types() -> dict[str, str]:
-    """Field name -> annotation string, for CLIs that parse values from text."""
-    return {f.name: str(f.type) for f in dataclasses.fields(MPTConfig)}
-
-
-def parse_value(name: str, text: str) -> Any:
-    """Parse a command-line string into the type of config field `name`."""
-    types = field_types()
-    if name not in types:
-        raise ConfigError(f"unknown config field '{name}': allowed fields are {sorted(types)}")
-    kind = types[name]
-    if name == "label_words":
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"label_words must be JSON such as '{{\"en\": [\"yes\", \"maybe\", \"no\"]}}': {err}")
-        return value
-    if text.lower() in ("none", "null") and "None" in kind:
-        return None
-    if kind.startswith("list"):
-        return [part.strip() for part in text.split(",") if part.strip()]
-    if kind.startswith("bool"):
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"config field '{name}' = {text!r} is invalid: allowed true or false")
-    try:
-        if kind.startswith("int"):
-            return int(text)
-        if kind.startswith("float"):
-            return float(text)
-    except ValueError:
-        raise ConfigError(f"config field '{name}' = {text!r} is invalid: expected {kind}") from None
-    return text
-
-
 def _as_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return list(value)
+    """A list from 'de,fr', ['de', 'fr'] or ['de,fr'] (what a comma-separated flag gives)."""
+    items = [value] if isinstance(value, str) else list(value)
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
 def _is_int(value: Any) -> bool:

@@ -13,70 +13,14 @@ written by `--output` holds `accuracy` (language -> test accuracy), `average`, `
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from mpt.config import ConfigError, MPTConfig, field_types, parse_value
-
-
-class _ConfigValue:
-    """argparse `type` that parses a string into the type of one config field."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.__name__ = name  # argparse names the type in its errors
-
-    def __call__(self, text: str) -> Any:
-        try:
-            return parse_value(self.name, text)
-        except ConfigError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field, defaulting to 'not given' so files and defaults can fill in."""
-    defaults = MPTConfig()
-    group = parser.add_argument_group("run configuration (MPTConfig fields)")
-    for name, kind in field_types().items():
-        default = getattr(defaults, name)
-        shown = ",".join(default) if isinstance(default, list) else json.dumps(default) if isinstance(default, dict) \
-            else default
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_ConfigValue(name), default=None,
-                           metavar="JSON" if kind.startswith("dict") else kind.split("[")[0].split(" ")[0].upper(),
-                           help=f"(default: {shown})")
-
-
-def config_from_args(args: argparse.Namespace, base: dict | None = None) -> MPTConfig:
-    values = dict(base or {})
-    for f in dataclasses.fields(MPTConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            values[f.name] = value
-    return MPTConfig.from_dict(values)
-
-
-def read_config_file(path: str) -> dict:
-    """Config overrides from a YAML or JSON file (a mapping of MPTConfig fields)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file {path} does not exist: check the path")
-    text = file.read_text(encoding="utf-8")
-    if file.suffix in (".yaml", ".yml"):
-        import yaml
-
-        values = yaml.safe_load(text)
-    else:
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"config file {path} is not valid JSON ({err}); use .yaml for YAML") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of config fields, not {type(values).__name__}")
-    return values
+from mpt.config import ConfigError, MPTConfig
+from mpt.config_args import ConfigArgumentParser, config_from_args, read_config_file
 
 
 def format_table(accuracy: dict[str, float], source_language: str) -> str:
@@ -92,14 +36,12 @@ def format_table(accuracy: dict[str, float], source_language: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mpt.train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ConfigArgumentParser(prog="python -m mpt.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML/JSON file of config fields, applied before the flags")
     parser.add_argument("--output", help="write the results JSON here")
     parser.add_argument("--resume-from", help="a checkpoint written by --checkpoint to continue from")
     parser.add_argument("--checkpoint", help="save the full training state here after every epoch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mpt.config import ConfigError, MPTConfig, parse_value
+from mpt.config import ConfigError, MPTConfig
+from mpt.config_args import parse_value
 from mpt.losses import alignment_loss, joint_loss
 from mpt.model import PromptedClassifier, Templater
 from mpt.translator import PerceptronStack, PromptTranslator
@@ -164,3 +165,29 @@ def test_prefix_prompt_matches_peft_prompt_tuning(tiny_backbone):
     real = torch.cat([torch.ones(2, 5, dtype=torch.bool), batch.attention_mask.bool()], dim=1)
     assert theirs.shape == ours.shape
     assert torch.allclose(ours[real], theirs[real], atol=1e-5)
+
+
+def test_config_flags_come_from_the_dataclass_with_their_help_and_parse_as_set_does():
+    from mpt.config_args import ConfigArgumentParser, config_from_args, parse_assignments
+
+    parser = ConfigArgumentParser()
+    args = parser.parse_args(["--target-languages", "de,zh", "--num_layers", "none", "--no-teacher-stop-gradient"])
+    config = config_from_args(args, {"epochs": 3})
+    assert (config.target_languages, config.num_layers, config.teacher_stop_gradient, config.epochs) == \
+        (["de", "zh"], None, False, 3)
+    assert config_from_args(parser.parse_args([])) == MPTConfig()  # nothing given: the dataclass defaults
+    assert parse_assignments(["target_languages=de,zh", "num_layers=none"]) == {"target_languages": ["de", "zh"],
+                                                                                 "num_layers": None}
+    help_text = parser.format_help()
+    assert "--prompt-length" in help_text and "soft prompt length L" in help_text
+    with pytest.raises(ConfigError, match="is not KEY=VALUE"):
+        parse_assignments(["num_layers"])
+
+
+def test_malformed_yaml_config_file_is_a_clear_error_with_exit_status_2(tmp_path, capsys):
+    from mpt.train import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 0.01\nepochs: [1, 2\n")
+    assert main(["--config", str(bad), "--quiet"]) == 2
+    assert "is not valid YAML at line 3" in capsys.readouterr().err
