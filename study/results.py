@@ -59,6 +59,11 @@ def rows_from_results(result_grid, finished: bool) -> list[TrialRow]:
     return sorted(rows, key=lambda row: (row.trial_number, row.seed or 0))
 
 
+def trial_result(result_grid, trial_id: str):
+    """The Tune result of trial `trial_id` in a ResultGrid (None if the grid has none)."""
+    return next((r for r in result_grid if (r.metrics or {}).get("trial_id") == trial_id), None)
+
+
 def _trial_id_from_path(path: str) -> str:
     """A trial folder is named `<trainable>_<trial id>` (study.search.trial_dirname); ids are 8 hex digits."""
     match = re.search(r"_([0-9a-f]{8})$", Path(path).name)

@@ -34,7 +34,7 @@ DESCRIPTION_TAG = "mlflow.note.content"  # the UI shows it as the description of
 # The MLflow 3 UI opens experiments in its GenAI view unless told otherwise (an experiment's kind, or
 # the "Model training" switch, which `?workflowType=machine_learning` in the URL sets).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-REPORT_ARTIFACT_DIR = "report"  # where the parent run keeps report.md and the plots (study/run.py logs them)
+REPORT_ARTIFACT_DIR = "report"  # where the parent run keeps report.md and the plots (study.study_run logs them)
 MAX_TAG_CHARS = 5000
 LOGGED_METRIC_PREFIXES = ("loss", "ce_loss", "kl_loss", "dev_acc_", "objective", "best_epoch", "epoch_seconds",
                           "test_acc_")
@@ -49,11 +49,13 @@ def run_name(space: str, trial_number: int, params: dict[str, Any], reference: s
         prefix += f"-seed{params['seed']}"
     if reference:
         return f"{prefix} {reference}"
-    shown = [f"{_short(k)}={_format(v)}" for k, v in params.items() if k not in (*META_KEYS, "seed")][:SHOWN_PARAMS]
+    shown = [f"{_abbreviated(k)}={_format(v)}" for k, v in params.items()
+             if k not in (*META_KEYS, "seed")][:SHOWN_PARAMS]
     return " ".join([prefix, *shown])
 
 
-def _short(name: str) -> str:
+def _abbreviated(name: str) -> str:
+    """A searched field's short name in run names (`alignment_weight` -> `w`)."""
     return {"alignment_weight": "w", "kl_temperature": "T", "alignment_batch_size": "align_bs",
             "teacher_stop_gradient": "stopgrad", "translator_depth": "depth", "translator_hidden": "hidden",
             "translator_residual": "residual", "translator_mode": "mode", "prompt_length": "len",

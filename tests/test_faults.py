@@ -354,7 +354,7 @@ def test_no_secret_reaches_mlflow_params_or_tags(nan_study) -> None:
 
 
 def test_redaction_removes_credentials_from_uris() -> None:
-    from study.run import redact
+    from study.settings import redact
 
     assert redact("https://user:tok@host:5000/path") == "https://***@host:5000/path"
     assert redact("s3://bucket/x?X-Amz-Signature=abc&region=eu&token=t1") == \
@@ -376,7 +376,7 @@ def test_checkpoints_are_read_without_running_pickled_code(tmp_path: Path) -> No
     import torch
 
     from mpt.training import CheckpointError, Trainer
-    from study.run import damaged_checkpoints
+    from study.preflight import damaged_checkpoints
 
     proof = tmp_path / "code-ran"
     trial = tmp_path / "experiment" / "train_mpt_0000abcd" / "checkpoint_000000"
@@ -476,8 +476,8 @@ def test_killed_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Pa
 
     from mpt.backbones import load_backbone
     from mpt.training import Trainer
-    from study.run import load_study_data
     from study.settings import StudySettings
+    from study.tuner import load_study_data
     from trainable import trial_config
 
     log, marker = tmp_path / "epochs.jsonl", tmp_path / "fault-fired"

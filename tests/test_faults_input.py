@@ -23,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
 
 from study import run as study_run  # noqa: E402
+from study import tuner as study_tuner  # noqa: E402
 
 RUN = REPO_ROOT / "study" / "run.py"
 MINI = REPO_ROOT / "mpt" / "data" / "mini"
@@ -157,7 +158,7 @@ def refuse_to_start_ray(address) -> None:
 def run_refused(argv: list[str], cwd: Path, monkeypatch, capsys) -> str:
     """Run the CLI on `argv` in `cwd`; assert it exits 2 and changed nothing under results/; return stderr."""
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(study_run, "start_ray", refuse_to_start_ray)
+    monkeypatch.setattr(study_tuner, "start_ray", refuse_to_start_ray)
     before = snapshot(cwd / "results")
     capsys.readouterr()
     code = study_run.main(argv)

@@ -99,7 +99,7 @@ def test_asha_never_stops_a_reference_trial() -> None:
 
 
 def test_multi_node_cluster_refuses_node_local_storage() -> None:
-    from study.run import check_shared_storage
+    from study.preflight import check_shared_storage
 
     two_nodes = [{"Alive": True}, {"Alive": True}]
     with pytest.raises(StudyError, match="shared storage.*s3://"):

@@ -1,0 +1,231 @@
+"""The command line of `python study/run.py`: its flags, and what they ask for.
+
+The only module that reads the parsed flags (an `argparse.Namespace`): it turns them into a `StudyRequest`
+(the study's `StudySettings`, the trials' `Resources`, the `ConfirmPlan` and whether to resume), which is
+all the rest of the study sees. Nothing here is written or started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from mpt.config import MPTConfig
+from mpt.config_args import parse_assignments, read_config_file
+from search_spaces import REFERENCE_POINTS, SPACES, get_space
+from study.settings import (DEFAULT_NUM_SAMPLES, DEFAULT_STORAGE_PATH, RESULTS_ROOT, SCHEDULERS, SMOKE_BASE,
+                            SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudyError, StudySettings, absolute_storage,
+                            check_name, default_tracking_uri, is_uri)
+from trainable import OBJECTIVES
+
+USAGE = """Run a hyperparameter study of MPT: Ray Tune trials, an Optuna search, MLflow records and a report.
+
+    python study/run.py --space alignment            # the default study: <= 10 minutes on 2 CPU cores
+    python study/run.py --space alignment --smoke    # the tiny end-to-end check: <= 2 minutes
+    python study/run.py --space alignment --resume   # continue the interrupted study of that name
+    python study/run.py --space full --name full-40 --num-samples 40 --set num_layers=12 --set epochs=8
+    python study/run.py --space alignment --confirm-top 3 --confirm-seeds 5
+    python study/run.py --space full --address auto --storage-path s3://bucket/mpt \\
+        --mlflow-tracking-uri http://mlflow.internal:5000 --gpus-per-trial 0.25
+
+Run from the repository root: results go to ./results (results/<name>/report.md, results/ray,
+results/mlflow.db). Every study first evaluates the vanilla prompt-transfer baseline (translator
+depth 0, alignment weight 0) and the paper-like default (depth 1, weight 0.5), then Optuna's TPE
+suggestions. Ctrl+C stops a study cleanly; `--resume` continues it. Exit status: 0 done, 1 no trial
+completed, 2 bad input, 130 interrupted (resumable).
+"""
+DEFAULT_SPACE = "alignment"
+DEFAULT_CONFIRM_SEEDS = 3
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each trial gets and where the trials run."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None  # None: the cluster's CPUs / cpus_per_trial
+    address: str | None = None  # a running Ray cluster to join; None: start a local Ray
+
+
+@dataclass(frozen=True)
+class ConfirmPlan:
+    """After the search, rerun the `top` best configurations (and the vanilla baseline) with `seeds` seeds."""
+
+    top: int = 0  # 0: no confirmation
+    seeds: int = DEFAULT_CONFIRM_SEEDS
+
+
+@dataclass(frozen=True)
+class StudyRequest:
+    """Everything the command line asks for, checked (nothing written)."""
+
+    settings: StudySettings  # those of a new study with these flags
+    resources: Resources
+    confirm: ConfirmPlan
+    resume: bool
+    given: frozenset[str]  # the StudySettings.DEFINING fields that flags set explicitly
+
+    def refuse_changes(self, stored: StudySettings) -> None:
+        """A resume continues `stored`: refuse flags that would change it."""
+        changed = [field for field in StudySettings.DEFINING
+                   if field in self.given and getattr(self.settings, field) != getattr(stored, field)]
+        if changed:
+            details = "; ".join(f"{field}: stored {_setting_text(getattr(stored, field))}, "
+                                f"given {_setting_text(getattr(self.settings, field))}" for field in changed)
+            raise StudyError(f"--resume continues study {stored.name!r} with its stored settings, but the flags "
+                             f"change {', '.join(changed)} ({details}): drop those flags to resume, or start a new "
+                             f"study with a new --name")
+
+
+def _setting_text(value: Any) -> str:
+    """A setting as an error message shows it: its repr, a dict (the base config) abbreviated."""
+    if isinstance(value, dict):
+        return "{...}"
+    return repr(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python study/run.py", description=USAGE.split("\n\n")[0],
+                                     epilog=USAGE.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_study_flags(parser.add_argument_group("the study"))
+    base = parser.add_argument_group("the base config every trial starts from (mpt.config.MPTConfig fields)")
+    base.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one field, repeatable, e.g. --set num_layers=4 --set target_languages=de,fr "
+                           f"(study defaults on top of MPTConfig's: {json.dumps(STUDY_BASE_DEFAULTS)})")
+    base.add_argument("--config", metavar="FILE", help="YAML/JSON file of fields, applied before --set "
+                                                       "(default: none)")
+    confirm = parser.add_argument_group("confirmation")
+    confirm.add_argument("--confirm-top", type=int, default=0, metavar="K",
+                         help="after the search, rerun the K best configurations (and the vanilla baseline) with "
+                              "--confirm-seeds new few-shot seeds; report mean ± std per language (default: 0, off)")
+    confirm.add_argument("--confirm-seeds", type=int, metavar="S",
+                         help="seeds per confirmed configuration (default: 3 when --confirm-top is given)")
+    _add_cluster_flags(parser.add_argument_group("resources and cluster"))
+    return parser
+
+
+def _add_study_flags(study) -> None:
+    study.add_argument("--space",
+                       help=f"search space: {', '.join(SPACES)}; search_spaces/NAME.py says what each searches "
+                            f"(default: alignment, so a bare `python study/run.py` runs the default study)")
+    study.add_argument("--name", help="study name: its folder results/NAME and MLflow experiment "
+                                      "(default: the space, with '-smoke' under --smoke)")
+    study.add_argument("--num-samples", type=int, metavar="N",
+                       help=f"trials, the 2 reference points included (default: {DEFAULT_NUM_SAMPLES}; "
+                            f"{SMOKE_NUM_SAMPLES} with --smoke)")
+    study.add_argument("--objective", choices=tuple(OBJECTIVES),
+                       help="what Optuna maximises: " + "; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items())
+                            + " (default: dev_avg)")
+    study.add_argument("--scheduler", choices=SCHEDULERS,
+                       help="none: every trial runs all epochs; asha: stop weak trials early (never the "
+                            "reference points) (default: none)")
+    study.add_argument("--seed", type=int, help="seeds the TPE sampler and the base config's few-shot "
+                                                "sample and initialisation (default: 0)")
+    study.add_argument("--resume", action="store_true",
+                       help="continue the study --name (finished trials are kept, running ones continue from "
+                            "their last checkpoint); its stored settings apply (default: off)")
+    study.add_argument("--smoke", action="store_true",
+                       help=f"tiny settings for an end-to-end check in under 2 minutes: {SMOKE_NUM_SAMPLES} "
+                            f"trials, {json.dumps(SMOKE_BASE)} (default: off)")
+
+
+def _add_cluster_flags(cluster) -> None:
+    cluster.add_argument("--max-concurrent", type=int, metavar="N",
+                         help="trials at once; a resumed study keeps its first value (default: the cluster's "
+                              "CPUs / --cpus-per-trial)")
+    cluster.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N",
+                         help="CPUs per trial; also the trial's torch threads (default: 1)")
+    cluster.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N",
+                         help="GPUs per trial, fractions allowed: 0.25 packs 4 trials per GPU (default: 0)")
+    cluster.add_argument("--address", help="join a running Ray cluster: 'auto' (from a node of it) or "
+                                           "'ray://HOST:10001' (default: start a local Ray)")
+    cluster.add_argument("--storage-path", metavar="PATH",
+                         help="where Ray Tune keeps trials and checkpoints: a folder, or a URI such as "
+                              "s3://bucket/path, which a multi-node cluster needs "
+                              f"(default: {DEFAULT_STORAGE_PATH})")
+    cluster.add_argument("--mlflow-tracking-uri", metavar="URI",
+                         help="MLflow store: a server URL on a cluster (default: sqlite:///results/mlflow.db)")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed flags (argparse exits with status 2 on an unknown flag, 0 after --help)."""
+    return build_parser().parse_args(argv)
+
+
+def request_from_args(args: argparse.Namespace) -> StudyRequest:
+    """What the flags ask for, checked: resources first, then the settings of a new study."""
+    check_resources(args)
+    return StudyRequest(
+        settings=settings_from_args(args),
+        resources=Resources(cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                            max_concurrent=args.max_concurrent, address=args.address),
+        confirm=ConfirmPlan(top=args.confirm_top, seeds=args.confirm_seeds or DEFAULT_CONFIRM_SEEDS),
+        resume=args.resume, given=settings_given(args))
+
+
+def settings_given(args: argparse.Namespace) -> frozenset[str]:
+    """The defining settings (StudySettings.DEFINING) that the flags set rather than leave at their defaults."""
+    given = {"space": args.space is not None, "objective": args.objective is not None,
+             "num_samples": args.num_samples is not None, "scheduler": args.scheduler is not None,
+             "seed": args.seed is not None, "smoke": args.smoke, "storage_path": args.storage_path is not None,
+             "mlflow_tracking_uri": args.mlflow_tracking_uri is not None,
+             "base_config": bool(args.set or args.config or args.smoke or args.seed is not None)}
+    return frozenset(field for field, flagged in given.items() if flagged)
+
+
+def base_config_from_args(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """Study defaults < --smoke < --config FILE < --set, checked by MPTConfig."""
+    values: dict[str, Any] = {**STUDY_BASE_DEFAULTS, "seed": seed}
+    if args.smoke:
+        values.update(SMOKE_BASE)
+    if args.config:
+        values.update(read_config_file(args.config))
+    values.update(parse_assignments(args.set))
+    config = MPTConfig.from_dict(values)
+    for field in ("data", "parallel", "xnli_repo", "backbone"):  # Ray moves trials to other folders
+        value = getattr(config, field)
+        if not is_uri(value) and Path(value).exists():
+            config = config.replace(**{field: str(Path(value).resolve())})
+    return config.to_dict()
+
+
+def settings_from_args(args: argparse.Namespace) -> StudySettings:
+    """The settings a new study with these flags would have (validated, nothing written)."""
+    space = get_space(args.space or DEFAULT_SPACE)
+    name = check_name(args.name or (f"{space.name}-smoke" if args.smoke else space.name))
+    num_samples = args.num_samples if args.num_samples is not None else (
+        SMOKE_NUM_SAMPLES if args.smoke else DEFAULT_NUM_SAMPLES)
+    if num_samples < len(REFERENCE_POINTS):
+        raise StudyError(f"--num-samples {num_samples} is too small: every study first runs the "
+                         f"{len(REFERENCE_POINTS)} reference points ({', '.join(REFERENCE_POINTS)}); use at least "
+                         f"{len(REFERENCE_POINTS)}")
+    seed = args.seed if args.seed is not None else 0
+    if seed < 0:
+        raise StudyError(f"--seed {seed} is negative: use an integer >= 0")
+    results_root = RESULTS_ROOT.resolve()
+    return StudySettings(
+        name=name, space=space.name, objective=args.objective or "dev_avg", num_samples=num_samples,
+        scheduler=args.scheduler or "none", seed=seed, smoke=args.smoke,
+        storage_path=absolute_storage(args.storage_path or DEFAULT_STORAGE_PATH),
+        mlflow_tracking_uri=args.mlflow_tracking_uri or default_tracking_uri(results_root),
+        base_config=base_config_from_args(args, seed))
+
+
+def check_resources(args: argparse.Namespace) -> None:
+    if args.cpus_per_trial <= 0:
+        raise StudyError(f"--cpus-per-trial {args.cpus_per_trial} must be > 0 (e.g. 1, or 0.5 to share a core)")
+    if args.gpus_per_trial < 0:
+        raise StudyError(f"--gpus-per-trial {args.gpus_per_trial} must be >= 0 (0 runs on CPU)")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise StudyError(f"--max-concurrent {args.max_concurrent} must be >= 1 (or leave it out)")
+    if args.confirm_top < 0:
+        raise StudyError(f"--confirm-top {args.confirm_top} must be >= 0")
+    if args.confirm_seeds is not None and args.confirm_top == 0:
+        raise StudyError("--confirm-seeds needs --confirm-top K: say how many configurations to confirm")
+    if args.confirm_seeds is not None and args.confirm_seeds < 1:
+        raise StudyError(f"--confirm-seeds {args.confirm_seeds} must be >= 1")

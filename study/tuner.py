@@ -1,0 +1,155 @@
+"""Running a study's trials: Ray, the data every trial shares, the trainable, and the Ray Tune experiments of
+the search and of the confirmation.
+
+Ray is imported inside the functions that need it: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mpt.config import MPTConfig
+from mpt.data import few_shot
+from search_spaces import REFERENCE_POINTS, VANILLA, get_space
+from study.cli import ConfirmPlan, Resources
+from study.results import COMPLETE, TrialRow, reference_row, rows_from_results, save_rows, top_rows
+from study.settings import StudyError, StudyPaths, StudySettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Ray Tune retries every failure of a trial, deterministic ones too: one retry survives a crash (a killed
+# process, a lost node) and costs a NaN trial one short rerun from its last checkpoint. A trial that fails
+# twice is FAILED; `--resume` gives failed trials another try from their last checkpoints.
+TRIAL_MAX_FAILURES = 1
+CONFIRM_SUFFIX = "-confirm"
+
+
+def start_ray(address: str | None) -> None:
+    import ray
+
+    if address:
+        try:
+            ray.init(address=address)
+        except ConnectionError as err:
+            raise StudyError(f"cannot join the Ray cluster at --address {address} ({err}): start one with "
+                             f"`ray start --head` (then --address auto on its nodes), or leave --address out "
+                             f"to run on this machine") from None
+    else:
+        # Trial processes import `trainable`; make the checkout importable even without `pip install -e .`.
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        ray.init(num_cpus=available_cpus(), include_dashboard=False)  # temp files: Ray's default /tmp/ray
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use (a container or `taskset` may allow fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def load_study_data(settings: StudySettings):
+    """Load the data once on the driver; Ray shares it with every trial through its object store."""
+    from mpt.training import load_run_data
+
+    config = MPTConfig.from_dict(settings.trial_base_config())
+    # parallel pairs whatever the base weight: the paper-like reference and the searches turn alignment on
+    weight = config.alignment_weight or REFERENCE_POINTS["paper_default"]["alignment_weight"]
+    data = load_run_data(config.replace(alignment_weight=weight))
+    few_shot(data.train_pool, config.shots_per_class, config.seed)  # fail now, not in every trial
+    return data
+
+
+def make_trainable(settings: StudySettings, resources: Resources, data):
+    from ray import tune
+
+    from trainable.mpt_trial import train_mpt
+
+    base = settings.trial_base_config(num_threads=trial_threads(resources))
+    return tune.with_resources(
+        tune.with_parameters(train_mpt, base_config=base, objective=settings.objective, data=data),
+        {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
+
+
+def trial_threads(resources: Resources) -> int:
+    """A trial's torch threads: its CPUs (at least one)."""
+    return max(1, int(resources.cpus_per_trial))
+
+
+def max_concurrent(resources: Resources) -> int:
+    if resources.max_concurrent:
+        return resources.max_concurrent
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1)
+    return max(1, int(cpus // resources.cpus_per_trial))
+
+
+def run_tuner(settings: StudySettings, paths: StudyPaths, resources: Resources, trainable, tracker,
+              resume: bool, suffix: str = "", search_alg=None, num_samples: int | None = None,
+              scheduler=None):
+    """Fit (or restore and continue) one Tune experiment; returns (ResultGrid, finished?)."""
+    from ray import tune
+
+    from study.search import trial_dirname
+
+    path = paths.experiment_path(suffix)
+    if resume and tune.Tuner.can_restore(path):
+        # finished trials stay finished; interrupted and errored ones continue from their last checkpoint;
+        # the Optuna searcher comes back with its history
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                                        max_concurrent_trials=max_concurrent(resources),
+                                        # one process runs trial after trial: torch and the backbone load once
+                                        reuse_actors=True, trial_dirname_creator=trial_dirname),
+            run_config=tune.RunConfig(
+                name=settings.name + suffix, storage_path=settings.storage_path, callbacks=[tracker],
+                # a trial whose process dies (killed, out of memory, its node lost) continues from its
+                # last checkpoint; one that keeps failing (NaN loss, bad values) is recorded as FAILED
+                # and the study goes on
+                failure_config=tune.FailureConfig(max_failures=TRIAL_MAX_FAILURES, fail_fast=False),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1))
+    grid = tuner.fit()
+    planned = num_samples if num_samples is not None else settings.num_samples
+    finished = len(grid) >= planned and grid.num_terminated + grid.num_errors >= len(grid)
+    return grid, finished
+
+
+def run_search(settings: StudySettings, paths: StudyPaths, resources: Resources, trainable, tracker,
+               resume: bool):
+    """The study's search: the reference points, then Optuna's suggestions; returns (ResultGrid, finished?)."""
+    from study.search import make_scheduler, make_searcher
+
+    space = get_space(settings.space)
+    print(f"study {settings.name}: space {space.name} ({', '.join(space.params)}), {settings.num_samples} trials, "
+          f"objective {settings.objective}" + (" (resumed)" if resume else ""))
+    return run_tuner(
+        settings, paths, resources, trainable, tracker, resume,
+        search_alg=make_searcher(space, settings.base_config, settings.seed, settings.num_samples),
+        num_samples=settings.num_samples, scheduler=make_scheduler(settings.scheduler, settings.config.epochs))
+
+
+def run_confirmation(settings: StudySettings, paths: StudyPaths, resources: Resources, plan: ConfirmPlan,
+                     rows: list[TrialRow], trainable, tracker_for, resume: bool) -> list[TrialRow]:
+    """Rerun the top K configurations and the vanilla baseline with S seeds the search did not use."""
+    from study.search import FixedConfigs
+
+    candidates = top_rows(rows, plan.top)
+    vanilla = reference_row(rows, VANILLA)
+    if vanilla is not None and vanilla.status == COMPLETE and vanilla not in candidates:
+        candidates.append(vanilla)  # the comparison the gains are measured against
+    seeds = [settings.seed + 1 + i for i in range(plan.seeds)]
+    points = [{**row.params, "seed": seed, "trial_number": row.trial_number,
+               **({"reference": row.reference} if row.reference else {})}
+              for row in candidates for seed in seeds]
+    suffix = f"{CONFIRM_SUFFIX}-top{plan.top}x{plan.seeds}"
+    print(f"\nconfirming {len(candidates)} configurations x {plan.seeds} seeds {seeds} ({len(points)} runs)")
+    grid, finished = run_tuner(settings, paths, resources, trainable, tracker_for("confirm"), resume, suffix=suffix,
+                               search_alg=FixedConfigs(points),
+                               num_samples=len(points))
+    confirm_rows = rows_from_results(grid, finished)
+    save_rows(paths.confirm_file, confirm_rows)
+    return confirm_rows if finished else []
