@@ -75,12 +75,6 @@ def test_non_finite_loss_names_epoch_and_step(nli_dir, tiny_backbone):
         fit(_config(nli_dir, learning_rate=float("inf")), backbone=tiny_backbone)
 
 
-def test_dynamic_padding_gives_the_same_accuracy_as_max_length_padding(nli_dir, tiny_backbone):
-    trainer = Trainer(_config(nli_dir, max_length=48), backbone=tiny_backbone)
-    examples = trainer.data.test["de"]
-    assert trainer.accuracy(examples, "de") == trainer.accuracy(examples, "de", pad_to_max_length=True)
-
-
 @pytest.mark.slow
 def test_end_to_end_fit_on_the_mini_set_with_e5(e5_two_layers):
     config = MPTConfig(num_layers=2, epochs=2, shots_per_class=4, prompt_length=4, target_languages=["de", "sw"],
