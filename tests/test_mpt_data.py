@@ -100,9 +100,10 @@ def _write_hub_layout(root: Path) -> None:
 
     configs = []
     for lang in ("en", "de"):
-        rows = [(p if lang == "en" else f"[de] {p}", h, ["entailment", "neutral", "contradiction"].index(label))
-                for p, h, label in ROWS]
         for split in ("train", "validation", "test"):
+            # each split's rows say which split they are, so a test sees which split was read
+            rows = [(f"{p} ({split})" if lang == "en" else f"[de] {p} ({split})", h,
+                     ["entailment", "neutral", "contradiction"].index(label)) for p, h, label in ROWS]
             (root / lang).mkdir(parents=True, exist_ok=True)
             pd.DataFrame(rows, columns=["premise", "hypothesis", "label"]).to_parquet(
                 root / lang / f"{split}-00000-of-00001.parquet")
@@ -120,5 +121,20 @@ def test_xnli_hub_code_on_a_local_copy(tmp_path, monkeypatch):
     assert len(dev) == 9 and dev[0].premise.startswith("[de]") and [e.label for e in dev[:3]] == [0, 1, 2]
     pairs = load_parallel("xnli", ["de"], xnli_repo=str(repo))
     assert len(pairs) == 9 and pairs[0].target_premise == f"[de] {pairs[0].premise}"
+    # the alignment corpus never reads the splits that select (validation) and rank (test) models
+    assert all(p.premise.endswith("(train)") and p.target_premise.endswith("(train)") for p in pairs)
     with pytest.raises(DataError, match="no language 'zh'"):
         load_nli("xnli", "test", "zh", xnli_repo=str(repo))
+
+
+def test_xnli_parallel_rows_that_do_not_pair_up_are_refused(tmp_path, monkeypatch):
+    import pandas as pd
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    repo = tmp_path / "xnli"
+    _write_hub_layout(repo)
+    train = repo / "de" / "train-00000-of-00001.parquet"
+    pd.read_parquet(train).iloc[1:].to_parquet(train)  # one translated row lost: rows no longer pair up
+    with pytest.raises(DataError, match="do not pair up with 'en'"):
+        load_parallel("xnli", ["de"], xnli_repo=str(repo))

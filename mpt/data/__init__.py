@@ -4,7 +4,8 @@ Sources (`MPTConfig.data` / `MPTConfig.parallel`):
 - `mini`: the small multilingual NLI set and parallel corpus shipped in `mpt/data/mini/` (our own data,
   not XNLI; see its README.md).
 - `xnli`: `datasets.load_dataset(xnli_repo, lang)`, `xnli_repo` a hub id (`facebook/xnli`) or a local
-  directory in the hub's layout. As a parallel corpus: XNLI validation pairs aligned across languages.
+  directory in the hub's layout. As a parallel corpus: the first rows of XNLI's train split, aligned
+  across languages (never validation or test, which select and rank models).
 - a directory of `{split}-{lang}.tsv|jsonl` NLI files (splits train, dev, test) and, for parallel data,
   `parallel-{lang}.tsv|jsonl` files; or one parallel TSV/JSONL file with `en`, `target`, `lang`.
 NLI TSV is XTREME-style: `premise<TAB>hypothesis<TAB>label`, no header; JSONL has `premise`, `hypothesis`,
@@ -65,18 +66,9 @@ def load_nli(source: str, split: str, lang: str, xnli_repo: str = "facebook/xnli
 
 def load_parallel(source: str, languages: Sequence[str], xnli_repo: str = "facebook/xnli",
                   source_language: str = "en") -> list[ParallelPair]:
-    """Alignment pairs for every target language, from `mini`, `xnli` validation, a file or a directory."""
+    """Alignment pairs for every target language, from `mini`, `xnli` (its train split), a file or a directory."""
     if source == "xnli":
-        english = _load_xnli(xnli_repo, "dev", source_language)
-        pairs = []
-        for lang in languages:
-            translated = _load_xnli(xnli_repo, "dev", lang)
-            if len(translated) != len(english):
-                raise DataError(f"XNLI validation of '{lang}' has {len(translated)} rows but '{source_language}' "
-                                f"has {len(english)}: they must be parallel row by row")
-            pairs += [ParallelPair(e.premise, e.hypothesis, t.premise, t.hypothesis, lang)
-                      for e, t in zip(english, translated)]
-        return pairs
+        return _xnli_parallel_pairs(xnli_repo, languages, source_language)
     path = Path(source) if source != "mini" else MINI_DIR
     if path.is_file():
         sentences = read_parallel_file(path)
@@ -92,6 +84,27 @@ def load_parallel(source: str, languages: Sequence[str], xnli_repo: str = "faceb
         raise DataError(f"parallel corpus '{source}' has no sentences for language(s) {missing}: add them, "
                         f"or drop those languages from target_languages")
     return sentences_to_pairs([s for s in sentences if s[2] in languages])
+
+
+# XNLI's train split is translated row by row in every language; its first rows make the alignment corpus.
+# Not validation or test: those select and rank models, and the alignment corpus must never be that data.
+XNLI_PARALLEL_SPLIT, XNLI_PARALLEL_ROWS = "train", 5000
+
+
+def _xnli_parallel_pairs(repo: str, languages: Sequence[str], source_language: str) -> list[ParallelPair]:
+    english = _load_xnli(repo, XNLI_PARALLEL_SPLIT, source_language, rows=XNLI_PARALLEL_ROWS)
+    pairs = []
+    for lang in languages:
+        translated = _load_xnli(repo, XNLI_PARALLEL_SPLIT, lang, rows=XNLI_PARALLEL_ROWS)
+        # rows pair up when they are as many and carry the same labels in the same order
+        if len(translated) != len(english) or [t.label for t in translated] != [e.label for e in english]:
+            raise DataError(f"XNLI {XNLI_PARALLEL_SPLIT} rows of '{lang}' do not pair up with '{source_language}' "
+                            f"({len(translated)} vs {len(english)} rows, or labels differ row by row): the alignment "
+                            f"corpus needs a row-by-row translation; use a parallel corpus file (--parallel PATH) "
+                            f"or a complete copy of XNLI")
+        pairs += [ParallelPair(e.premise, e.hypothesis, t.premise, t.hypothesis, lang)
+                  for e, t in zip(english, translated)]
+    return pairs
 
 
 def sentences_to_pairs(sentences: Sequence[tuple[str, str, str]]) -> list[ParallelPair]:
@@ -224,11 +237,11 @@ def _lang_from_name(path: Path) -> str | None:
     return stem.split("-", 1)[1] if stem.startswith("parallel-") else None
 
 
-def _load_xnli(repo: str, split: str, lang: str) -> list[NLIExample]:
+def _load_xnli(repo: str, split: str, lang: str, rows: int | None = None) -> list[NLIExample]:
     import datasets  # imported here: loading the hub library is slow and only XNLI needs it
 
     try:
-        rows = datasets.load_dataset(repo, lang, split=_XNLI_SPLIT[split])
+        rows = datasets.load_dataset(repo, lang, split=_XNLI_SPLIT[split] + (f"[:{rows}]" if rows else ""))
     except ValueError as err:
         raise DataError(f"XNLI at '{repo}' has no language '{lang}' ({err}): use XNLI language codes") from None
     except (OSError, ConnectionError) as err:
