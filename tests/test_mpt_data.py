@@ -130,8 +130,11 @@ def test_xnli_hub_code_on_a_local_copy(tmp_path, monkeypatch):
 def test_xnli_parallel_rows_that_do_not_pair_up_are_refused(tmp_path, monkeypatch):
     import pandas as pd
 
+    import datasets
+
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    # datasets reads its cache folder at import: a fresh one, so no earlier test's copy answers for this one
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
     repo = tmp_path / "xnli"
     _write_hub_layout(repo)
     train = repo / "de" / "train-00000-of-00001.parquet"
