@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: make `study` (not an installed package) importable
@@ -45,6 +45,9 @@ from study.settings import (RESULTS_ROOT, StudyError, StudyPaths, StudySettings,
 # which the parsed flags have too); drop these once the benchmarks no longer use them.
 from study.cli import build_parser, settings_from_args  # noqa: E402,F401
 from study.tuner import trial_threads  # noqa: E402,F401
+
+if TYPE_CHECKING:  # imported by run_study once the input is known to be good (it imports MLflow)
+    from study.study_run import StudyRun
 
 EXIT_NO_RESULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -114,7 +117,7 @@ def checked_settings(request: StudyRequest) -> tuple[StudySettings, StudyPaths]:
     return settings, paths
 
 
-def finish(record, settings: StudySettings, paths: StudyPaths, summary: str, started: float,
+def finish(record: StudyRun, settings: StudySettings, paths: StudyPaths, summary: str, started: float,
            succeeded: bool) -> int:
     """Show the report's summary, end the study's MLflow run, and say whether any trial completed."""
     print(f"\n{summary}")
@@ -128,7 +131,7 @@ def finish(record, settings: StudySettings, paths: StudyPaths, summary: str, sta
     return 0
 
 
-def interrupted(record, settings: StudySettings, rows: list[TrialRow], phase: str) -> int:
+def interrupted(record: StudyRun, settings: StudySettings, rows: list[TrialRow], phase: str) -> int:
     """Leave MLflow saying what happened, and tell the user how to continue."""
     record.interrupted(phase)
     done = sum(r.status != "UNFINISHED" for r in rows)
