@@ -40,12 +40,6 @@ from study.results import TrialRow, best_row, reference_row, rows_from_results, 
 from study.settings import (RESULTS_ROOT, StudyError, StudyPaths, StudySettings, redact,  # noqa: E402
                             write_atomically)
 
-# Kept for the committed benchmarks/run.py, which reads the default trial's config as
-# study.run.build_parser/settings_from_args/trial_threads(args) (trial_threads reads only `cpus_per_trial`,
-# which the parsed flags have too); drop these once the benchmarks no longer use them.
-from study.cli import build_parser, settings_from_args  # noqa: E402,F401
-from study.tuner import trial_threads  # noqa: E402,F401
-
 if TYPE_CHECKING:  # imported by run_study once the input is known to be good (it imports MLflow)
     from study.study_run import StudyRun
 
