@@ -1,8 +1,9 @@
 """Fault injection: a study survives a killed driver, a killed trial process, a lost node and a NaN loss,
 loses no MLflow metric under concurrent writers, logs no secret, and never unpickles a checkpoint.
 
-The studies are `--smoke` studies in temporary working directories. The faults come from the hooks in
-`trainable/faults.py` (environment variables the trials inherit) and from signals and
+The studies are `--smoke` studies in temporary working directories. The faults come from the test hooks in
+`tests/fault_hooks/` (installed in the trial processes by its `sitecustomize.py`, driven by environment
+variables the trials inherit; the product has no fault code) and from signals and
 `ray.cluster_utils.Cluster`; `MPT_EPOCH_LOG` makes every trial record each epoch it actually trains.
 """
 
@@ -24,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
 
 RUN = REPO_ROOT / "study" / "run.py"
+FAULT_HOOKS = REPO_ROOT / "tests" / "fault_hooks"  # on a process's PYTHONPATH: its sitecustomize installs them
 STUDY_TIMEOUT_S = 600
 SMOKE_EPOCHS = 2
 # what every completed trial logs at every epoch (the dev_avg objective evaluates every language)
@@ -33,7 +35,10 @@ EPOCH_METRICS = ("loss", "ce_loss", "kl_loss", "objective", "dev_acc_en", "dev_a
 # --- helpers --------------------------------------------------------------------------------------------
 
 def study_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "1", **extra}
+    """The environment of a study under test: offline, and with the fault hooks on the PYTHONPATH."""
+    path = os.pathsep.join(filter(None, [str(FAULT_HOOKS), extra.pop("PYTHONPATH", None),
+                                         os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "1", "PYTHONPATH": path, **extra}
 
 
 def run_study(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -451,6 +456,12 @@ def test_trial_whose_damaged_checkpoint_was_deleted_trains_from_its_first_epoch(
     params = {"alignment_weight": 0.5, "trial_number": 3, "reference": None}
     log = tmp_path / "epochs.jsonl"
     monkeypatch.setenv("MPT_EPOCH_LOG", str(log))
+    monkeypatch.syspath_prepend(str(FAULT_HOOKS))
+    import mpt_faults
+
+    from mpt.training import Trainer
+
+    monkeypatch.setattr(Trainer, "train_epoch", mpt_faults.wrap_train_epoch(Trainer.train_epoch))
     emptied = tmp_path / "checkpoint_000000"
     emptied.mkdir()
     restarted = RecordingTune(RecordingTune().Checkpoint.from_directory(str(emptied)))
@@ -571,3 +582,11 @@ def test_study_survives_the_loss_of_a_node(tmp_path: Path, monkeypatch) -> None:
     run = next(c for c in children if c.data.tags["ray.trial_id"] == held["trial_id"])
     assert run.info.status == "FINISHED"
     assert [step for step, _ in metric_history(tmp_path, run.info.run_id, "loss")] == [1, 2, 3]
+
+
+def test_the_product_has_no_fault_injection_code():
+    """The hooks live in tests/fault_hooks/ only: nothing the study runs reads a fault variable."""
+    for folder in ("mpt", "trainable", "study", "search_spaces"):
+        for source in (REPO_ROOT / folder).rglob("*.py"):
+            text = source.read_text(encoding="utf-8")
+            assert "MPT_FAULT" not in text and "MPT_EPOCH_LOG" not in text, source

@@ -13,7 +13,7 @@ interrupted or moved to another node continues from its last epoch.
 from __future__ import annotations
 
 import functools
-import sys
+import logging
 import tempfile
 from pathlib import Path
 
@@ -22,8 +22,9 @@ from ray import tune
 from mpt.backbones import Backbone, load_backbone
 from mpt.config import MPTConfig
 from mpt.training import EpochRecord, FitResult, RunData, Trainer
-from trainable import faults
 from trainable.spec import OBJECTIVES, STATE_FILE, trial_config
+
+logger = logging.getLogger(__name__)
 
 
 def objective_value(trainer: Trainer, objective: str) -> float:
@@ -78,19 +79,17 @@ def train_mpt(params: dict, *, base_config: dict, objective: str, data: RunData 
             if state_file.exists():
                 trainer.load(state_file)
             else:  # deleted because it was damaged (what `study/run.py --resume` advises): start over
-                print(f"checkpoint {directory} has no {STATE_FILE}: training this trial from its first epoch",
-                      file=sys.stderr)
+                logger.warning("checkpoint %s has no %s: training this trial from its first epoch", directory,
+                               STATE_FILE)
     if trainer.done:  # interrupted after its last epoch was checkpointed but before Tune saw it finish
         _report({**_last_epoch_metrics(trainer, objective), **test_metrics(trainer.test())}, trainer)
         return
     while not trainer.done:
         record = trainer.train_epoch()
-        faults.epoch_trained(record.epoch, record.seconds)  # test hooks (trainable/faults.py); nothing unless enabled
         metrics = epoch_metrics(record, trainer, objective)
         if trainer.done:  # in the last epoch's report, so schedulers stopping at max_t still see it
             metrics.update(test_metrics(trainer.test()))
         _report(metrics, trainer)
-        faults.epoch_reported(record.epoch)
 
 
 def _last_epoch_metrics(trainer: Trainer, objective: str) -> dict[str, float]:

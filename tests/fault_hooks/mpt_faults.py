@@ -1,4 +1,9 @@
-"""Fault injection and epoch accounting for the fault-tolerance tests; inert unless these are set:
+"""Fault injection and epoch accounting for the fault-tolerance tests (test code: the product has no hooks).
+
+`install()` wraps `mpt.training.Trainer.train_epoch` (after an epoch trains, before the trial reports it)
+and `ray.tune.report` (after the report and its checkpoint went through). Trial processes install it at
+start-up through `sitecustomize.py` beside this file, when this folder is on their PYTHONPATH and one of
+these variables is set:
 
     MPT_FAULT_KILL_AT_EPOCH=K   the trial SIGKILLs its own process after training epoch K and before
                                 reporting it, so the epoch's work is lost (a crash or an OOM kill)
@@ -9,14 +14,18 @@
     MPT_EPOCH_LOG=PATH          every trial appends a JSON line per epoch it actually trains (trial id,
                                 epoch, pid, node id, start and end time)
 
-The variables reach the trials through the environment of the processes that start Ray.
+The variables (and PYTHONPATH) reach the trials through the environment of the processes that start Ray.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.abc
+import importlib.util
 import json
 import os
 import signal
+import sys
 import time
 import warnings
 
@@ -86,3 +95,79 @@ def epoch_reported(epoch: int) -> None:
     if _epoch_of(HOLD_AT_EPOCH) == epoch and _claim(epoch):
         while True:  # until the node (and this process with it) goes away
             time.sleep(60)
+
+
+VARIABLES = (KILL_AT_EPOCH, HOLD_AT_EPOCH, EPOCH_LOG)
+
+
+def wrap_train_epoch(train_epoch):
+    if getattr(train_epoch, "with_faults", False):  # installed twice: hook once
+        return train_epoch
+
+    @functools.wraps(train_epoch)
+    def train_epoch_with_faults(self):
+        record = train_epoch(self)
+        epoch_trained(record.epoch, record.seconds)
+        return record
+
+    train_epoch_with_faults.with_faults = True
+    return train_epoch_with_faults
+
+
+def wrap_report(report):
+    if getattr(report, "with_faults", False):
+        return report
+
+    @functools.wraps(report)
+    def report_with_faults(metrics, *args, **kwargs):
+        outcome = report(metrics, *args, **kwargs)
+        if "epoch" in metrics:
+            epoch_reported(int(metrics["epoch"]))
+        return outcome
+
+    report_with_faults.with_faults = True
+    return report_with_faults
+
+
+PATCHES = {"mpt.training": lambda module: setattr(module.Trainer, "train_epoch",
+                                                  wrap_train_epoch(module.Trainer.train_epoch)),
+           "ray.tune": lambda module: setattr(module, "report", wrap_report(module.report))}
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches each module of PATCHES right after it is first imported (so start-up imports nothing heavy)."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in PATCHES:
+            return None
+        sys.meta_path.remove(self)  # find the real spec without finding ourselves
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        loader, patch = spec.loader, PATCHES[fullname]
+
+        class PatchingLoader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                loader.exec_module(module)
+                patch(module)
+
+        spec.loader = PatchingLoader()
+        return spec
+
+
+def install() -> None:
+    """Patch the modules of PATCHES now if imported, else when they are imported."""
+    pending = False
+    for name, patch in PATCHES.items():
+        if name in sys.modules:
+            patch(sys.modules[name])
+        else:
+            pending = True
+    if pending and not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport())
