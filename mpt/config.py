@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 LABELS = ("entailment", "neutral", "contradiction")
-MINI_LANGUAGES = ("de", "fr", "es", "ru", "zh", "ar", "hi", "sw")
+# the target languages of the embedded mini set: those with a parallel-{lang}.tsv file in mpt/data/mini/
+MINI_LANGUAGES = tuple(sorted(p.stem.split("-", 1)[1] for p in (Path(__file__).parent / "data" / "mini")
+                              .glob("parallel-*.tsv")))
 XNLI_LANGUAGES = ("ar", "bg", "de", "el", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
 
 HEAD_KINDS = ("auto", "mlm", "linear")

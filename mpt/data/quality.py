@@ -1,28 +1,135 @@
-"""Quality figures for a parallel NLI set: translation retrieval with e5 and a hypothesis-only baseline.
+"""Quality figures for a parallel NLI set: how easy it is without reading both sentences, and how well the
+translations match their English.
 
-    python -m mpt.data.quality            # prints the figures reported in mpt/data/mini/README.md
+    python -m mpt.data.quality            # the figures reported in mpt/data/mini/README.md
+    python -m mpt.data.quality --no-e5    # only the baselines that need no backbone (seconds)
+
+Needs scikit-learn (`pip install -e ".[quality]"`, also part of `.[dev]`).
+
+- hypothesis-only baseline: word and bigram logistic regression on the hypothesis alone;
+- overlap baseline: logistic regression on the share of hypothesis words found in the premise, the length
+  difference, negation words of each side and the hypothesis length;
+- frozen e5-small linear probe: mean-pooled pair embedding, no prompt, K per class from English train;
+- translation retrieval: each translated sentence's nearest English sentence of its file is its source;
+- scripts: the share of letters of each translated line in the script its language is written in.
 """
 
 from __future__ import annotations
 
+import argparse
+import re
+import unicodedata
 from pathlib import Path
+from typing import Sequence
 
-import torch
+from mpt.data import MINI_DIR, NLIExample, read_nli_file, read_parallel_file
 
-from mpt.data import MINI_DIR, read_nli_file, read_parallel_file
+NEGATION_WORDS = frozenset({"not", "no", "never", "nobody", "nothing", "none", "nowhere", "neither", "nor",
+                            "without", "cannot"})
+WORD = re.compile(r"[\w']+")
+
+# The script a language's letters are written in (unicodedata name prefix), for the script check.
+SCRIPTS = {"ar": "ARABIC", "ur": "ARABIC", "bg": "CYRILLIC", "ru": "CYRILLIC", "el": "GREEK",
+           "hi": "DEVANAGARI", "th": "THAI", "zh": "CJK"}
+LATIN_LANGUAGES = ("de", "es", "fr", "sw", "tr", "vi")
 
 
-def sentence_embeddings(backbone, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
+def words(text: str) -> list[str]:
+    return WORD.findall(text.lower())
+
+
+def negations(text: str) -> int:
+    return sum(w in NEGATION_WORDS or w.endswith("n't") for w in words(text))
+
+
+def _accuracy(predictions, examples: Sequence[NLIExample]) -> float:
+    return sum(int(p == e.label) for p, e in zip(predictions, examples)) / len(examples)
+
+
+def _hypothesis_model():
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(CountVectorizer(lowercase=True, ngram_range=(1, 2)), LogisticRegression(max_iter=2000))
+
+
+def hypothesis_only_accuracy(train: Sequence[NLIExample], test: Sequence[NLIExample]) -> float:
+    """Word and bigram logistic regression on hypotheses alone, fitted on `train`, scored on `test`."""
+    model = _hypothesis_model().fit([e.hypothesis for e in train], [e.label for e in train])
+    return _accuracy(model.predict([e.hypothesis for e in test]), test)
+
+
+def hypothesis_only_within(examples: Sequence[NLIExample], folds: int = 5) -> float:
+    """The same classifier by stratified k-fold cross-validation within one split (shuffled, seed 0): what
+    cues the split's own hypotheses carry, whatever the training pool teaches."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    scores = cross_val_score(_hypothesis_model(), [e.hypothesis for e in examples], [e.label for e in examples],
+                             cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=0))
+    return float(scores.mean())
+
+
+def overlap_features(example: NLIExample) -> list[float]:
+    premise, hypothesis = words(example.premise), words(example.hypothesis)
+    premise_set = set(premise)
+    share = sum(w in premise_set for w in hypothesis) / max(1, len(hypothesis))
+    return [share, len(premise) - len(hypothesis), negations(example.premise), negations(example.hypothesis),
+            len(hypothesis)]
+
+
+def overlap_accuracy(train: Sequence[NLIExample], test: Sequence[NLIExample]) -> float:
+    """Logistic regression on word-overlap features (standardised), fitted on `train`, scored on `test`."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    model.fit([overlap_features(e) for e in train], [e.label for e in train])
+    return _accuracy(model.predict([overlap_features(e) for e in test]), test)
+
+
+def sentence_embeddings(backbone, sentences: list[str], batch_size: int = 64, prefix: str = "passage: "):
     """Mean-pooled, L2-normalised embeddings (e5's `passage: ` convention)."""
+    import torch
+
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(sentences), batch_size):
-            batch = backbone.tokenizer([f"passage: {s}" for s in sentences[start:start + batch_size]],
+            batch = backbone.tokenizer([f"{prefix}{s}" for s in sentences[start:start + batch_size]],
                                        padding=True, truncation=True, max_length=256, return_tensors="pt")
             hidden = backbone.encoder(**batch).last_hidden_state
             weights = batch["attention_mask"].unsqueeze(-1).float()
             chunks.append(torch.nn.functional.normalize((hidden * weights).sum(1) / weights.sum(1), dim=-1))
     return torch.cat(chunks)
+
+
+def probe_accuracy(backbone, train: Sequence[NLIExample], test: Sequence[NLIExample], shots_per_class: int = 64,
+                   seed: int = 0) -> float:
+    """A frozen linear probe: logistic regression on the mean-pooled embedding of each pair (premise and
+    hypothesis as one sequence pair, no prompt), K per class from `train`."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mpt.data import few_shot
+
+    sample = few_shot(list(train), shots_per_class, seed)
+
+    def embed(examples):
+        import torch
+
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(examples), 64):
+                part = examples[start:start + 64]
+                batch = backbone.tokenizer([e.premise for e in part], [e.hypothesis for e in part], padding=True,
+                                           truncation=True, max_length=256, return_tensors="pt")
+                hidden = backbone.encoder(**batch).last_hidden_state
+                weights = batch["attention_mask"].unsqueeze(-1).float()
+                chunks.append((hidden * weights).sum(1) / weights.sum(1))
+        return torch.cat(chunks).numpy()
+
+    model = LogisticRegression(max_iter=5000, C=1.0).fit(embed(sample), [e.label for e in sample])
+    return _accuracy(model.predict(embed(list(test))), test)
 
 
 def retrieval_accuracy(backbone, english: list[str], translated: list[str]) -> float:
@@ -35,38 +142,93 @@ def retrieval_accuracy(backbone, english: list[str], translated: list[str]) -> f
     return sum(hits) / len(hits)
 
 
+def translated_sentences(directory: Path, lang: str) -> dict[str, tuple[list[str], list[str]]]:
+    """file kind (dev, test, parallel) -> (English sentences, their translations), premises and hypotheses."""
+    rows = read_parallel_file(directory / f"parallel-{lang}.tsv")
+    pairs = {"parallel": ([r[0] for r in rows], [r[1] for r in rows])}
+    for split in ("dev", "test"):
+        english, target = read_nli_file(directory / f"{split}-en.tsv"), read_nli_file(directory / f"{split}-{lang}.tsv")
+        pairs[split] = ([e.premise for e in english] + [e.hypothesis for e in english],
+                        [t.premise for t in target] + [t.hypothesis for t in target])
+    return pairs
+
+
+def target_languages(directory: Path = MINI_DIR) -> list[str]:
+    return sorted(path.stem.split("-", 1)[1] for path in directory.glob("parallel-*.tsv"))
+
+
 def translation_figures(backbone, directory: Path = MINI_DIR) -> dict[str, dict[str, float]]:
     """lang -> {dev, test, parallel} retrieval accuracy over premises and hypotheses of each file."""
-    figures: dict[str, dict[str, float]] = {}
-    for path in sorted(directory.glob("parallel-*.tsv")):
-        lang = path.stem.split("-", 1)[1]
-        rows = read_parallel_file(path)
-        figures[lang] = {"parallel": retrieval_accuracy(backbone, [r[0] for r in rows], [r[1] for r in rows])}
-        for split in ("dev", "test"):
-            english, target = read_nli_file(directory / f"{split}-en.tsv"), read_nli_file(directory / f"{split}-{lang}.tsv")
-            source = [e.premise for e in english] + [e.hypothesis for e in english]
-            translated = [t.premise for t in target] + [t.hypothesis for t in target]
-            figures[lang][split] = retrieval_accuracy(backbone, source, translated)
+    return {lang: {kind: retrieval_accuracy(backbone, english, translated)
+                   for kind, (english, translated) in translated_sentences(directory, lang).items()}
+            for lang in target_languages(directory)}
+
+
+def script_share(text: str, lang: str) -> float:
+    """Share of the letters of `text` in the script `lang` is written in (Latin for Latin-script languages)."""
+    expected = SCRIPTS.get(lang, "LATIN")
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return 0.0
+    return sum(unicodedata.name(c, "").startswith(expected) for c in letters) / len(letters)
+
+
+def script_and_length_figures(directory: Path = MINI_DIR) -> dict[str, dict[str, float]]:
+    """lang -> the lowest per-line script share, the share of lines mostly (>= 50%) in the expected script,
+    and the 5th/50th/95th percentile of translated/English character-length ratios over all lines."""
+    import numpy as np
+
+    figures = {}
+    for lang in target_languages(directory):
+        english, translated = [], []
+        for source, target in translate_pairs(directory, lang):
+            english.append(source)
+            translated.append(target)
+        shares = [script_share(t, lang) for t in translated]
+        ratios = np.array([len(t) / len(e) for e, t in zip(english, translated)])
+        figures[lang] = {"min_script_share": min(shares), "lines_in_script": float(np.mean(np.array(shares) >= 0.5)),
+                         "length_ratio_p5": float(np.percentile(ratios, 5)),
+                         "length_ratio_p50": float(np.percentile(ratios, 50)),
+                         "length_ratio_p95": float(np.percentile(ratios, 95))}
     return figures
 
 
-def hypothesis_only_accuracy(directory: Path = MINI_DIR) -> float:
-    """Bag-of-words logistic regression on hypotheses alone, trained on English train, tested on English test."""
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.linear_model import LogisticRegression
+def translate_pairs(directory: Path, lang: str) -> list[tuple[str, str]]:
+    """Every distinct (English, translation) sentence pair of a language's dev, test and parallel files."""
+    pairs: dict[tuple[str, str], None] = {}
+    for english, translated in translated_sentences(directory, lang).values():
+        pairs.update(dict.fromkeys(zip(english, translated)))
+    return list(pairs)
 
+
+def baseline_figures(directory: Path = MINI_DIR) -> dict[str, float]:
+    """The three backbone-free baselines on the English files of `directory`."""
     train, test = read_nli_file(directory / "train-en.tsv"), read_nli_file(directory / "test-en.tsv")
-    vectorizer = CountVectorizer(lowercase=True, ngram_range=(1, 1))
-    features = vectorizer.fit_transform([e.hypothesis for e in train])
-    classifier = LogisticRegression(max_iter=2000).fit(features, [e.label for e in train])
-    predictions = classifier.predict(vectorizer.transform([e.hypothesis for e in test]))
-    return sum(int(p == e.label) for p, e in zip(predictions, test)) / len(test)
+    return {"hypothesis_only_train_to_test": hypothesis_only_accuracy(train, test),
+            "hypothesis_only_within_test_5fold": hypothesis_only_within(test),
+            "overlap_train_to_test": overlap_accuracy(train, test)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mpt.data.quality", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--directory", type=Path, default=MINI_DIR, help="the set's folder (default: the mini set)")
+    parser.add_argument("--no-e5", action="store_true", help="skip the figures that need the e5-small backbone")
+    args = parser.parse_args(argv)
+    for name, value in baseline_figures(args.directory).items():
+        print(f"{name}: {100 * value:.1f}%")
+    for lang, values in script_and_length_figures(args.directory).items():
+        print(lang, "scripts/lengths", {k: round(v, 3) for k, v in values.items()})
+    if not args.no_e5:
+        from mpt.backbones import load_backbone
+
+        backbone = load_backbone("e5-small", want_mlm=False)
+        train = read_nli_file(args.directory / "train-en.tsv")
+        test = read_nli_file(args.directory / "test-en.tsv")
+        print(f"e5-small linear probe, 64 per class, English test: {100 * probe_accuracy(backbone, train, test):.1f}%")
+        for lang, values in translation_figures(backbone, args.directory).items():
+            print(lang, "retrieval", {k: round(100 * v, 1) for k, v in values.items()})
+    return 0
 
 
 if __name__ == "__main__":
-    from mpt.backbones import load_backbone
-
-    backbone = load_backbone("e5-small", want_mlm=False)
-    for lang, values in translation_figures(backbone).items():
-        print(lang, {k: round(100 * v, 1) for k, v in values.items()})
-    print("hypothesis-only BoW logistic regression, English test:", round(100 * hypothesis_only_accuracy(), 1))
+    raise SystemExit(main())
