@@ -90,18 +90,23 @@ def overlap_accuracy(train: Sequence[NLIExample], test: Sequence[NLIExample]) ->
 
 
 def sentence_embeddings(backbone, sentences: list[str], batch_size: int = 64, prefix: str = "passage: "):
-    """Mean-pooled, L2-normalised embeddings (e5's `passage: ` convention)."""
+    """Mean-pooled, L2-normalised embeddings (e5's `passage: ` convention), in the order given; batched by
+    length, so little of each batch is padding."""
     import torch
 
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     chunks = []
     with torch.inference_mode():
-        for start in range(0, len(sentences), batch_size):
-            batch = backbone.tokenizer([f"{prefix}{s}" for s in sentences[start:start + batch_size]],
+        for start in range(0, len(order), batch_size):
+            batch = backbone.tokenizer([f"{prefix}{sentences[i]}" for i in order[start:start + batch_size]],
                                        padding=True, truncation=True, max_length=256, return_tensors="pt")
             hidden = backbone.encoder(**batch).last_hidden_state
             weights = batch["attention_mask"].unsqueeze(-1).float()
             chunks.append(torch.nn.functional.normalize((hidden * weights).sum(1) / weights.sum(1), dim=-1))
-    return torch.cat(chunks)
+    embeddings = torch.empty(len(sentences), chunks[0].shape[1]) if chunks else torch.empty(0, 0)
+    if chunks:
+        embeddings[torch.tensor(order)] = torch.cat(chunks)
+    return embeddings
 
 
 def probe_accuracy(backbone, train: Sequence[NLIExample], test: Sequence[NLIExample], shots_per_class: int = 64,
@@ -132,12 +137,20 @@ def probe_accuracy(backbone, train: Sequence[NLIExample], test: Sequence[NLIExam
     return _accuracy(model.predict(embed(list(test))), test)
 
 
-def retrieval_accuracy(backbone, english: list[str], translated: list[str]) -> float:
-    """Share of translated sentences whose nearest English sentence (cosine) is their own source."""
+def retrieval_accuracy(backbone, english: list[str], translated: list[str], english_cache: dict | None = None) -> float:
+    """Share of translated sentences whose nearest English sentence (cosine) is their own source.
+    `english_cache` (English sentences -> their embeddings) saves embedding the same English file again."""
     unique = list(dict.fromkeys(zip(english, translated)))
     english_unique = list(dict.fromkeys(e for e, _ in unique))
     index = {e: i for i, e in enumerate(english_unique)}
-    similarity = sentence_embeddings(backbone, [t for _, t in unique]) @ sentence_embeddings(backbone, english_unique).T
+    key = tuple(english_unique)
+    if english_cache is not None and key in english_cache:
+        english_embeddings = english_cache[key]
+    else:
+        english_embeddings = sentence_embeddings(backbone, english_unique)
+        if english_cache is not None:
+            english_cache[key] = english_embeddings
+    similarity = sentence_embeddings(backbone, [t for _, t in unique]) @ english_embeddings.T
     hits = [similarity[row].argmax().item() == index[e] for row, (e, _) in enumerate(unique)]
     return sum(hits) / len(hits)
 
@@ -159,7 +172,8 @@ def target_languages(directory: Path = MINI_DIR) -> list[str]:
 
 def translation_figures(backbone, directory: Path = MINI_DIR) -> dict[str, dict[str, float]]:
     """lang -> {dev, test, parallel} retrieval accuracy over premises and hypotheses of each file."""
-    return {lang: {kind: retrieval_accuracy(backbone, english, translated)
+    english_cache: dict = {}  # every language translates the same English files: embed them once
+    return {lang: {kind: retrieval_accuracy(backbone, english, translated, english_cache)
                    for kind, (english, translated) in translated_sentences(directory, lang).items()}
             for lang in target_languages(directory)}
 
