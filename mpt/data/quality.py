@@ -31,7 +31,6 @@ WORD = re.compile(r"[\w']+")
 # The script a language's letters are written in (unicodedata name prefix), for the script check.
 SCRIPTS = {"ar": "ARABIC", "ur": "ARABIC", "bg": "CYRILLIC", "ru": "CYRILLIC", "el": "GREEK",
            "hi": "DEVANAGARI", "th": "THAI", "zh": "CJK"}
-LATIN_LANGUAGES = ("de", "es", "fr", "sw", "tr", "vi")
 
 
 def words(text: str) -> list[str]:
@@ -89,50 +88,42 @@ def overlap_accuracy(train: Sequence[NLIExample], test: Sequence[NLIExample]) ->
     return _accuracy(model.predict([overlap_features(e) for e in test]), test)
 
 
+def _mean_pooled(backbone, *texts: list[str]):
+    """Mean-pooled last hidden states of the frozen encoder for one batch (texts, or text pairs)."""
+    batch = backbone.tokenizer(*texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    hidden = backbone.encoder(**batch).last_hidden_state
+    weights = batch["attention_mask"].unsqueeze(-1).float()
+    return (hidden * weights).sum(1) / weights.sum(1)
+
+
 def sentence_embeddings(backbone, sentences: list[str], batch_size: int = 64, prefix: str = "passage: "):
     """Mean-pooled, L2-normalised embeddings (e5's `passage: ` convention), in the order given; batched by
     length, so little of each batch is padding."""
     import torch
 
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    chunks = []
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = backbone.tokenizer([f"{prefix}{sentences[i]}" for i in order[start:start + batch_size]],
-                                       padding=True, truncation=True, max_length=256, return_tensors="pt")
-            hidden = backbone.encoder(**batch).last_hidden_state
-            weights = batch["attention_mask"].unsqueeze(-1).float()
-            chunks.append(torch.nn.functional.normalize((hidden * weights).sum(1) / weights.sum(1), dim=-1))
-    embeddings = torch.empty(len(sentences), chunks[0].shape[1]) if chunks else torch.empty(0, 0)
-    if chunks:
-        embeddings[torch.tensor(order)] = torch.cat(chunks)
-    return embeddings
+        pooled = torch.cat([_mean_pooled(backbone, [f"{prefix}{sentences[i]}" for i in order[start:start + batch_size]])
+                            for start in range(0, len(order), batch_size)])
+    return torch.nn.functional.normalize(pooled, dim=-1)[torch.argsort(torch.tensor(order))]
 
 
 def probe_accuracy(backbone, train: Sequence[NLIExample], test: Sequence[NLIExample], shots_per_class: int = 64,
                    seed: int = 0) -> float:
     """A frozen linear probe: logistic regression on the mean-pooled embedding of each pair (premise and
     hypothesis as one sequence pair, no prompt), K per class from `train`."""
+    import torch
     from sklearn.linear_model import LogisticRegression
 
     from mpt.data import few_shot
 
-    sample = few_shot(list(train), shots_per_class, seed)
-
     def embed(examples):
-        import torch
-
-        chunks = []
         with torch.inference_mode():
-            for start in range(0, len(examples), 64):
-                part = examples[start:start + 64]
-                batch = backbone.tokenizer([e.premise for e in part], [e.hypothesis for e in part], padding=True,
-                                           truncation=True, max_length=256, return_tensors="pt")
-                hidden = backbone.encoder(**batch).last_hidden_state
-                weights = batch["attention_mask"].unsqueeze(-1).float()
-                chunks.append((hidden * weights).sum(1) / weights.sum(1))
-        return torch.cat(chunks).numpy()
+            return torch.cat([_mean_pooled(backbone, [e.premise for e in examples[start:start + 64]],
+                                           [e.hypothesis for e in examples[start:start + 64]])
+                              for start in range(0, len(examples), 64)]).numpy()
 
+    sample = few_shot(list(train), shots_per_class, seed)
     model = LogisticRegression(max_iter=5000, C=1.0).fit(embed(sample), [e.label for e in sample])
     return _accuracy(model.predict(embed(list(test))), test)
 
@@ -194,10 +185,7 @@ def script_and_length_figures(directory: Path = MINI_DIR) -> dict[str, dict[str,
 
     figures = {}
     for lang in target_languages(directory):
-        english, translated = [], []
-        for source, target in translate_pairs(directory, lang):
-            english.append(source)
-            translated.append(target)
+        english, translated = zip(*distinct_sentence_pairs(directory, lang))
         shares = [script_share(t, lang) for t in translated]
         ratios = np.array([len(t) / len(e) for e, t in zip(english, translated)])
         figures[lang] = {"min_script_share": min(shares), "lines_in_script": float(np.mean(np.array(shares) >= 0.5)),
@@ -207,7 +195,7 @@ def script_and_length_figures(directory: Path = MINI_DIR) -> dict[str, dict[str,
     return figures
 
 
-def translate_pairs(directory: Path, lang: str) -> list[tuple[str, str]]:
+def distinct_sentence_pairs(directory: Path, lang: str) -> list[tuple[str, str]]:
     """Every distinct (English, translation) sentence pair of a language's dev, test and parallel files."""
     pairs: dict[tuple[str, str], None] = {}
     for english, translated in translated_sentences(directory, lang).values():
