@@ -66,6 +66,8 @@ class MPTConfig:
     kl_temperature: float = _knob(1.0, "temperature T of the alignment KL (scaled by T^2)")
     teacher_stop_gradient: bool = _knob(True, "no gradient through the English (teacher) side of the KL")
     alignment_batch_size: int = _knob(8, "parallel pairs per training step")
+    ce_only_epochs: int = _knob(0, "epochs of CE alone before the alignment task starts (0: joint training "
+                                   "from the start; > 0: the two-stage reading of the paper)")
     # optimisation
     learning_rate: float = _knob(1e-2, "AdamW learning rate")
     weight_decay: float = _knob(0.01, "AdamW weight decay")
@@ -121,6 +123,8 @@ class MPTConfig:
                      "eval_every"):
             value = getattr(self, name)
             _check(_is_int(value) and value >= 1, name, value, "an integer >= 1")
+        _check(_is_int(self.ce_only_epochs) and self.ce_only_epochs >= 0, "ce_only_epochs", self.ce_only_epochs,
+               "an integer >= 0")
         _check(_is_int(self.max_length) and self.max_length > self.prompt_length + 8,
                "max_length", self.max_length, f"an integer > prompt_length + 8 = {self.prompt_length + 8}")
         _check(_is_real(self.learning_rate) and self.learning_rate > 0, "learning_rate", self.learning_rate,

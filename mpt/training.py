@@ -157,7 +157,7 @@ class Trainer:
         return self.epoch >= self.config.epochs
 
     def batch_plan(self, generator: torch.Generator | None = None) -> list[StepPlan]:
-        """The steps of one epoch: a shuffled pass over the few-shot set in batches, each with its slice of
+        """The steps of the next epoch: a shuffled pass over the few-shot set in batches, each with its slice of
         the shuffled parallel pairs (cycled). Draws from `generator` (default: the run's own, as training does;
         pass a copy to look ahead without changing the run)."""
         generator = self.generator if generator is None else generator
@@ -165,10 +165,12 @@ class Trainer:
         order = torch.randperm(len(self.train_ids), generator=generator).tolist()
         pair_order = torch.randperm(len(self.pair_langs), generator=generator).tolist()
         size = config.alignment_batch_size
+        # the CE-only epochs draw the same orders as the joint ones, so the two-stage schedule changes nothing else
+        aligned = config.alignment_weight > 0 and self.epoch + 1 > config.ce_only_epochs
         plan = []
         for index, start in enumerate(range(0, len(order), config.batch_size)):
             pair_rows = ([pair_order[(index * size + j) % len(pair_order)] for j in range(size)]
-                         if config.alignment_weight > 0 else [])
+                         if aligned else [])
             plan.append(StepPlan(number=index + 1, rows=order[start:start + config.batch_size], pair_rows=pair_rows))
         return plan
 
@@ -180,7 +182,7 @@ class Trainer:
         with self._autocast():
             ce = classification_loss(self.model(batch), batch.labels)
             kl = self._alignment_loss(plan.pair_rows) if plan.pair_rows else torch.zeros((), device=self.device)
-            loss = joint_loss(ce, kl, config.alignment_weight)
+            loss = joint_loss(ce, kl, config.alignment_weight if plan.pair_rows else 0.0)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss is {loss.item()} (CE {ce.item()}, KL {kl.item()}) at epoch {self.epoch}, step {plan.number}: "
@@ -193,9 +195,10 @@ class Trainer:
     def train_epoch(self) -> EpochRecord:
         """One pass over the few-shot set (`batch_plan`, `step`), then dev evaluation and model selection."""
         started = time.perf_counter()
+        plans = self.batch_plan()
         self.epoch += 1
         self.model.train()
-        losses = [self.step(plan) for plan in self.batch_plan()]
+        losses = [self.step(plan) for plan in plans]
         steps = len(losses)
         record = EpochRecord(epoch=self.epoch, steps=steps, loss=sum(x.loss for x in losses) / steps,
                              ce_loss=sum(x.ce_loss for x in losses) / steps,
