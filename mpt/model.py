@@ -148,6 +148,12 @@ class PromptedClassifier(nn.Module):
         self._label_word_ids = {lang: label_word_ids(backbone.tokenizer, config.words_for(lang))
                                 for lang in config.languages}
 
+    def add_language(self, lang: str) -> None:
+        """Answer in `lang` too, a language the run did not name (the shared translator serves any): its
+        verbalizer words are `config.words_for(lang)`."""
+        if lang not in self._label_word_ids:
+            self._label_word_ids[lang] = label_word_ids(self.backbone.tokenizer, self.config.words_for(lang))
+
     def trainable_modules(self) -> dict[str, nn.Module]:
         modules = {"prompt": self.prompt, "translator": self.translator}
         if self.linear_head is not None:

@@ -7,7 +7,8 @@
 Every field of `mpt.config.MPTConfig` is a flag (`prompt_length` -> `--prompt-length`; lists are
 comma-separated; `--label-words` takes JSON). `--config FILE` reads YAML/JSON defaults first. The JSON
 written by `--output` holds `accuracy` (language -> test accuracy), `average`, `average_target`,
-`best_epoch` and `config`.
+`best_epoch` and `config`. `--save DIR` writes the trained prompt (the selected epoch) as a directory that
+`mpt.evaluate`, `mpt.predict` and `mpt.pretrained.TrainedPrompt.from_pretrained` load.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", help="write the results JSON here")
     parser.add_argument("--resume-from", help="a checkpoint written by --checkpoint to continue from")
     parser.add_argument("--checkpoint", help="save the full training state here after every epoch")
+    parser.add_argument("--save", metavar="DIR", help="write the trained prompt here: config, backbone "
+                                                      "fingerprint and trainable weights (mpt.pretrained)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -51,12 +54,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         config = config_from_args(args, read_config_file(args.config) if args.config else None)
-        if args.output:
-            _check_writable(Path(args.output))
+        for path in (args.output, args.save):
+            if path:
+                check_writable(Path(path))
         trainer = Trainer(config)
         if args.resume_from:
             trainer.load(args.resume_from)
         result = trainer.run(_callbacks(args, config))
+        if args.save:
+            from mpt.pretrained import TrainedPrompt
+
+            TrainedPrompt.from_trainer(trainer, result).save_pretrained(args.save)
     except (ConfigError, DataError, BackboneError, CheckpointError, NonFiniteLossError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -65,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output:
         Path(args.output).write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
         print(f"wrote {args.output}")
+    if args.save:
+        print(f"saved the trained prompt to {args.save}")
     return 0
 
 
@@ -90,10 +100,11 @@ def _callbacks(args: argparse.Namespace, config: MPTConfig) -> list:
     return callbacks
 
 
-def _check_writable(path: Path) -> None:
+def check_writable(path: Path) -> None:
+    """Refuse, before any work, an output whose folder does not exist."""
     parent = path.resolve().parent
     if not parent.is_dir():
-        raise ConfigError(f"output folder {parent} does not exist: create it or choose another --output")
+        raise ConfigError(f"output folder {parent} does not exist: create it or choose another path for {path.name}")
 
 
 if __name__ == "__main__":
