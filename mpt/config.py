@@ -87,6 +87,9 @@ class MPTConfig:
     max_eval_examples: int | None = _knob(None, "cap on dev and test rows per language (none: all)")
     eval_every: int = _knob(1, "evaluate dev every N epochs (and after the last)")
     dev_all_languages: bool = _knob(False, "also evaluate target-language dev (the dev_avg objective needs it)")
+    target_dev_every_epoch: bool = _knob(False, "evaluate target-language dev at every evaluation epoch, for its "
+                                                "curves (default: only at epochs English dev selects, the ones "
+                                                "anything uses)")
     # runtime
     device: str = _knob("auto", "auto, cpu, cuda or cuda:N")
     precision: str = _knob("fp32", "fp32, or bf16 (CUDA autocast)")

@@ -7,7 +7,7 @@ Template (token level): `<s> [P_1..P_L] premise </s> hypothesis ? <mask> . </s>`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -140,10 +140,13 @@ class PromptedClassifier(nn.Module):
                              f"{max_positions} positions of backbone '{backbone.name}': lower max_length")
         self.prompt = SoftPrompt(config.prompt_length, backbone.word_embeddings, config.prompt_init, generator,
                                  len(backbone.tokenizer))
-        self.translator = PromptTranslator(hidden, config.translator_hidden, config.translator_depth,
-                                           config.translator_residual, config.translator_mode,
-                                           config.target_languages)
-        self.linear_head = LinearHead(hidden, config.pooling) if self.head_kind == "linear" else None
+        # Each part starts from its own seed, so that paired runs (one seed, different configurations) start
+        # what they share alike: vanilla (no translator) and MPT get the same head, whatever the translator draws.
+        self.translator = seeded(config.seed + 1, lambda: PromptTranslator(
+            hidden, config.translator_hidden, config.translator_depth, config.translator_residual,
+            config.translator_mode, config.target_languages))
+        self.linear_head = (seeded(config.seed + 2, lambda: LinearHead(hidden, config.pooling))
+                            if self.head_kind == "linear" else None)
         self.mlm_head = backbone.mlm_head if self.head_kind == "mlm" else None
         self._label_word_ids = {lang: label_word_ids(backbone.tokenizer, config.words_for(lang))
                                 for lang in config.languages}
@@ -216,6 +219,13 @@ class PromptedClassifier(nn.Module):
         vocab_logits = self.mlm_head(hidden[rows, mask_positions])
         word_ids = torch.stack([self._label_word_ids[lang] for lang in batch.langs]).to(hidden.device)
         return vocab_logits.gather(1, word_ids)
+
+
+def seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """`build()` under torch's global RNG seeded with `seed`, leaving the caller's RNG state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
 
 
 def resolve_head(head: str, backbone: Backbone) -> str:

@@ -55,7 +55,8 @@ def load_run_data(config: MPTConfig) -> RunData:
 
 @dataclass
 class EpochRecord:
-    """What one epoch produced; dev accuracies only on evaluation epochs."""
+    """What one epoch produced; dev accuracies only on evaluation epochs (the target languages' only at the
+    epochs English dev selected, unless `target_dev_every_epoch`)."""
 
     epoch: int
     steps: int
@@ -83,11 +84,12 @@ class FitResult:
     best_dev_accuracy: float
     history: list[EpochRecord]
     config: dict
+    correct: dict[str, list[int]] = field(default_factory=dict)  # language -> 1/0 per test row, in file order
 
     def to_dict(self) -> dict:
         return {"accuracy": self.accuracy, "average": self.average, "average_target": self.average_target,
                 "best_epoch": self.best_epoch, "best_dev_accuracy": self.best_dev_accuracy,
-                "history": [asdict(r) for r in self.history], "config": self.config}
+                "history": [asdict(r) for r in self.history], "config": self.config, "correct": self.correct}
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class Trainer:
         self.backbone = backbone or load_backbone(config.backbone, config.num_layers,
                                                   want_mlm=config.head != "linear")
         self.data = data or load_run_data(config)
-        torch.manual_seed(config.seed)  # translator and head initialisation
+        torch.manual_seed(config.seed)  # whatever else draws from torch's global RNG (the parts seed themselves)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.model = PromptedClassifier(config, self.backbone, self.generator).to(self.device)
         self.templater = Templater(self.backbone.tokenizer, config.max_length)
@@ -155,6 +157,11 @@ class Trainer:
     @property
     def done(self) -> bool:
         return self.epoch >= self.config.epochs
+
+    @property
+    def selected_record(self) -> EpochRecord | None:
+        """The record of the epoch selected so far (best source dev), None before the first evaluation."""
+        return next((r for r in self.history if r.epoch == self.best_epoch), None)
 
     def batch_plan(self, generator: torch.Generator | None = None) -> list[StepPlan]:
         """The steps of the next epoch: a shuffled pass over the few-shot set in batches, each with its slice of
@@ -211,11 +218,17 @@ class Trainer:
         return record
 
     def _evaluate_dev(self, record: EpochRecord) -> None:
-        """Dev accuracy per language; a better source-language dev accuracy selects this epoch."""
-        record.dev_accuracy = {lang: self.accuracy(examples, lang, split="dev")
-                               for lang, examples in self.data.dev.items()}
-        source_dev = record.dev_accuracy[self.config.source_language]
-        if source_dev > self.best_dev_accuracy:  # ties keep the earlier epoch
+        """Source-language dev accuracy; a better one selects this epoch. The target-language dev sets are
+        read only at the epoch selected (the only one whose target dev accuracy anything uses), unless
+        `target_dev_every_epoch` asks for their curves: the selected epoch's metrics are the same either way."""
+        source = self.config.source_language
+        source_dev = self.accuracy(self.data.dev[source], source, split="dev")
+        selected = source_dev > self.best_dev_accuracy  # ties keep the earlier epoch
+        record.dev_accuracy = {source: source_dev}
+        if selected or self.config.target_dev_every_epoch:
+            record.dev_accuracy.update({lang: self.accuracy(examples, lang, split="dev")
+                                        for lang, examples in self.data.dev.items() if lang != source})
+        if selected:
             self.best_dev_accuracy, self.best_epoch = source_dev, self.epoch
             self.best_state = self.model.trainable_state_dict()
 
@@ -239,15 +252,17 @@ class Trainer:
         return self.test()
 
     def test(self) -> FitResult:
+        """Test every language with the selected (best source dev) state; per-row correctness included."""
         final_state = self.model.trainable_state_dict()
         self.model.load_trainable_state_dict(self.best_state)
-        accuracy = {lang: self.accuracy(examples, lang, split="test") for lang, examples in self.data.test.items()}
+        correct = {lang: self.correctness(examples, lang, split="test") for lang, examples in self.data.test.items()}
         self.model.load_trainable_state_dict(final_state)
+        accuracy = {lang: sum(rows) / len(rows) for lang, rows in correct.items()}
         targets = [accuracy[lang] for lang in self.config.target_languages]
         return FitResult(accuracy=accuracy, average=sum(accuracy.values()) / len(accuracy),
                          average_target=sum(targets) / len(targets), best_epoch=self.best_epoch,
                          best_dev_accuracy=self.best_dev_accuracy, history=list(self.history),
-                         config=self.config.to_dict())
+                         config=self.config.to_dict(), correct=correct)
 
     def encoded(self, examples: Sequence[NLIExample], split: str, lang: str) -> tuple[list[list[int]], list[int]]:
         """Token ids and labels of `examples`, tokenised once per (split, language) and example set."""
@@ -258,13 +273,19 @@ class Trainer:
             cached = self._eval_cache[key] = (examples, ids, [e.label for e in examples])
         return cached[1], cached[2]
 
-    @torch.inference_mode()
     def accuracy(self, examples: Sequence[NLIExample], lang: str, split: str = "eval") -> float:
-        """Accuracy on `examples` in `lang`, batching length-sorted sequences with dynamic padding."""
+        """Accuracy on `examples` in `lang`."""
+        rows = self.correctness(examples, lang, split)
+        return sum(rows) / len(rows)
+
+    @torch.inference_mode()
+    def correctness(self, examples: Sequence[NLIExample], lang: str, split: str = "eval") -> list[int]:
+        """1 where the prediction on that example (in order) is right, else 0; batches length-sorted sequences
+        with dynamic padding."""
         ids, labels = self.encoded(examples, split, lang)
         self.model.eval()
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        correct = 0
+        correct = [0] * len(ids)
         size = self.config.eval_batch_size
         for start in range(0, len(order), size):
             rows = order[start:start + size]
@@ -272,9 +293,10 @@ class Trainer:
                                            [lang] * len(rows)).to(self.device)
             with self._autocast():
                 predictions = self.model(batch).argmax(dim=-1)
-            correct += int((predictions == batch.labels).sum())
+            for row, right in zip(rows, (predictions == batch.labels).tolist()):
+                correct[row] = int(right)
         self.model.train()
-        return correct / len(ids)
+        return correct
 
     def _autocast(self):
         if self.config.precision == "bf16":

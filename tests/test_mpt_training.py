@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mpt.config import MPTConfig
 from mpt.training import CheckpointError, NonFiniteLossError, Trainer, fit
+from tests.conftest import ROWS
 
 
 def _config(nli_dir, **overrides):
@@ -112,3 +114,65 @@ def test_cli_bad_input_exits_nonzero_with_a_fix(argv, fragment):
                           timeout=300)
     assert done.returncode != 0
     assert fragment in done.stderr
+
+
+def test_target_dev_read_only_at_selected_epochs_gives_the_metrics_of_reading_it_every_epoch(nli_dir, tiny_backbone):
+    eager = fit(_config(nli_dir, epochs=5, target_dev_every_epoch=True, learning_rate=0.3), backbone=tiny_backbone)
+    lazy = fit(_config(nli_dir, epochs=5, learning_rate=0.3), backbone=tiny_backbone)
+    assert lazy.best_epoch == eager.best_epoch and lazy.accuracy == eager.accuracy
+    assert lazy.correct == eager.correct
+    for lazy_record, eager_record in zip(lazy.history, eager.history):
+        assert lazy_record.dev_accuracy["en"] == eager_record.dev_accuracy["en"]
+        assert set(eager_record.dev_accuracy) == {"en", "de"}
+        if lazy_record.epoch == lazy_record.best_epoch:  # a selecting epoch reads every dev language ...
+            assert lazy_record.dev_accuracy == eager_record.dev_accuracy
+        else:  # ... any other, English alone
+            assert set(lazy_record.dev_accuracy) == {"en"}
+    assert any(set(r.dev_accuracy) == {"en"} for r in lazy.history)  # the run had epochs to skip
+    selected = [r for r in lazy.history if r.epoch == lazy.best_epoch][0]
+    assert selected.dev_accuracy == [r for r in eager.history if r.epoch == eager.best_epoch][0].dev_accuracy
+
+
+def test_test_correctness_per_row_gives_the_accuracy(nli_dir, tiny_backbone):
+    result = fit(_config(nli_dir, epochs=1), backbone=tiny_backbone)
+    for lang, rows in result.correct.items():
+        assert len(rows) == len(ROWS) and set(rows) <= {0, 1}
+        assert result.accuracy[lang] == sum(rows) / len(rows)
+
+
+@pytest.mark.parametrize("backbone_fixture", ["tiny_backbone", "e5_two_layers"])
+def test_paired_seeds_share_the_few_shot_sample_and_the_start_of_what_configurations_share(
+        nli_dir, backbone_fixture, request):
+    backbone = request.getfixturevalue(backbone_fixture)
+    extra = {"backbone": "e5-small", "num_layers": 2} if backbone_fixture == "e5_two_layers" else {}
+    vanilla = Trainer(_config(nli_dir, translator_depth=0, alignment_weight=0.0, seed=3, **extra), backbone=backbone)
+    mpt = Trainer(_config(nli_dir, translator_depth=2, alignment_weight=0.7, translator_hidden=32, seed=3, **extra),
+                  backbone=backbone)
+    other_seed = Trainer(_config(nli_dir, translator_depth=0, alignment_weight=0.0, seed=4, **extra),
+                         backbone=backbone)
+    assert vanilla.train_examples == mpt.train_examples != other_seed.train_examples
+    shared = [k for k in vanilla.model.trainable_state_dict() if not k.startswith("translator.")]
+    assert shared and (backbone_fixture == "tiny_backbone" or any(k.startswith("head.") for k in shared))
+    for key in shared:
+        assert torch.equal(vanilla.model.trainable_state_dict()[key], mpt.model.trainable_state_dict()[key]), key
+    assert not torch.equal(vanilla.model.trainable_state_dict()["prompt.weight"],
+                           other_seed.model.trainable_state_dict()["prompt.weight"])
+    assert [p.rows for p in vanilla.batch_plan()] == [p.rows for p in mpt.batch_plan()]  # the same batch order
+
+
+def test_ce_only_epochs_hold_the_alignment_task_back_and_draw_the_same_batches(nli_dir, tiny_backbone):
+    joint = Trainer(_config(nli_dir), backbone=tiny_backbone)
+    staged = Trainer(_config(nli_dir, ce_only_epochs=2), backbone=tiny_backbone)
+    for epoch in (1, 2, 3):
+        joint_plan, staged_plan = joint.batch_plan(_copy(joint.generator)), staged.batch_plan(_copy(staged.generator))
+        assert [p.rows for p in joint_plan] == [p.rows for p in staged_plan]
+        assert all(p.pair_rows for p in joint_plan)
+        assert all(bool(p.pair_rows) == (epoch > 2) for p in staged_plan)
+        record = staged.train_epoch()
+        assert (record.kl_loss == 0.0) == (epoch <= 2)
+        joint.train_epoch()
+
+
+def _copy(generator: torch.Generator) -> torch.Generator:
+    """A generator in the same state: to look at the next epoch's plan without changing the run."""
+    return torch.Generator().set_state(generator.get_state())
