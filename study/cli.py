@@ -1,7 +1,7 @@
 """The command line of `python study/run.py`: its flags, and what they ask for.
 
 The only module that reads the parsed flags (an `argparse.Namespace`): it turns them into a `StudyRequest`
-(the study's `StudySettings`, the trials' `Resources`, the `ConfirmPlan` and whether to resume), which is
+(the study's `StudySettings`, the trials' `Resources` and whether to resume), which is
 all the rest of the study sees. Nothing here is written or started.
 """
 
@@ -16,9 +16,9 @@ from typing import Any, Sequence
 from mpt.config import MPTConfig
 from mpt.config_args import parse_assignments, read_config_file
 from search_spaces import REFERENCE_POINTS, SPACES, get_space
-from study.settings import (DEFAULT_NUM_SAMPLES, DEFAULT_STORAGE_PATH, RESULTS_ROOT, SCHEDULERS, SMOKE_BASE,
-                            SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudyError, StudySettings, absolute_storage,
-                            check_name, default_tracking_uri, is_uri)
+from study.settings import (DEFAULT_CONFIRM_SEEDS, DEFAULT_CONFIRM_TOP, DEFAULT_NUM_SAMPLES, DEFAULT_STORAGE_PATH,
+                            RESULTS_ROOT, SCHEDULERS, SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudyError,
+                            StudySettings, absolute_storage, check_name, default_tracking_uri, is_uri)
 from trainable import OBJECTIVES
 
 USAGE = """Run a hyperparameter study of MPT: Ray Tune trials, an Optuna search, MLflow records and a report.
@@ -27,18 +27,20 @@ USAGE = """Run a hyperparameter study of MPT: Ray Tune trials, an Optuna search,
     python study/run.py --space alignment --smoke    # the tiny end-to-end check: <= 2 minutes
     python study/run.py --space alignment --resume   # continue the interrupted study of that name
     python study/run.py --space full --name full-40 --num-samples 40 --set num_layers=12 --set epochs=8
-    python study/run.py --space alignment --confirm-top 3 --confirm-seeds 5
+    python study/run.py --space alignment --confirm-top 3 --confirm-seeds 5   # a wider confirmation
+    python study/run.py --space alignment --no-confirm   # the search alone: no test accuracy, no verdict
     python study/run.py --space full --address auto --storage-path s3://bucket/mpt \\
         --mlflow-tracking-uri http://mlflow.internal:5000 --gpus-per-trial 0.25
 
 Run from the repository root: results go to ./results (results/<name>/report.md, results/ray,
 results/mlflow.db). Every study first evaluates the vanilla prompt-transfer baseline (translator
 depth 0, alignment weight 0) and the paper-like default (depth 1, weight 0.5), then Optuna's TPE
-suggestions. Ctrl+C stops a study cleanly; `--resume` continues it. Exit status: 0 done, 1 no trial
+suggestions, ranked on dev. Then the confirmation retrains the best trial, vanilla and the paper-like
+default with 3 paired seeds and evaluates test: the study ends with a verdict on MPT vs vanilla with a
+95% interval. Ctrl+C stops a study cleanly; `--resume` continues it. Exit status: 0 done, 1 no trial
 completed, 2 bad input, 130 interrupted (resumable).
 """
 DEFAULT_SPACE = "alignment"
-DEFAULT_CONFIRM_SEEDS = 3
 
 
 @dataclass(frozen=True)
@@ -52,22 +54,14 @@ class Resources:
 
 
 @dataclass(frozen=True)
-class ConfirmPlan:
-    """After the search, rerun the `top` best configurations (and the vanilla baseline) with `seeds` seeds."""
-
-    top: int = 0  # 0: no confirmation
-    seeds: int = DEFAULT_CONFIRM_SEEDS
-
-
-@dataclass(frozen=True)
 class StudyRequest:
     """Everything the command line asks for, checked (nothing written)."""
 
     settings: StudySettings  # those of a new study with these flags
     resources: Resources
-    confirm: ConfirmPlan
     resume: bool
     given: frozenset[str]  # the StudySettings.DEFINING fields that flags set explicitly
+    register_model: str | None = None  # register the best trial's MLflow model under this name
 
     def refuse_changes(self, stored: StudySettings) -> None:
         """A resume continues `stored`: refuse flags that would change it."""
@@ -99,12 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
                            f"(study defaults on top of MPTConfig's: {json.dumps(STUDY_BASE_DEFAULTS)})")
     base.add_argument("--config", metavar="FILE", help="YAML/JSON file of fields, applied before --set "
                                                        "(default: none)")
-    confirm = parser.add_argument_group("confirmation")
-    confirm.add_argument("--confirm-top", type=int, default=0, metavar="K",
-                         help="after the search, rerun the K best configurations (and the vanilla baseline) with "
-                              "--confirm-seeds new few-shot seeds; report mean ± std per language (default: 0, off)")
+    confirm = parser.add_argument_group("confirmation and verdict")
+    confirm.add_argument("--confirm-top", type=int, metavar="K",
+                         help="after the search, retrain the K best configurations, vanilla and the paper default "
+                              "with --confirm-seeds paired seeds, evaluate test and report the verdict with 95%% "
+                              f"intervals (default: {DEFAULT_CONFIRM_TOP})")
     confirm.add_argument("--confirm-seeds", type=int, metavar="S",
-                         help="seeds per confirmed configuration (default: 3 when --confirm-top is given)")
+                         help=f"paired seeds per confirmed configuration (default: {DEFAULT_CONFIRM_SEEDS})")
+    confirm.add_argument("--no-confirm", action="store_true",
+                         help="skip the confirmation: the study ends after the search, with dev accuracies and no "
+                              "test accuracy or verdict (default: off)")
+    confirm.add_argument("--test-in-search", action="store_true",
+                         help="also evaluate test in every search trial (default: off; the search ranks on dev, and "
+                              "the test set is looked at once, by the confirmation)")
     _add_cluster_flags(parser.add_argument_group("resources and cluster"))
     return parser
 
@@ -150,6 +151,12 @@ def _add_cluster_flags(cluster) -> None:
                               f"(default: {DEFAULT_STORAGE_PATH})")
     cluster.add_argument("--mlflow-tracking-uri", metavar="URI",
                          help="MLflow store: a server URL on a cluster (default: sqlite:///results/mlflow.db)")
+    cluster.add_argument("--register-model", metavar="NAME",
+                         help="register the best trial's MLflow model (its trained prompt) in the Model Registry "
+                              "under NAME, as a new version (default: logged on the trial's run, not registered)")
+    cluster.add_argument("--optuna-storage", metavar="URL",
+                         help="the Optuna study's storage: a database URL on a cluster (postgresql://user@host/db) "
+                              "or a journal file (default: results/NAME/optuna.log)")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -164,8 +171,13 @@ def request_from_args(args: argparse.Namespace) -> StudyRequest:
         settings=settings_from_args(args),
         resources=Resources(cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                             max_concurrent=args.max_concurrent, address=args.address),
-        confirm=ConfirmPlan(top=args.confirm_top, seeds=args.confirm_seeds or DEFAULT_CONFIRM_SEEDS),
-        resume=args.resume, given=settings_given(args))
+        resume=args.resume, given=settings_given(args), register_model=args.register_model)
+
+
+def confirm_plan(args: argparse.Namespace) -> tuple[int, int]:
+    """(K best configurations, S paired seeds) of the confirmation; K = 0 skips it."""
+    top = 0 if args.no_confirm else DEFAULT_CONFIRM_TOP if args.confirm_top is None else args.confirm_top
+    return top, args.confirm_seeds or DEFAULT_CONFIRM_SEEDS
 
 
 def settings_given(args: argparse.Namespace) -> frozenset[str]:
@@ -174,7 +186,10 @@ def settings_given(args: argparse.Namespace) -> frozenset[str]:
              "num_samples": args.num_samples is not None, "scheduler": args.scheduler is not None,
              "seed": args.seed is not None, "smoke": args.smoke, "storage_path": args.storage_path is not None,
              "mlflow_tracking_uri": args.mlflow_tracking_uri is not None,
-             "base_config": bool(args.set or args.config or args.smoke or args.seed is not None)}
+             "optuna_storage": args.optuna_storage is not None,
+             "base_config": bool(args.set or args.config or args.smoke or args.seed is not None),
+             "confirm_top": args.confirm_top is not None or args.no_confirm,
+             "confirm_seeds": args.confirm_seeds is not None, "test_in_search": args.test_in_search}
     return frozenset(field for field, flagged in given.items() if flagged)
 
 
@@ -213,19 +228,24 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
         scheduler=args.scheduler or "none", seed=seed, smoke=args.smoke,
         storage_path=absolute_storage(args.storage_path or DEFAULT_STORAGE_PATH),
         mlflow_tracking_uri=args.mlflow_tracking_uri or default_tracking_uri(results_root),
-        base_config=base_config_from_args(args, seed))
+        optuna_storage=absolute_storage(args.optuna_storage) if args.optuna_storage else "",
+        base_config=base_config_from_args(args, seed), confirm_top=confirm_plan(args)[0],
+        confirm_seeds=confirm_plan(args)[1], test_in_search=args.test_in_search)
 
 
 def check_resources(args: argparse.Namespace) -> None:
+    if args.register_model is not None and not args.register_model.strip():
+        raise StudyError("--register-model needs a name: give the Model Registry name, e.g. --register-model mpt-xnli")
     if args.cpus_per_trial <= 0:
         raise StudyError(f"--cpus-per-trial {args.cpus_per_trial} must be > 0 (e.g. 1, or 0.5 to share a core)")
     if args.gpus_per_trial < 0:
         raise StudyError(f"--gpus-per-trial {args.gpus_per_trial} must be >= 0 (0 runs on CPU)")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise StudyError(f"--max-concurrent {args.max_concurrent} must be >= 1 (or leave it out)")
-    if args.confirm_top < 0:
-        raise StudyError(f"--confirm-top {args.confirm_top} must be >= 0")
-    if args.confirm_seeds is not None and args.confirm_top == 0:
-        raise StudyError("--confirm-seeds needs --confirm-top K: say how many configurations to confirm")
-    if args.confirm_seeds is not None and args.confirm_seeds < 1:
-        raise StudyError(f"--confirm-seeds {args.confirm_seeds} must be >= 1")
+    if args.confirm_top is not None and args.confirm_top < 0:
+        raise StudyError(f"--confirm-top {args.confirm_top} must be >= 0 (0 skips the confirmation, as --no-confirm)")
+    if args.no_confirm and (args.confirm_top or args.confirm_seeds is not None):
+        raise StudyError("--no-confirm contradicts --confirm-top/--confirm-seeds: drop one of them")
+    if args.confirm_seeds is not None and args.confirm_seeds < 2:
+        raise StudyError(f"--confirm-seeds {args.confirm_seeds} must be >= 2: an interval over seeds needs at least "
+                         f"two (3 is the default)")

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainable import META_KEYS, per_language
+from trainable import CORRECT_PREFIX, META_KEYS, SELECTED_DEV_PREFIX, per_language, trained_all_epochs
 
 COMPLETE, FAILED, STOPPED, UNFINISHED = "COMPLETE", "FAILED", "STOPPED", "UNFINISHED"
 
@@ -23,10 +23,12 @@ class TrialRow:
     params: dict[str, Any]
     reference: str | None = None
     objective: float | None = None
-    test_accuracy: dict[str, float] = field(default_factory=dict)
+    test_accuracy: dict[str, float] = field(default_factory=dict)  # runs that evaluated test (confirmation)
     test_average: float | None = None
     test_average_target: float | None = None
-    dev_accuracy: dict[str, float] = field(default_factory=dict)
+    dev_accuracy: dict[str, float] = field(default_factory=dict)  # at the selected epoch
+    dev_rows: dict[str, int] = field(default_factory=dict)
+    test_correct: dict[str, str] = field(default_factory=dict)  # language -> "0110..." per test row
     epochs_done: int = 0
     error: str | None = None
     checkpoint: str | None = None  # the trial's last checkpoint (path or URI)
@@ -34,7 +36,7 @@ class TrialRow:
 
 
 def rows_from_results(result_grid, finished: bool) -> list[TrialRow]:
-    """Trial rows from a Tune ResultGrid; `finished` says whether trials without test results ended
+    """Trial rows from a Tune ResultGrid; `finished` says whether trials that did not train every epoch ended
     (stopped early) or were interrupted."""
     rows = []
     for result in result_grid:
@@ -42,11 +44,11 @@ def rows_from_results(result_grid, finished: bool) -> list[TrialRow]:
         metrics = dict(result.metrics or {})
         if result.error is not None:
             status = FAILED
-        elif "test_acc_avg" in metrics:
+        elif trained_all_epochs(metrics):
             status = COMPLETE
         else:
             status = STOPPED if finished else UNFINISHED
-        test, dev = per_language(metrics, "test_acc_"), per_language(metrics, "dev_acc_")
+        test, dev = per_language(metrics, "test_acc_"), per_language(metrics, SELECTED_DEV_PREFIX)
         checkpoint = result.checkpoint.path if result.checkpoint is not None else None
         rows.append(TrialRow(
             trial_id=str(metrics.get("trial_id") or _trial_id_from_path(result.path)),
@@ -54,7 +56,8 @@ def rows_from_results(result_grid, finished: bool) -> list[TrialRow]:
             status=status, params={k: v for k, v in config.items() if k not in META_KEYS},
             reference=config.get("reference"), objective=metrics.get("objective"), test_accuracy=test,
             test_average=metrics.get("test_acc_avg"), test_average_target=metrics.get("test_acc_avg_target"),
-            dev_accuracy=dev, epochs_done=int(metrics.get("epoch", 0) or 0),
+            dev_accuracy=dev, dev_rows=per_language(metrics, "dev_rows_"),
+            test_correct=per_language(metrics, CORRECT_PREFIX), epochs_done=int(metrics.get("epoch", 0) or 0),
             error=_error_line(result.error), checkpoint=checkpoint, seed=config.get("seed")))
     return sorted(rows, key=lambda row: (row.trial_number, row.seed or 0))
 

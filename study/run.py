@@ -30,6 +30,9 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 # driver then never loses a trial that already trained, let alone finished. The state is a small JSON and
 # the searcher's pickle, written locally (uploads to remote storage keep their own pace).
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+# Tune's legacy output engine, whose reporter API shows the study's own console (study.console: trials named
+# as in MLflow, the objective, the study's progress); Ray 2.60's default new engine ignores progress reporters.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 from mpt.config import ConfigError  # noqa: E402
 from mpt.data import DataError  # noqa: E402
@@ -65,11 +68,11 @@ def run_study(request: StudyRequest) -> int:
     if not request.resume:
         write_atomically(paths.settings_file, settings.to_json())
     record.start(paths.results_root, REPO_ROOT)
-    trainable = tuner.make_trainable(settings, request.resources, data)
-
     started = time.perf_counter()
-    grid, finished = tuner.run_search(settings, paths, request.resources, trainable, record.tracker("search"),
-                                      request.resume)
+    grid, finished = tuner.run_search(settings, paths, request.resources,
+                                      tuner.make_trainable(settings, request.resources, data,
+                                                           evaluate_test=settings.test_in_search),
+                                      record.tracker("search"), request.resume)
     rows = rows_from_results(grid, finished)
     save_rows(paths.trials_file, rows)
     record.retire_lost_trials(rows)
@@ -78,15 +81,21 @@ def run_study(request: StudyRequest) -> int:
 
     best = best_row(rows)
     if best is not None:
-        record.log_best(best, reference_row(rows, VANILLA), trial_result(grid, best.trial_id), paths.study_dir)
-    if request.confirm.top and best is not None:
-        if not tuner.run_confirmation(settings, paths, request.resources, request.confirm, rows, trainable,
-                                      record.tracker, request.resume):
+        record.log_best(best, reference_row(rows, VANILLA), trial_result(grid, best.trial_id), paths.study_dir,
+                        register_as=request.register_model)
+    if settings.confirm_top and best is not None:
+        _, confirmed = tuner.run_confirmation(settings, paths, request.resources, rows,
+                                              tuner.make_trainable(settings, request.resources, data,
+                                                                   evaluate_test=True),
+                                              record.tracker, request.resume)
+        if not confirmed:
             return interrupted(record, settings, rows, "confirmation")
 
-    summary = write_report(paths)
+    report = write_report(paths)
+    if report.verdict is not None:
+        record.log_verdict(report.verdict)
     record.log_report(paths.study_dir)
-    return finish(record, settings, paths, summary, started, succeeded=best is not None)
+    return finish(record, settings, paths, report.summary, started, succeeded=best is not None)
 
 
 def checked_settings(request: StudyRequest) -> tuple[StudySettings, StudyPaths]:
@@ -113,11 +122,12 @@ def checked_settings(request: StudyRequest) -> tuple[StudySettings, StudyPaths]:
 
 def finish(record: StudyRun, settings: StudySettings, paths: StudyPaths, summary: str, started: float,
            succeeded: bool) -> int:
-    """Show the report's summary, end the study's MLflow run, and say whether any trial completed."""
-    print(f"\n{summary}")
-    print(f"finished in {time.perf_counter() - started:.0f} s; MLflow: mlflow ui --backend-store-uri "
-          f"{redact(settings.mlflow_tracking_uri)} --host 127.0.0.1")
+    """End the study's MLflow run, show the report's summary (the verdict last), and say whether any trial
+    completed."""
     record.finish(succeeded)
+    print(f"\nfinished in {time.perf_counter() - started:.0f} s; MLflow: mlflow ui --backend-store-uri "
+          f"{redact(settings.mlflow_tracking_uri)} --host 127.0.0.1")
+    print(f"\n{summary}")
     if not succeeded:
         print(f"error: no trial of study {settings.name} completed; the reasons are in {paths.report_file} and "
               f"in the trials' MLflow runs (tag 'error')", file=sys.stderr)

@@ -33,6 +33,7 @@ STUDY_BASE_DEFAULTS: dict[str, Any] = {"num_layers": 4, "epochs": 6, "shots_per_
 SMOKE_BASE: dict[str, Any] = {"num_layers": 1, "epochs": 2, "shots_per_class": 4, "max_eval_examples": 12,
                               "target_languages": ["de", "fr"]}
 DEFAULT_NUM_SAMPLES = 8
+DEFAULT_CONFIRM_TOP, DEFAULT_CONFIRM_SEEDS = 1, 3
 SMOKE_NUM_SAMPLES = 4
 
 SCHEDULERS = ("none", "asha")
@@ -56,11 +57,15 @@ class StudySettings:
     smoke: bool = False
     storage_path: str = DEFAULT_STORAGE_PATH
     mlflow_tracking_uri: str = ""
+    optuna_storage: str = ""  # a database URL or a journal file ("": the study's results/<study>/optuna.log)
     base_config: dict[str, Any] = field(default_factory=dict)  # a full MPTConfig as a dict
+    confirm_top: int = DEFAULT_CONFIRM_TOP  # the confirmation retrains the K best (0: no confirmation) ...
+    confirm_seeds: int = DEFAULT_CONFIRM_SEEDS  # ... with vanilla and the paper default, with S paired seeds
+    test_in_search: bool = False  # search trials evaluate test too (by default only the confirmation does)
 
     # the flags that define the study: a resume must not change them
     DEFINING = ("space", "objective", "num_samples", "scheduler", "seed", "smoke", "storage_path",
-                "mlflow_tracking_uri", "base_config")
+                "mlflow_tracking_uri", "optuna_storage", "base_config", "confirm_top", "confirm_seeds", "test_in_search")
 
     @property
     def config(self) -> MPTConfig:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from mpt.config import MPTConfig
 from mpt.data import few_shot
-from search_spaces import REFERENCE_POINTS, VANILLA, get_space
-from study.cli import ConfirmPlan, Resources
+from search_spaces import PAPER_DEFAULT, REFERENCE_POINTS, VANILLA, get_space
+from study.cli import Resources
 from study.results import COMPLETE, TrialRow, reference_row, rows_from_results, save_rows, top_rows
 from study.settings import StudyError, StudyPaths, StudySettings
 
@@ -22,14 +22,23 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # twice is FAILED; `--resume` gives failed trials another try from their last checkpoints.
 TRIAL_MAX_FAILURES = 1
 CONFIRM_SUFFIX = "-confirm"
+LOCAL_GPUS_ENV = "MPT_STUDY_LOCAL_GPUS"  # GPUs of the local Ray (tests, single-node machines)
 
 
 def start_ray(address: str | None) -> None:
     import ray
 
+    # Ray's INFO lines (a "Checkpoint successfully created" per trial and epoch, start-up notes) drown the
+    # study's console (study.console); warnings and errors, a failed trial's full traceback among them, stay.
+    log_config = ray.LoggingConfig(log_level="WARNING")
+    gpus = local_gpus()
     if address:
+        if gpus is not None:
+            raise StudyError(f"{LOCAL_GPUS_ENV}={gpus} declares GPUs for a local Ray, but --address {address} joins "
+                             f"a cluster, whose nodes declare their own (`ray start --num-gpus N`): unset "
+                             f"{LOCAL_GPUS_ENV}, or leave --address out")
         try:
-            ray.init(address=address)
+            ray.init(address=address, logging_config=log_config)
         except ConnectionError as err:
             raise StudyError(f"cannot join the Ray cluster at --address {address} ({err}): start one with "
                              f"`ray start --head` (then --address auto on its nodes), or leave --address out "
@@ -37,7 +46,20 @@ def start_ray(address: str | None) -> None:
     else:
         # Trial processes import `trainable`; make the checkout importable even without `pip install -e .`.
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-        ray.init(num_cpus=available_cpus(), include_dashboard=False)  # temp files: Ray's default /tmp/ray
+        ray.init(num_cpus=available_cpus(), num_gpus=gpus, include_dashboard=False,  # temp files: /tmp/ray
+                 logging_config=log_config)
+
+
+def local_gpus() -> int | None:
+    """The GPUs the local Ray declares, from $MPT_STUDY_LOCAL_GPUS (None: Ray detects them). Declared GPUs
+    need not exist: a CPU machine can test how trials are placed on GPUs (they then train on CPU)."""
+    text = os.environ.get(LOCAL_GPUS_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise StudyError(f"{LOCAL_GPUS_ENV}={text!r} is not a number of GPUs: set it to an integer >= 0 (the GPUs "
+                         f"the local Ray offers trials), or unset it to let Ray detect them")
+    return int(text)
 
 
 def available_cpus() -> int:
@@ -60,14 +82,17 @@ def load_study_data(settings: StudySettings):
     return data
 
 
-def make_trainable(settings: StudySettings, resources: Resources, data):
+def make_trainable(settings: StudySettings, resources: Resources, data, evaluate_test: bool):
+    """The trial function with its resources; `evaluate_test` for the runs whose test accuracy is reported
+    (the confirmation; search trials too only with --test-in-search)."""
     from ray import tune
 
     from trainable.mpt_trial import train_mpt
 
     base = settings.trial_base_config(num_threads=trial_threads(resources))
     return tune.with_resources(
-        tune.with_parameters(train_mpt, base_config=base, objective=settings.objective, data=data),
+        tune.with_parameters(train_mpt, base_config=base, objective=settings.objective, data=data,
+                             evaluate_test=evaluate_test),
         {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
 
 
@@ -91,9 +116,11 @@ def run_tuner(settings: StudySettings, paths: StudyPaths, resources: Resources, 
     """Fit (or restore and continue) one Tune experiment; returns (ResultGrid, finished?)."""
     from ray import tune
 
+    from study.console import StudyConsole, TrialNamer
     from study.search import trial_dirname
 
     path = paths.experiment_path(suffix)
+    planned = num_samples if num_samples is not None else settings.num_samples
     if resume and tune.Tuner.can_restore(path):
         # finished trials stay finished; interrupted and errored ones continue from their last checkpoint;
         # the Optuna searcher comes back with its history
@@ -104,16 +131,20 @@ def run_tuner(settings: StudySettings, paths: StudyPaths, resources: Resources, 
             tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                         max_concurrent_trials=max_concurrent(resources),
                                         # one process runs trial after trial: torch and the backbone load once
-                                        reuse_actors=True, trial_dirname_creator=trial_dirname),
+                                        reuse_actors=True, trial_dirname_creator=trial_dirname,
+                                        # Ray's messages (a failed trial's traceback) name trials as MLflow does
+                                        trial_name_creator=TrialNamer(tracker.space, tracker.phase)),
             run_config=tune.RunConfig(
                 name=settings.name + suffix, storage_path=settings.storage_path, callbacks=[tracker],
                 # a trial whose process dies (killed, out of memory, its node lost) continues from its
                 # last checkpoint; one that keeps failing (NaN loss, bad values) is recorded as FAILED
                 # and the study goes on
                 failure_config=tune.FailureConfig(max_failures=TRIAL_MAX_FAILURES, fail_fast=False),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1))
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1,
+                # the legacy engine's reporter (study/run.py sets RAY_AIR_NEW_OUTPUT=0; the new one ignores it)
+                progress_reporter=StudyConsole(settings.name + suffix, tracker.space, tracker.phase, planned,
+                                               settings.config.epochs)))
     grid = tuner.fit()
-    planned = num_samples if num_samples is not None else settings.num_samples
     finished = len(grid) >= planned and grid.num_terminated + grid.num_errors >= len(grid)
     return grid, finished
 
@@ -121,35 +152,56 @@ def run_tuner(settings: StudySettings, paths: StudyPaths, resources: Resources, 
 def run_search(settings: StudySettings, paths: StudyPaths, resources: Resources, trainable, tracker,
                resume: bool):
     """The study's search: the reference points, then Optuna's suggestions; returns (ResultGrid, finished?)."""
+    from study.optuna_storage import optuna_storage_url
     from study.search import make_scheduler, make_searcher
+    from study.settings import redact
 
     space = get_space(settings.space)
-    print(f"study {settings.name}: space {space.name} ({', '.join(space.params)}), {settings.num_samples} trials, "
-          f"objective {settings.objective}" + (" (resumed)" if resume else ""))
+    storage = optuna_storage_url(settings.optuna_storage, paths.study_dir)
+    print(f"study {settings.name}: space {space.name} ({space.summary.rstrip('.')}), {settings.num_samples} trials, "
+          f"objective {settings.objective}; Optuna study {settings.name!r} in {redact(storage)}"
+          + (" (resumed)" if resume else ""))
+    searcher = make_searcher(space, settings.base_config, settings.seed, settings.num_samples,
+                             storage_url=storage, study_name=settings.name, resume=resume)
     return run_tuner(
-        settings, paths, resources, trainable, tracker, resume,
-        search_alg=make_searcher(space, settings.base_config, settings.seed, settings.num_samples),
+        settings, paths, resources, trainable, tracker, resume, search_alg=searcher,
         num_samples=settings.num_samples, scheduler=make_scheduler(settings.scheduler, settings.config.epochs))
 
 
-def run_confirmation(settings: StudySettings, paths: StudyPaths, resources: Resources, plan: ConfirmPlan,
-                     rows: list[TrialRow], trainable, tracker_for, resume: bool) -> list[TrialRow]:
-    """Rerun the top K configurations and the vanilla baseline with S seeds the search did not use."""
+def confirmation_candidates(rows: list[TrialRow], top: int) -> list[TrialRow]:
+    """The configurations the confirmation retrains: the `top` best trials, then the vanilla baseline and the
+    paper-like default (what the verdict compares them with), each once."""
+    candidates = top_rows(rows, top)
+    for name in (VANILLA, PAPER_DEFAULT):
+        row = reference_row(rows, name)
+        if row is not None and row.status == COMPLETE and row not in candidates:
+            candidates.append(row)
+    return candidates
+
+
+def confirmation_seeds(settings: StudySettings) -> list[int]:
+    """Seeds the search did not use. Seed s gives every configuration the same few-shot sample, batch order and
+    initialisation of the parts they share (prompt, head): the runs are paired by seed."""
+    return [settings.seed + 1 + i for i in range(settings.confirm_seeds)]
+
+
+def run_confirmation(settings: StudySettings, paths: StudyPaths, resources: Resources, rows: list[TrialRow],
+                     trainable, tracker_for, resume: bool):
+    """Retrain the confirmation candidates with S paired seeds, evaluating test; returns (rows, finished?)."""
     from study.search import FixedConfigs
 
-    candidates = top_rows(rows, plan.top)
-    vanilla = reference_row(rows, VANILLA)
-    if vanilla is not None and vanilla.status == COMPLETE and vanilla not in candidates:
-        candidates.append(vanilla)  # the comparison the gains are measured against
-    seeds = [settings.seed + 1 + i for i in range(plan.seeds)]
+    candidates = confirmation_candidates(rows, settings.confirm_top)
+    seeds = confirmation_seeds(settings)
     points = [{**row.params, "seed": seed, "trial_number": row.trial_number,
                **({"reference": row.reference} if row.reference else {})}
               for row in candidates for seed in seeds]
-    suffix = f"{CONFIRM_SUFFIX}-top{plan.top}x{plan.seeds}"
-    print(f"\nconfirming {len(candidates)} configurations x {plan.seeds} seeds {seeds} ({len(points)} runs)")
+    suffix = f"{CONFIRM_SUFFIX}-top{settings.confirm_top}x{settings.confirm_seeds}"
+    names = ", ".join(f"#{row.trial_number}" + (f" {row.reference}" if row.reference else "") for row in candidates)
+    print(f"\nconfirming {len(candidates)} configurations ({names}) x {len(seeds)} paired seeds {seeds}: "
+          f"{len(points)} runs, the only ones that evaluate test")
     grid, finished = run_tuner(settings, paths, resources, trainable, tracker_for("confirm"), resume, suffix=suffix,
                                search_alg=FixedConfigs(points),
                                num_samples=len(points))
     confirm_rows = rows_from_results(grid, finished)
     save_rows(paths.confirm_file, confirm_rows)
-    return confirm_rows if finished else []
+    return confirm_rows, finished

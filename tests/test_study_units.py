@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from mpt.config import MPTConfig
-from search_spaces import PAPER_DEFAULT, SPACES, VANILLA, UnknownSpaceError, get_space, reference_points
+from search_spaces import PAPER_DEFAULT, VANILLA, get_space, probe
 from trainable import trial_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -27,45 +27,19 @@ SMOKE = {"num_layers": 1, "epochs": 2, "shots_per_class": 4, "max_eval_examples"
 
 # --- search spaces ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", list(SPACES))
-def test_every_space_suggests_valid_configs_over_its_declared_fields(name: str) -> None:
-    space = get_space(name)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-    for _ in range(20):
-        trial = study.ask()
-        overrides = space.define(trial)
-        assert set(overrides) == set(space.params) == set(trial.params)
-        MPTConfig().replace(**overrides)  # raises ConfigError on any out-of-range value
-
-
-def test_the_spaces_search_what_the_issue_lists() -> None:
-    assert set(get_space("alignment").params) == {"alignment_weight", "kl_temperature", "alignment_batch_size",
-                                                  "teacher_stop_gradient"}
-    assert set(get_space("prompt").params) == {"prompt_length", "prompt_init", "learning_rate"}
-    assert set(get_space("translator").params) == {"translator_depth", "translator_hidden", "translator_residual",
-                                                   "translator_mode"}
-    assert set(get_space("full").params) == (set(get_space("alignment").params) | set(get_space("prompt").params)
-                                             | set(get_space("translator").params))
-    with pytest.raises(UnknownSpaceError, match="alignment, prompt, translator, full"):
-        get_space("nope")
-
-
-@pytest.mark.parametrize("name", list(SPACES))
-def test_reference_points_are_vanilla_and_paper_default_in_every_space(name: str) -> None:
-    base = MPTConfig(translator_depth=3, alignment_weight=0.9).to_dict()
-    points = reference_points(get_space(name), base)
-    assert list(points) == [VANILLA, PAPER_DEFAULT]
-    vanilla, paper = (trial_config(base, points[k]) for k in (VANILLA, PAPER_DEFAULT))
-    assert (vanilla.translator_depth, vanilla.alignment_weight) == (0, 0.0)
-    assert (paper.translator_depth, paper.alignment_weight) == (1, 0.5)
+# (the spaces themselves, their reference points and the searcher's Optuna record: tests/test_search_spaces.py)
 
 
 # --- searcher and scheduler --------------------------------------------------------------------------
 
 def suggestions(space: str, seed: int, count: int) -> list[dict]:
+    import tempfile
+
     from study.search import make_searcher
 
-    searcher = make_searcher(get_space(space), MPTConfig().to_dict(), seed=seed, num_samples=12)
+    storage = str(Path(tempfile.mkdtemp(prefix="mpt-optuna-")) / "optuna.log")
+    searcher = make_searcher(get_space(space), MPTConfig().to_dict(), seed=seed, num_samples=12,
+                             storage_url=storage, study_name="units")
     return [searcher.suggest(f"trial{i}") for i in range(count)]
 
 
@@ -140,23 +114,31 @@ def test_trainable_reports_every_epoch_and_resumes_from_its_checkpoint(tmp_path:
     data = load_run_data(MPTConfig.from_dict(base))
     params = {"alignment_weight": 0.5, "kl_temperature": 2.0, "trial_number": 7, "reference": None}
 
+    search = FakeTune(tmp_path / "search")
+    monkeypatch.setattr(mpt_trial, "tune", search)
+    mpt_trial.train_mpt(params, base_config=base, objective="dev_avg", data=data)
+    assert not any(key.startswith("test_") for report in search.reports for key in report)  # a search trial: dev only
+
     whole = FakeTune(tmp_path / "whole")
     monkeypatch.setattr(mpt_trial, "tune", whole)
-    mpt_trial.train_mpt(params, base_config=base, objective="dev_avg", data=data)
-    assert [r["epoch"] for r in whole.reports] == [1, 2]
+    mpt_trial.train_mpt(params, base_config=base, objective="dev_avg", data=data, evaluate_test=True)
+    assert [r["epoch"] for r in whole.reports] == [1, 2] and whole.reports[-1]["planned_epochs"] == 2
     assert "test_acc_en" not in whole.reports[0]
     last = whole.reports[-1]
     for lang in ("en", "de", "fr"):
-        assert 0.0 <= last[f"test_acc_{lang}"] <= 1.0 and f"dev_acc_{lang}" in last
+        assert 0.0 <= last[f"test_acc_{lang}"] <= 1.0 and f"selected_dev_acc_{lang}" in last
+        rows = last[f"test_correct_{lang}"]
+        assert set(rows) <= {"0", "1"} and rows.count("1") / len(rows) == pytest.approx(last[f"test_acc_{lang}"])
     assert last["test_acc_avg_target"] == pytest.approx((last["test_acc_de"] + last["test_acc_fr"]) / 2)
     best = whole.reports[last["best_epoch"] - 1]
     assert last["objective"] == pytest.approx(best["dev_acc_avg"])  # dev_avg at the selected epoch
+    assert all(last[f"selected_dev_acc_{lang}"] == best[f"dev_acc_{lang}"] for lang in ("en", "de", "fr"))
 
     resumed = FakeTune(tmp_path / "resumed", resume_from=whole.checkpoints[0])
     monkeypatch.setattr(mpt_trial, "tune", resumed)
-    mpt_trial.train_mpt(params, base_config=base, objective="dev_avg", data=data)
+    mpt_trial.train_mpt(params, base_config=base, objective="dev_avg", data=data, evaluate_test=True)
     assert [r["epoch"] for r in resumed.reports] == [2]  # epoch 1 is not trained again
-    for key in ("loss", "objective", "test_acc_en", "test_acc_de", "test_acc_fr"):
+    for key in ("loss", "objective", "test_acc_en", "test_acc_de", "test_acc_fr", "test_correct_de"):
         assert resumed.reports[0][key] == pytest.approx(last[key])  # and continues exactly
 
 
@@ -164,10 +146,10 @@ def test_dev_en_objective_is_the_english_dev_accuracy_of_the_selected_epoch() ->
     from trainable.mpt_trial import objective_value
 
     history = [SimpleNamespace(epoch=1, dev_average=0.5), SimpleNamespace(epoch=2, dev_average=0.7)]
-    trainer = SimpleNamespace(best_epoch=1, best_dev_accuracy=0.4, history=history)
+    trainer = SimpleNamespace(best_epoch=1, best_dev_accuracy=0.4, history=history, selected_record=history[0])
     assert objective_value(trainer, "dev_en") == 0.4
     assert objective_value(trainer, "dev_avg") == 0.5
-    assert objective_value(SimpleNamespace(best_epoch=0, best_dev_accuracy=-1.0, history=[]), "dev_en") == 0.0
+    assert objective_value(SimpleNamespace(best_dev_accuracy=-1.0, selected_record=None), "dev_en") == 0.0
     with pytest.raises(ValueError, match="dev_avg, dev_en"):
         objective_value(trainer, "test")
 
@@ -214,7 +196,9 @@ def test_tracker_marks_a_failed_trial_and_never_duplicates_runs_or_steps(tmp_pat
 
 # --- the report ---------------------------------------------------------------------------------------------
 
-def synthetic_study(root: Path, trials: int = 10) -> StudyPaths:
+def synthetic_study(root: Path, trials: int = 10, confirmed: bool = True) -> StudyPaths:
+    """A study's files as run.py writes them: search rows with dev accuracies, and (confirmed) the confirmation
+    rows of the best trial (#9), vanilla and the paper default over 3 seeds, scored per test row."""
     paths = StudyPaths("synthetic", root, str(root / "ray"))
     base = MPTConfig(**SMOKE).to_dict()
     write_atomically(paths.settings_file, StudySettings(name="synthetic", space="alignment", num_samples=trials,
@@ -222,33 +206,72 @@ def synthetic_study(root: Path, trials: int = 10) -> StudyPaths:
     rows = []
     for number in range(trials):
         weight = 0.0 if number == 0 else 0.5 if number == 1 else number / trials
-        accuracy = {"en": 0.5 + weight / 4, "de": 0.4 + weight / 4, "fr": 0.3 + weight / 4}
+        dev = {"en": 0.5 + weight / 4, "de": 0.4 + weight / 4, "fr": 0.3 + weight / 4}
         rows.append(TrialRow(
             trial_id=f"{number:08x}", trial_number=number, status=COMPLETE,
-            params={"alignment_weight": weight, "kl_temperature": 1.0 + number / 10, "alignment_batch_size": 8,
-                    "teacher_stop_gradient": number % 2 == 0},
+            params={"alignment_weight": weight, "translator_depth": number % 3, "prompt_length": 4 + number},
             reference={0: VANILLA, 1: PAPER_DEFAULT}.get(number), objective=0.3 + weight / 2,
-            test_accuracy=accuracy, test_average=sum(accuracy.values()) / 3,
-            test_average_target=(accuracy["de"] + accuracy["fr"]) / 2, epochs_done=2))
+            dev_accuracy=dev, dev_rows={lang: 40 for lang in dev}, epochs_done=2))
     rows.append(TrialRow(trial_id="deadbeef", trial_number=trials, status=FAILED, params={"alignment_weight": 0.3},
                          error="NonFiniteLossError: loss is nan"))
     save_rows(paths.trials_file, rows)
+    record_in_optuna(paths, base, rows)
+    if confirmed:
+        confirm = []
+        for number, reference, lift in ((9, None, 0.2), (0, VANILLA, 0.0), (1, PAPER_DEFAULT, 0.0)):
+            for seed in (1, 2, 3):
+                correct = {lang: "1" * round(40 * (acc + (lift if lang != "en" else 0))) for lang, acc in
+                           {"en": 0.6, "de": 0.4, "fr": 0.3}.items()}
+                correct = {lang: ones + "0" * (40 - len(ones)) for lang, ones in correct.items()}
+                confirm.append(TrialRow(trial_id=f"c{number}{seed}", trial_number=number, status=COMPLETE,
+                                        params={"alignment_weight": 0.5, "seed": seed}, reference=reference,
+                                        seed=seed, test_correct=correct, epochs_done=2))
+        save_rows(paths.confirm_file, confirm)
     return paths
 
 
-def test_report_compares_best_with_vanilla_and_plots_importances(tmp_path: Path) -> None:
+def record_in_optuna(paths: StudyPaths, base: dict, rows: list[TrialRow]) -> None:
+    """The Optuna study the searcher keeps: each row's searched values, as the alignment space suggests them."""
+    from study.optuna_storage import OPTUNA_JOURNAL_FILE, open_storage
+
+    study = optuna.create_study(study_name=paths.name, direction="maximize",
+                                storage=open_storage(str(paths.study_dir / OPTUNA_JOURNAL_FILE)))
+    for row in rows:
+        record = probe(get_space("alignment"), base, row.params)
+        done = row.status == COMPLETE
+        study.add_trial(optuna.trial.create_trial(
+            params=record.params, distributions=record.distributions, value=row.objective if done else None,
+            state=optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.FAIL))
+
+
+def test_report_opens_with_the_verdict_then_the_search_on_dev_and_its_plots(tmp_path: Path) -> None:
     from study.report import write_report
 
     paths = synthetic_study(tmp_path)
-    console = write_report(paths)
+    written = write_report(paths)
     report = paths.report_file.read_text()
-    # the best trial (#9, weight 0.9) gains 0.9 / 4 = 22.5 points on every language over vanilla
-    assert "| de | 62.5 | 40.0 | +22.5 | 52.5 |" in report
-    assert "best trial #9" in console and "+22.5" in console
+    verdict = written.verdict.line
+    assert verdict.startswith("MPT (trial 9) vs vanilla on the 2 target languages: +20.0 pp [+")
+    assert verdict.endswith("], 3 paired seeds: better than vanilla")  # the same rows in every seed: rows vary
+    assert report.index("## Verdict") < report.index(verdict) < report.index("## Search")
+    assert written.summary.rstrip().endswith(f"Verdict: {verdict}")
+    assert "| #0 vanilla | 3 | 60.0 [" in report and "### Transfer gap" in report  # accuracies, the gap
+    # the search table: dev, one seed, Wilson intervals (trial #9 has 0.5 + 0.9 / 4 = 72.5% on 40 English rows)
+    assert "| en | 72.5 [57.2, 83.9] | 50.0 [35.2, 64.8] | +22.5 |" in report
     assert "NonFiniteLossError" in report  # the failed trial and its reason
-    for plot in ("per_language.png", "objective_vs_alignment_weight.png", "importances.png"):
+    for plot in ("confirmed_accuracy.png", "gain_vs_distance.png", "search_per_language.png",
+                 "objective_vs_alignment_weight.png"):
         assert (paths.study_dir / plot).read_bytes()[:4] == b"\x89PNG"
         assert f"]({plot})" in report
+
+
+def test_report_without_confirmation_says_there_is_no_verdict(tmp_path: Path) -> None:
+    from study.report import write_report
+
+    paths = synthetic_study(tmp_path, confirmed=False)
+    written = write_report(paths)
+    assert written.verdict is None and "no test accuracy was measured" in written.summary
+    assert "No verdict: the study ran without the confirmation" in paths.report_file.read_text()
 
 
 def test_report_html_is_self_contained_with_every_plot_inline(tmp_path: Path) -> None:
@@ -261,25 +284,13 @@ def test_report_html_is_self_contained_with_every_plot_inline(tmp_path: Path) ->
     paths = synthetic_study(tmp_path)
     write_report(paths)
     page = paths.report_html_file.read_text(encoding="utf-8")
-    assert "<td>de</td>" in page.replace(' style="text-align: left;"', "") and "<h2>Best trial vs" in page
+    assert "<td>de</td>" in page.replace(' style="text-align: left;"', "") and "<h2>Verdict" in page
     sources = re.findall(r'<img[^>]*src="([^"]+)"', page)
     plots = sorted(paths.study_dir.glob("*.png"))
     assert len(sources) == len(plots) >= 3
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     inlined = {base64.b64decode(s.split(",", 1)[1]) for s in sources}
     assert inlined == {plot.read_bytes() for plot in plots}
-
-
-def test_report_summarises_confirmation_runs_as_mean_and_std(tmp_path: Path) -> None:
-    from study.report import summarise_confirmation
-
-    runs = [TrialRow(trial_id=f"c{seed}", trial_number=4, status=COMPLETE, params={"seed": seed}, seed=seed,
-                     test_accuracy={"en": en, "de": de}, test_average=(en + de) / 2, test_average_target=de)
-            for seed, en, de in ((1, 0.5, 0.4), (2, 0.7, 0.4))]
-    [summary] = summarise_confirmation(runs, ["en", "de"])
-    assert summary.seeds == [1, 2]
-    assert summary.mean["en"] == pytest.approx(0.6) and summary.std["en"] == pytest.approx(0.1414, abs=1e-4)
-    assert summary.std["de"] == 0.0 and summary.mean["targets"] == pytest.approx(0.4)
 
 
 def test_report_of_a_study_without_results_says_how_to_continue(tmp_path: Path) -> None:

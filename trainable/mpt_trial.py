@@ -4,9 +4,11 @@ Ray 2.60 API (`ray.tune.report`, `ray.tune.get_checkpoint`, `ray.tune.Checkpoint
 config holds the searched `MPTConfig` overrides plus the study's bookkeeping keys (`META_KEYS`); the
 base config, the objective and the loaded data arrive through `tune.with_parameters`.
 
-Every epoch reports `loss`, `ce_loss`, `kl_loss`, `dev_acc_<lang>` (evaluation epochs), `dev_acc_avg`,
-`objective`, `best_epoch`; the last epoch adds `test_acc_<lang>`, `test_acc_avg`, `test_acc_avg_target`
-(test accuracy with the best-dev state). The checkpoint is the full `Trainer` state, so a trial
+Every epoch reports `epoch`, `planned_epochs`, `loss`, `ce_loss`, `kl_loss`, `dev_acc_<lang>` and
+`dev_rows_<lang>` (the languages evaluated: English at every evaluation epoch, the targets at the epochs
+English dev selects), `dev_acc_avg` (when every dev language was evaluated), `objective`, `best_epoch`,
+`selected_dev_acc_<lang>` (dev accuracy at the epoch selected so far); with `evaluate_test` the last epoch adds `test_acc_<lang>`, `test_acc_avg`, `test_acc_avg_target` and
+`test_correct_<lang>` (test accuracy with the best-dev state, and per row). The checkpoint is the full `Trainer` state, so a trial
 interrupted or moved to another node continues from its last epoch.
 """
 
@@ -22,7 +24,8 @@ from ray import tune
 from mpt.backbones import Backbone, load_backbone
 from mpt.config import MPTConfig
 from mpt.training import EpochRecord, FitResult, RunData, Trainer
-from trainable.spec import OBJECTIVES, STATE_FILE, trial_config
+from trainable.placement import place_trial
+from trainable.spec import CORRECT_PREFIX, OBJECTIVES, SELECTED_DEV_PREFIX, STATE_FILE, trial_config
 
 logger = logging.getLogger(__name__)
 
@@ -31,29 +34,36 @@ def objective_value(trainer: Trainer, objective: str) -> float:
     """The study objective for the epoch selected so far (0 before the first evaluation)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
-    if trainer.best_epoch == 0:
+    selected = trainer.selected_record
+    if selected is None:
         return 0.0
     if objective == "dev_en":
         return trainer.best_dev_accuracy
-    selected = next(r for r in trainer.history if r.epoch == trainer.best_epoch)
     return selected.dev_average or 0.0
 
 
 def epoch_metrics(record: EpochRecord, trainer: Trainer, objective: str) -> dict[str, float]:
-    metrics: dict[str, float] = {"epoch": record.epoch, "loss": record.loss, "ce_loss": record.ce_loss,
-                                 "kl_loss": record.kl_loss, "best_epoch": record.best_epoch,
-                                 "epoch_seconds": record.seconds}
+    metrics: dict[str, float] = {"epoch": record.epoch, "planned_epochs": trainer.config.epochs,
+                                 "loss": record.loss, "ce_loss": record.ce_loss, "kl_loss": record.kl_loss,
+                                 "best_epoch": record.best_epoch, "epoch_seconds": record.seconds}
     metrics.update({f"dev_acc_{lang}": acc for lang, acc in record.dev_accuracy.items()})
-    if record.dev_accuracy:
+    metrics.update({f"dev_rows_{lang}": len(examples) for lang, examples in trainer.data.dev.items()})
+    if record.dev_accuracy.keys() == trainer.data.dev.keys():  # an average of every dev language, or none
         metrics["dev_acc_avg"] = record.dev_average
     metrics["objective"] = objective_value(trainer, objective)
+    selected = trainer.selected_record
+    if selected is not None:  # the dev accuracies the objective and the trial table use
+        metrics.update({f"{SELECTED_DEV_PREFIX}{lang}": acc for lang, acc in selected.dev_accuracy.items()})
     return metrics
 
 
-def test_metrics(result: FitResult) -> dict[str, float]:
-    metrics = {f"test_acc_{lang}": acc for lang, acc in result.accuracy.items()}
+def test_metrics(result: FitResult) -> dict[str, float | str]:
+    """Test accuracy per language and its averages, and each test row's correctness (a string of 0/1 per
+    language, in file order) for the study's paired intervals."""
+    metrics: dict[str, float | str] = {f"test_acc_{lang}": acc for lang, acc in result.accuracy.items()}
     metrics["test_acc_avg"] = result.average
     metrics["test_acc_avg_target"] = result.average_target
+    metrics.update({f"{CORRECT_PREFIX}{lang}": "".join(map(str, rows)) for lang, rows in result.correct.items()})
     return metrics
 
 
@@ -68,9 +78,13 @@ def shared_backbone(config: MPTConfig) -> Backbone:
     return _cached_backbone(config.backbone, config.num_layers, config.head != "linear")
 
 
-def train_mpt(params: dict, *, base_config: dict, objective: str, data: RunData | None = None) -> None:
-    """Tune function trainable: train one MPT run, reporting and checkpointing every epoch."""
+def train_mpt(params: dict, *, base_config: dict, objective: str, data: RunData | None = None,
+              evaluate_test: bool = False) -> None:
+    """Tune function trainable: train one MPT run, reporting and checkpointing every epoch; with
+    `evaluate_test`, the last epoch's report adds the test metrics (the confirmation runs: search trials
+    are ranked on dev and never look at test)."""
     config = trial_config(base_config, params)
+    config = place_trial(config, params.get("trial_number"))  # device, threads: what Ray assigned
     trainer = Trainer(config, backbone=shared_backbone(config), data=data)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -82,12 +96,13 @@ def train_mpt(params: dict, *, base_config: dict, objective: str, data: RunData 
                 logger.warning("checkpoint %s has no %s: training this trial from its first epoch", directory,
                                STATE_FILE)
     if trainer.done:  # interrupted after its last epoch was checkpointed but before Tune saw it finish
-        _report({**_last_epoch_metrics(trainer, objective), **test_metrics(trainer.test())}, trainer)
+        _report({**_last_epoch_metrics(trainer, objective), **(test_metrics(trainer.test()) if evaluate_test else {})},
+                trainer)
         return
     while not trainer.done:
         record = trainer.train_epoch()
         metrics = epoch_metrics(record, trainer, objective)
-        if trainer.done:  # in the last epoch's report, so schedulers stopping at max_t still see it
+        if trainer.done and evaluate_test:  # in the last epoch's report, so schedulers stopping at max_t see it
             metrics.update(test_metrics(trainer.test()))
         _report(metrics, trainer)
 

@@ -14,6 +14,14 @@ OBJECTIVES = {
 META_KEYS = ("trial_number", "reference")  # study bookkeeping in a trial's config, not MPTConfig fields
 STATE_FILE = "state.pt"
 AVERAGES = ("avg", "avg_target")  # `test_acc_avg`, `test_acc_avg_target`, `dev_acc_avg`: not languages
+SELECTED_DEV_PREFIX = "selected_dev_acc_"  # `selected_dev_acc_<lang>`: dev accuracy at the selected epoch
+CORRECT_PREFIX = "test_correct_"  # `test_correct_<lang>`: "0110...", each test row's correctness in file order
+
+
+def trained_all_epochs(metrics: Mapping[str, Any]) -> bool:
+    """Whether a trial's last report is that of its last planned epoch (not stopped early, not interrupted)."""
+    planned = metrics.get("planned_epochs")
+    return planned is not None and int(metrics.get("epoch", 0) or 0) >= int(planned)
 
 
 def per_language(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:

@@ -1,0 +1,162 @@
+"""The verdict as the report and the console show it: tables, the verdict line, and its two plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+import matplotlib
+
+matplotlib.use("Agg")  # files only: studies run on headless machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+from study.intervals import CONFIDENCE, Estimate  # noqa: E402
+from study.verdict import AVERAGE, DISTANCE_NOTE, TARGETS, Verdict  # noqa: E402
+
+CHANCE = 1 / 3  # three NLI labels
+
+
+def _pp(estimate: Estimate, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{100 * estimate.mean:{sign}.1f} [{100 * estimate.low:{sign}.1f}, {100 * estimate.high:{sign}.1f}]"
+
+
+def markdown_verdict(verdict: Verdict) -> list[str]:
+    """The report's opening section: the verdict line, the paired gains, the accuracies, the transfer gap and
+    the distance analysis."""
+    labels = [*verdict.languages, AVERAGE, TARGETS]
+    level = f"{100 * CONFIDENCE:.0f}%"
+    lines = ["## Verdict", "", f"**{verdict.line}**", ""]
+    if verdict.note:
+        lines += [f"({verdict.note}.)", ""]
+    if verdict.headline is None:
+        return lines
+    seeds = ", ".join(map(str, verdict.headline.seeds))
+    lines += [f"Test accuracy differences in percentage points against vanilla prompt transfer (translator depth 0, "
+              f"no alignment), paired by seed (seeds {seeds}: the same few-shot sample, batch order and "
+              f"initialisation of the prompt and head) and by test row, with {level} intervals from a two-level "
+              f"bootstrap over seeds and test rows (study/intervals.py says why). An interval that contains 0 "
+              f"means the study cannot tell the two apart.", "",
+              "| vs vanilla | " + " | ".join(labels) + " | verdict |", "|---|" + "---:|" * len(labels) + "---|"]
+    for c in verdict.comparisons:
+        lines.append(f"| {c.name} | " + " | ".join(_pp(c.gain[label], True) for label in labels)
+                     + f" | {c.conclusion()} |")
+    lines += ["", f"Test accuracy (%) per configuration: mean over seeds [{level} interval], and the seed standard "
+                  "deviation.", "", "| configuration | seeds | " + " | ".join(labels) + " |",
+              "|---|---|" + "---:|" * len(labels)]
+    for s in verdict.summaries:
+        cells = [f"{_pp(s.accuracy[label])} ±{100 * s.std[label]:.1f}" for label in labels]
+        lines.append(f"| {s.configuration.label} | {len(s.configuration.seeds)} | " + " | ".join(cells) + " |")
+    lines += ["", "### Transfer gap", "",
+              f"English accuracy minus each language's (pp, {level} intervals): what zero-shot transfer loses, and "
+              f"what share of vanilla's gap {verdict.headline.name} closes (shown only where vanilla has a gap "
+              "whose interval excludes 0).", "",
+              f"| language | vanilla's gap | {verdict.headline.name}'s gap | share closed |", "|---|---:|---:|---:|"]
+    for gap in verdict.gaps:
+        share = "no gap to close" if gap.share_closed is None else f"{100 * gap.share_closed:.0f}%"
+        lines.append(f"| {gap.language} | {_pp(gap.vanilla, True)} | {_pp(gap.mpt, True)} | {share} |")
+    lines += ["", "### Gain against distance from English", "", f"({DISTANCE_NOTE}.)", "",
+              "| language | distance | gain (pp) |", "|---|---:|---:|"]
+    for lang in sorted(verdict.distances, key=verdict.distances.get):
+        lines.append(f"| {lang} | {verdict.distances[lang]:.2f} | {_pp(verdict.headline.gain[lang], True)} |")
+    rho = verdict.rank_correlation
+    if rho is None:
+        lines += ["", "Spearman rank correlation: needs at least three target languages with a known distance.", ""]
+    else:
+        lines += ["", f"Spearman rank correlation of the gain with the distance: {rho.mean:+.2f} [{rho.low:+.2f}, "
+                      f"{rho.high:+.2f}] ({level} interval over the same bootstrap). The paper's claim (MPT helps "
+                      "most on distant languages) predicts a positive correlation.", ""]
+    return lines
+
+
+def console_verdict(verdict: Verdict) -> str:
+    """What `study/run.py` prints last: the per-language gains with intervals, then the verdict line."""
+    if verdict.headline is None:
+        return f"Verdict: {verdict.line}"
+    labels = [*verdict.languages, AVERAGE, TARGETS]
+    names = [s.configuration.label for s in verdict.summaries] + [f"{c.name} - vanilla" for c in verdict.comparisons]
+    width = max(map(len, names)) + 2
+    lines = ["Confirmation: test accuracy (%) over paired seeds, mean [95% interval]",
+             f"{'':<{width}}" + "".join(f"{label:>22}" for label in labels)]
+    for s in verdict.summaries:
+        lines.append(f"{s.configuration.label:<{width}}" + "".join(f"{_pp(s.accuracy[label]):>22}" for label in labels))
+    for c in verdict.comparisons:
+        lines.append(f"{c.name + ' - vanilla':<{width}}"
+                     + "".join(f"{_pp(c.gain[label], True):>22}" for label in labels))
+    rho = verdict.rank_correlation
+    if rho is not None:
+        lines.append(f"gain vs distance from English (Spearman): {rho.mean:+.2f} [{rho.low:+.2f}, {rho.high:+.2f}]")
+    lines += ["", f"Verdict: {verdict.line}"]
+    return "\n".join(lines)
+
+
+def plot_estimates(path: Path, series: list[tuple[str, dict[str, Estimate]]], labels: list[str], ylabel: str,
+                   title: str) -> None:
+    """Accuracy per language of each series with its 95% error bars and the chance line; the y-axis spans the
+    data (not from 0, which would hide the differences), the legend outside the axes."""
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 2.5), 4))
+    for index, (name, estimates) in enumerate(series):
+        offset = (index - (len(series) - 1) / 2) * 0.8 / max(len(series), 1)
+        shown = [estimates.get(label) for label in labels]
+        xs = [i + offset for i, e in enumerate(shown) if e is not None]
+        shown = [e for e in shown if e is not None]
+        axes.errorbar(xs, [100 * e.mean for e in shown], capsize=3, fmt="o", label=name,
+                      yerr=[[100 * (e.mean - e.low) for e in shown], [100 * (e.high - e.mean) for e in shown]])
+    axes.axhline(100 * CHANCE, color="grey", linestyle="--", linewidth=1, label="chance (33.3%)")
+    axes.set_xticks(range(len(labels)), labels)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_gain_vs_distance(path: Path, verdict: Verdict) -> None:
+    """The headline configuration's gain over vanilla per target language against its distance from English."""
+    languages = sorted(verdict.distances, key=verdict.distances.get)
+    gains = [verdict.headline.gain[lang] for lang in languages]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    xs = [verdict.distances[lang] for lang in languages]
+    axes.errorbar(xs, [100 * g.mean for g in gains], fmt="o", capsize=3,
+                  yerr=[[100 * (g.mean - g.low) for g in gains], [100 * (g.high - g.mean) for g in gains]])
+    for x, lang, gain in zip(xs, languages, gains):
+        axes.annotate(lang, (x, 100 * gain.mean), textcoords="offset points", xytext=(5, 5))
+    axes.axhline(0, color="grey", linestyle="--", linewidth=1)
+    axes.set_xlabel("distance from English (URIEL syntax, cosine)")
+    axes.set_ylabel(f"{verdict.headline.name} - vanilla (pp)")
+    rho = verdict.rank_correlation
+    axes.set_title("Gain against distance" + (f": Spearman {rho.mean:+.2f} [{rho.low:+.2f}, {rho.high:+.2f}]"
+                                               if rho else ""))
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def verdict_plots(study_dir: Path, verdict: Verdict) -> list[tuple[str, str]]:
+    """Write the verdict's plots; (title, file name) of each."""
+    if verdict.headline is None:
+        return []
+    plot_estimates(study_dir / "confirmed_accuracy.png",
+                   [(s.configuration.label, s.accuracy) for s in verdict.summaries], [*verdict.languages, TARGETS],
+                   "test accuracy (%)",
+                   f"Test accuracy, mean over {len(verdict.headline.seeds)} paired seeds with 95% intervals")
+    plots = [("Confirmed test accuracy per language (95% intervals, chance dashed)", "confirmed_accuracy.png")]
+    if verdict.distances:
+        plot_gain_vs_distance(study_dir / "gain_vs_distance.png", verdict)
+        plots.append((f"{verdict.headline.name}'s gain over vanilla against distance from English",
+                      "gain_vs_distance.png"))
+    return plots
+
+
+def metrics(verdict: Verdict) -> dict[str, float]:
+    """The verdict's numbers for the study's MLflow run: gains (and their interval ends) per language and on
+    the target average, and each configuration's confirmed accuracy."""
+    values: dict[str, float] = {}
+    if verdict.headline is not None:
+        for label, gain in verdict.headline.gain.items():
+            key = "gain_avg_target" if label == TARGETS else "gain_avg" if label == AVERAGE else f"gain_{label}"
+            values.update({key: gain.mean, f"{key}_low": gain.low, f"{key}_high": gain.high})
+    for summary in verdict.summaries:
+        name = summary.configuration.label.replace("#", "trial").replace(" ", "_")
+        values.update({f"confirmed_{name}_test_acc_{label}": e.mean for label, e in summary.accuracy.items()})
+    return values
+
