@@ -2,13 +2,15 @@
 
 `StudyRun` creates the study's experiment and parent run (its settings as params, the environment as tags)
 or finds them again when the study resumes, hands out the Tune callback that records the trials
-(`study.tracking.StudyTracker`), retires runs of trials a killed driver lost, logs the best trial's
-weights and the headline metrics, logs the report, and ends the run as finished, failed or interrupted.
+(`study.tracking.StudyTracker`), retires runs of trials a killed driver lost, writes the best trial's
+trained prompt (and the confirmation runs') and logs it as an MLflow model, logs the headline metrics and
+the report, and ends the run as finished, failed or interrupted.
 Like the rest of the MLflow records it is written by the driver only.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -16,13 +18,14 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from study.results import TrialRow
+from study.results import COMPLETE, TrialRow
 from study.settings import StudySettings, redacted
 from study.tracking import (REPORT_ARTIFACT_DIR, StudyTracker, environment_tags, find_runs, find_study_run,
                             get_or_create_experiment, start_study_run)
 from trainable import STATE_FILE
 
 REPORT_SUFFIXES = (".md", ".html", ".png", ".json")  # the study folder's files the parent run keeps
+BEST_MODEL_DIR, CONFIRM_MODELS_DIR = "best_model", "confirm_models"  # trained-prompt directories in the study folder
 
 
 class StudyRun:
@@ -33,6 +36,7 @@ class StudyRun:
         self.client = MlflowClient(settings.mlflow_tracking_uri)  # a SQLite store's database is created here
         self.experiment_id = ""
         self.run_id = ""
+        self._backbones: dict = {}  # (name, num_layers, MLM head?) -> the backbone trained prompts are written with
 
     def start(self, results_root: Path, repo_root: Path) -> None:
         """Create the experiment and the parent run; a resumed study finds them again and runs on."""
@@ -86,15 +90,67 @@ class StudyRun:
                 client.set_terminated(run.info.run_id, status="KILLED")
                 client.delete_run(run.info.run_id)
 
-    def log_best(self, best: TrialRow, vanilla: TrialRow | None, result, study_dir: Path) -> None:
-        """Tag the best trial's run and export its weights into it (from `result`, its Tune result, if any);
-        then the headline numbers."""
+    def log_best(self, best: TrialRow, vanilla: TrialRow | None, result, study_dir: Path,
+                 register_as: str | None = None) -> None:
+        """Tag the best trial's run; write its trained prompt to `study_dir/best_model/` (from `result`, its Tune
+        result, if any) and log that on the run as the MLflow model `model` (registered in the Model Registry as
+        `register_as` when given); then the headline numbers."""
         best_runs = find_runs(self.client, self.experiment_id, ray__trial_id=best.trial_id)
         if best_runs and result is not None:
-            export_best_weights(self.client, best_runs[0].info.run_id, result.checkpoint, study_dir)
-            self.client.set_tag(best_runs[0].info.run_id, "best_trial", "true")
+            run_id = best_runs[0].info.run_id
+            directory = self._export(result.checkpoint, study_dir / BEST_MODEL_DIR, best)
+            if directory is not None:
+                from study.mlflow_model import log_trained_prompt
+
+                log_trained_prompt(self.settings.mlflow_tracking_uri, run_id, directory, register_as)
+            self.client.set_tag(run_id, "best_trial", "true")
         self.client.set_tag(self.run_id, "best_trial_number", str(best.trial_number))
         self.log_summary(best, vanilla)
+
+    def export_confirmation_models(self, rows: list[TrialRow], study_dir: Path) -> list[Path]:
+        """Write the trained prompt of every complete confirmation run (`rows`, the confirmation's trial rows) to
+        `study_dir/confirm_models/<run name>/`, the run name without its values (`alignment-confirm-003-seed1`);
+        returns the directories written."""
+        from study.tracking import run_name
+
+        written = []
+        for row in rows:
+            if row.status != COMPLETE or row.checkpoint is None:
+                continue
+            name = run_name(self.settings.space, row.trial_number, row.params, phase="confirm").split(" ")[0]
+            directory = self._export(self._checkpoint(row.checkpoint), study_dir / CONFIRM_MODELS_DIR / name, row)
+            if directory is not None:
+                written.append(directory)
+        return written
+
+    def _export(self, checkpoint, directory: Path, row: TrialRow) -> Path | None:
+        """`export_trained_prompt` on a backbone loaded once per study (every trial of a study shares it)."""
+
+        def backbone_for(config):
+            key = (config.backbone, config.num_layers, config.head != "linear")
+            if key not in self._backbones:
+                from mpt.backbones import load_backbone
+
+                self._backbones[key] = load_backbone(*key[:2], want_mlm=key[2])
+            return self._backbones[key]
+
+        training = {"study": self.settings.name, "trial_number": row.trial_number, "seed": row.seed,
+                    "dev_accuracy_selected": row.dev_accuracy}
+        if row.test_accuracy:  # runs that evaluated test: the figures mpt.evaluate reproduces
+            training.update(accuracy=row.test_accuracy, average=row.test_average,
+                            average_target=row.test_average_target)
+        return export_trained_prompt(checkpoint, directory, training, backbone_for)
+
+    def _checkpoint(self, path: str):
+        """A trial row's checkpoint (its path) as a Ray Checkpoint, on the study's storage file system."""
+        from ray.tune import Checkpoint
+
+        storage = self.settings.storage_path
+        if "://" in storage and not storage.startswith("file://"):  # s3://, gs://: the row holds the bucket path
+            import pyarrow.fs
+
+            return Checkpoint(path, filesystem=pyarrow.fs.FileSystem.from_uri(storage)[0])
+        return Checkpoint(path)
 
     def log_summary(self, best: TrialRow, vanilla: TrialRow | None) -> None:
         """The parent run's headline numbers: best and vanilla test accuracy per language and the gain."""
@@ -126,23 +182,22 @@ class StudyRun:
         self.client.set_terminated(self.run_id, status="FINISHED" if succeeded else "FAILED")
 
 
-def export_best_weights(client, run_id: str, checkpoint, study_dir: Path) -> Path | None:
-    """The best trial's prompt, translator (and linear head) weights, as safetensors, into its MLflow run."""
-    import torch
-    from safetensors.torch import save_file
+def export_trained_prompt(checkpoint, directory: Path, training: dict, backbone_for) -> Path | None:
+    """The selected epoch of a trial's Ray checkpoint as a trained-prompt directory (`mpt.pretrained`): the run's
+    config, its trainable weights and its backbone's fingerprint; None, with a warning, when the checkpoint is
+    gone or damaged (the trial's results stand, its weights are lost). `backbone_for(config)` gives the backbone."""
+    from mpt.checkpoint import CheckpointError, read_checkpoint
+    from mpt.config import MPTConfig
+    from mpt.pretrained import TrainedPrompt
 
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as directory:
-        state_file = Path(directory) / STATE_FILE
-        if not state_file.exists():  # deleted as damaged: the trial's results stand, its weights are gone
-            print(f"warning: the best trial's checkpoint {directory} has no {STATE_FILE}: no best weights exported",
-                  file=sys.stderr)
+    with checkpoint.as_directory() as local:
+        try:
+            state = read_checkpoint(Path(local) / STATE_FILE)
+        except CheckpointError as err:  # deleted or damaged
+            print(f"warning: no trained prompt written to {directory}: {err}", file=sys.stderr)
             return None
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
-    tensors = {k: v.contiguous() for k, v in state["best_state"].items()
-               if k.startswith(("prompt.", "translator.", "head."))}
-    path = study_dir / "best_weights.safetensors"
-    save_file(tensors, str(path), metadata={"epoch": str(state["best_epoch"]), "config": state["config"]})
-    client.log_artifact(run_id, str(path), artifact_path="best_weights")
-    return path
+    config = MPTConfig.from_dict(json.loads(state["config"]))
+    prompt = TrainedPrompt.from_checkpoint(state, backbone_for(config), training, device="cpu")
+    return prompt.save_pretrained(directory)

@@ -1,0 +1,117 @@
+"""What a study leaves to use: the best trial's trained-prompt directory, its MLflow pyfunc model (predicting as
+`mpt.predict` does, offline), its Model Registry version, and the confirmation runs' directories, which
+`mpt.evaluate` reproduces exactly. One smoke study (2 search trials, 4 confirmation runs) serves them all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mpt import evaluate, predict
+from mpt.data import load_nli
+from mpt.pretrained import CONFIG_FILE, WEIGHTS_FILE, TrainedPrompt
+from tests.test_study import RUN, run_cli
+
+STUDY = "alignment-smoke"
+REGISTERED = "mpt-smoke"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """The study's working directory, after a smoke study that registers its best model."""
+    cwd = tmp_path_factory.mktemp("study")
+    done = run_cli(RUN, "--space", "alignment", "--smoke", "--num-samples", "2", "--confirm-seeds", "2",
+                   "--register-model", REGISTERED, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return cwd
+
+
+def _client(cwd: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{cwd / 'results' / 'mlflow.db'}")
+
+
+def _best_run(cwd: Path):
+    client = _client(cwd)
+    experiment = client.get_experiment_by_name(STUDY)
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.best_trial = 'true'")
+    assert len(runs) == 1
+    return runs[0]
+
+
+def _pairs() -> list[tuple[str, str, str]]:
+    """Pairs in English and both target languages: premise, hypothesis, language."""
+    return [(e.premise, e.hypothesis, lang) for lang in ("en", "de", "fr") for e in load_nli("mini", "test", lang)[:4]]
+
+
+@pytest.mark.slow
+def test_the_best_trial_is_a_trained_prompt_directory(study) -> None:
+    study_dir = study / "results" / STUDY
+    best_model = study_dir / "best_model"
+    assert sorted(p.name for p in best_model.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+    assert not (study_dir / "best_weights.safetensors").exists()  # one format, one loader
+    rows = json.loads((study_dir / "trials.json").read_text())
+    best = max((r for r in rows if r["status"] == "COMPLETE"), key=lambda r: (r["objective"], -r["trial_number"]))
+    prompt = TrainedPrompt.from_pretrained(best_model)
+    assert prompt.training["trial_number"] == best["trial_number"] and prompt.training["study"] == STUDY
+    assert prompt.config.translator_depth == best["params"]["translator_depth"]
+    assert _best_run(study).data.tags["trial_number"] == str(best["trial_number"])
+
+
+@pytest.mark.slow
+def test_the_pyfunc_model_predicts_as_mpt_predict(study, tmp_path) -> None:
+    import mlflow
+    import pandas as pd
+
+    run = _best_run(study)
+    mlflow.set_tracking_uri(f"sqlite:///{study / 'results' / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    assert model.metadata.get_input_schema().input_names() == ["premise", "hypothesis", "lang"]
+    assert model.metadata.get_output_schema().input_names() == [
+        "lang", "label", "prob_entailment", "prob_neutral", "prob_contradiction"]
+    assert model.metadata.saved_input_example_info is not None
+
+    pairs = _pairs()
+    frame = pd.DataFrame(pairs, columns=["premise", "hypothesis", "lang"])
+    from_mlflow = model.predict(frame).to_dict(orient="records")
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("premise\thypothesis\tlang\n" + "".join("\t".join(p) + "\n" for p in pairs), encoding="utf-8")
+    output = tmp_path / "preds.jsonl"
+    best_model = study / "results" / STUDY / "best_model"
+    assert predict.main([str(best_model), "--input", str(tsv), "--output", str(output)]) == 0
+    from_cli = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert from_mlflow == from_cli  # the same labels and probabilities, exactly
+    assert {r["lang"] for r in from_mlflow} == {"en", "de", "fr"}
+
+    english = model.predict(frame[frame["lang"] == "en"][["premise", "hypothesis"]])  # no lang: the source's
+    assert english.to_dict(orient="records") == [r for r in from_cli if r["lang"] == "en"]
+
+
+@pytest.mark.slow
+def test_register_model_makes_a_registry_version_of_the_best_run(study) -> None:
+    versions = _client(study).search_model_versions(f"name='{REGISTERED}'")
+    assert len(versions) == 1 and versions[0].run_id == _best_run(study).info.run_id
+    assert versions[0].status == "READY"
+
+
+@pytest.mark.slow
+def test_confirmation_models_reproduce_the_test_accuracy_each_run_reported(study, tmp_path) -> None:
+    from study.results import load_rows
+    from study.settings import StudySettings
+    from study.study_run import StudyRun
+
+    study_dir = study / "results" / STUDY
+    settings = StudySettings.from_json((study_dir / "study.json").read_text(encoding="utf-8"))
+    rows = load_rows(study_dir / "confirm.json")
+    written = StudyRun(settings).export_confirmation_models(rows, study_dir)
+    assert len(written) == len(rows) == 4
+    assert {p.name for p in written} == {f"alignment-confirm-{r.trial_number:03d}-seed{r.seed}" for r in rows}
+    for row in rows[:2]:  # two configurations would do; each costs a backbone load
+        directory = study_dir / "confirm_models" / f"alignment-confirm-{row.trial_number:03d}-seed{row.seed}"
+        assert evaluate.main([str(directory), "--output", str(tmp_path / "eval.json")]) == 0
+        evaluated = json.loads((tmp_path / "eval.json").read_text())
+        assert evaluated["accuracy"] == row.test_accuracy  # exactly, on CPU
+        assert evaluated["average_target"] == pytest.approx(row.test_average_target, abs=1e-12)
