@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-examples", help="cap on rows per language, or 'none' (default: the run's "
                                                "max_eval_examples, so its test figures are reproduced)")
     parser.add_argument("--xnli-repo", help="XNLI hub id or local copy (default: the run's)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the run's device setting)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto, CUDA when there is one)")
     parser.add_argument("--output", help="write the results JSON here")
     return parser
 

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lang", help="language of the rows without a `lang` column (default: the run's source "
                                        "language)")
     parser.add_argument("--output", required=True, metavar="FILE", help="predictions, one JSON object per line")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the run's device setting)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto, CUDA when there is one)")
     return parser
 
 

@@ -102,7 +102,7 @@ class TrainedPrompt:
                                   f"{unexpected}, other shapes {wrong}): the directory is damaged or its files come "
                                   f"from different runs; save it again from the run")
         model.load_trainable_state_dict({k: v.float() for k, v in weights.items()})
-        return cls(config, model.to(_device(config, device)), training)
+        return cls(config, model.to(_device(device)), training)
 
     @classmethod
     def from_trainer(cls, trainer, result=None) -> "TrainedPrompt":
@@ -242,8 +242,10 @@ def read_record(directory: str | Path) -> dict[str, Any]:
     return record
 
 
-def _device(config: MPTConfig, device: str | None) -> torch.device:
+def _device(device: str | None) -> torch.device:
+    """`device`, by default 'auto' (CUDA when there is one): the run's own device setting is not part of what it
+    trained (a prompt trained on 'cuda' loads on a CPU machine)."""
     from mpt.training import resolve_device  # the run's own rule for 'auto'
 
-    return resolve_device(device or config.device)
+    return resolve_device(device or "auto")
 
