@@ -55,6 +55,11 @@ def targets() -> tuple[Target, ...]:
                    "ratio moves with how fast this machine allocates memory; the weights load in a small part of "
                    "that, and the conversion itself is quick (4-bit weights). sentencepiece builds the same "
                    "vocabulary faster, but was not adopted: a second tokenizer implementation for a small gain.")),
+        Target("eval_share", 8, "evaluation time / wall time of a default search trial (lazy target dev, no test)",
+               "<=0.25", "eval_share", why_missed=(
+                   "English dev is still scored at every epoch (150 rows) while a CPU-sized trial trains on few "
+                   "examples per epoch: fewer evaluations (`eval_every`) or fewer dev rows would trade selection "
+                   "quality for time.")),
         Target("study_smoke_min", 7, f"minutes of `study/run.py --space {STUDY_SPACE} --smoke`", "<=2", "study"),
         Target("study_default_min", 7, f"minutes of `study/run.py --space {STUDY_SPACE}`", "<=10", "study",
                why_missed=(
@@ -80,6 +85,7 @@ def parts() -> tuple[Part, ...]:
         Part("eval", "4", run_of("eval_padding")),
         Part("startup", "6: conversion", run_of("startup")),
         Part("trials", "5, 6: share", run_of("trials")),
+        Part("eval_share", "8: evaluation share of a trial", run_of("eval_share")),
         Part("study", "7", run_of("study_wall")),
         Part("gpu", "XLM-R-base step times", run_of("gpu")),
     )
