@@ -1,19 +1,22 @@
 """Named Optuna search spaces for MPT studies, and the reference points every study evaluates first.
 
-A space is a define-by-run function `define(trial) -> config overrides` whose parameter names are
-`mpt.config.MPTConfig` fields, plus the tuple of fields it searches. Add a space by writing a module
-with `PARAMS` and `define` and registering it in `SPACES`.
+A space is a define-by-run function `define(trial, base)` that suggests `mpt.config.MPTConfig` fields on an
+Optuna trial, conditionally: a parameter that does nothing in a trial is not suggested in it. `base` is the
+study's base config, for ranges that depend on it (the CE-only epochs go up to its epochs). What a trial
+searched is Optuna's own record of it (`trial.params`, `trial.distributions`): no list of parameters is kept
+beside the function. Add a space by writing a module with `define` and registering it in `SPACES`.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
-from search_spaces import alignment, full, prompt, translator
+from search_spaces import alignment, full, kl, prompt, translator
 
 
 @dataclass(frozen=True)
@@ -22,8 +25,7 @@ class SearchSpace:
 
     name: str
     summary: str
-    define: Callable[[optuna.Trial], dict[str, Any]]
-    params: tuple[str, ...]
+    define: Callable[[optuna.Trial, Mapping[str, Any]], None]
 
 
 SPACES: dict[str, SearchSpace] = {
@@ -31,9 +33,8 @@ SPACES: dict[str, SearchSpace] = {
         name=module.__name__.rsplit(".", 1)[-1],
         summary=(module.__doc__ or "").strip().splitlines()[0],
         define=module.define,
-        params=tuple(module.PARAMS),
     )
-    for module in (alignment, prompt, translator, full)
+    for module in (alignment, kl, prompt, translator, full)
 }
 
 # Evaluated first by every study, whatever the space, so its report can state MPT's gain per
@@ -57,33 +58,47 @@ def get_space(name: str) -> SearchSpace:
     return SPACES[name]
 
 
-def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
-    """The Optuna distribution of every parameter of `space` (recorded from one throwaway trial)."""
+def probe(space: SearchSpace, base: Mapping[str, Any], values: Mapping[str, Any],
+          seed: int = 0) -> optuna.trial.FrozenTrial:
+    """Optuna's record of the trial `space` suggests when every parameter it asks for takes its value from
+    `values` (a value out of its range too; parameters `values` lacks are drawn at random, seeded), made in a
+    throwaway in-memory study: which parameters such a trial searches, with their distributions."""
     verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line per call
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "new study created" line per call
     try:
-        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        study.enqueue_trial(dict(values))
+        trial = study.ask()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "out of range": contains() below decides what to keep
+            space.define(trial, base)
     finally:
         optuna.logging.set_verbosity(verbosity)
-    space.define(trial)
-    return trial.distributions
+    return study.trials[0]
 
 
 def contains(distribution: BaseDistribution, value: Any) -> bool:
     """Whether `value` is one the distribution can produce (so Optuna can record it as a point)."""
     if isinstance(distribution, CategoricalDistribution):
         return any(value == choice and type(value) is type(choice) for choice in distribution.choices)
-    low, high = getattr(distribution, "low", None), getattr(distribution, "high", None)
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+    kind = int if isinstance(distribution, IntDistribution) else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return False
+    if not distribution.low <= value <= distribution.high:
+        return False
+    step = distribution.step  # an int distribution's values are whole steps from its low end
+    return step is None or (value - distribution.low) % step == 0
 
 
 def reference_points(space: SearchSpace, base_config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Reference name -> the full point to evaluate: the base config's values for the searched
-    parameters (where the space can represent them) with the reference's fixed values on top."""
-    dists = distributions(space)
+    """Reference name -> the values Optuna enqueues for it: the reference's fixed values and, for the other
+    parameters the space suggests at those values, the base config's (where the space can represent them;
+    Optuna draws the rest). Fixed values the space does not search are left out: the study adds them to the
+    trial's config (`study.search.SpaceWithReferences`)."""
     points = {}
     for name, fixed in REFERENCE_POINTS.items():
-        point = {p: base_config[p] for p in space.params if p in base_config and contains(dists[p], base_config[p])}
-        point.update(fixed)
-        points[name] = point
+        wanted = {**base_config, **fixed}
+        record = probe(space, base_config, wanted)
+        points[name] = {p: wanted[p] for p, dist in record.distributions.items()
+                        if p in wanted and contains(dist, wanted[p])}
     return points

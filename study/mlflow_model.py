@@ -73,27 +73,42 @@ def pip_requirements() -> list[str]:
     return pinned
 
 
-def log_trained_prompt(tracking_uri: str, run_id: str, directory: Path, register_as: str | None = None):
-    """Log `directory` as the pyfunc model `model` of run `run_id` (registered as `register_as` when given);
-    returns MLflow's ModelInfo. The run's status and end time stay as they are."""
+def log_trained_prompt(tracking_uri: str, run_id: str, directory: Path, register_as: str | None = None) -> str:
+    """Log `directory` as the pyfunc model `model` of run `run_id` and register it as `register_as` when given;
+    returns the model's URI (`models:/<model id>`). The run's status and end time stay as they are. A run that
+    already has the model (a resumed study logs its best trial again) keeps it, and gets one registry version."""
     import json
 
     import mpt
+    from mlflow.entities import LoggedModelStatus
     from mlflow.models import Model
 
-    config = json.loads((Path(directory) / "mpt_config.json").read_text(encoding="utf-8"))["config"]
     client = mlflow.MlflowClient(tracking_uri)
-    # The logged model is created here, in the run's experiment, and Model.log fills it: mlflow.pyfunc.log_model
-    # would need the run active (mlflow.start_run, whose end marks a finished trial's run as ending again, now) or
-    # put the model in the process's current experiment.
-    model = client.create_logged_model(client.get_run(run_id).info.experiment_id, name=MODEL_NAME,
-                                       source_run_id=run_id)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    logged = None
+    for found in client.search_logged_models(experiment_ids=[experiment_id], filter_string=f"name = '{MODEL_NAME}'"):
+        if found.source_run_id != run_id:
+            continue
+        if found.status == LoggedModelStatus.READY:
+            logged = found
+        else:  # left half-logged by a killed driver: runs:/<run_id>/model must find the complete one
+            client.delete_logged_model(found.model_id)
     with _tracking_uri(tracking_uri):
-        return Model.log(artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id,
-                         model_id=model.model_id, python_model=str(Path(__file__)),
-                         artifacts={ARTIFACT: str(directory)}, code_paths=[str(Path(mpt.__file__).parent)],
-                         signature=SIGNATURE, input_example=input_example(config),
-                         pip_requirements=pip_requirements(), registered_model_name=register_as)
+        if logged is None:
+            # Created here, in the run's experiment, then filled by Model.log: mlflow.pyfunc.log_model would need
+            # the run active (mlflow.start_run, whose end marks a finished trial's run as ending again, now) or
+            # put the model in the process's current experiment.
+            config = json.loads((Path(directory) / "mpt_config.json").read_text(encoding="utf-8"))["config"]
+            logged = client.create_logged_model(experiment_id, name=MODEL_NAME, source_run_id=run_id)
+            Model.log(artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id,
+                      model_id=logged.model_id, python_model=str(Path(__file__)),
+                      artifacts={ARTIFACT: str(directory)}, code_paths=[str(Path(mpt.__file__).parent)],
+                      signature=SIGNATURE, input_example=input_example(config), pip_requirements=pip_requirements())
+        uri = f"models:/{logged.model_id}"
+        if register_as and not any(version.run_id == run_id
+                                   for version in client.search_model_versions(f"name = '{register_as}'")):
+            mlflow.register_model(uri, register_as)
+    return uri
 
 
 @contextlib.contextmanager

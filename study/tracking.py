@@ -59,7 +59,7 @@ def _abbreviated(name: str) -> str:
     return {"alignment_weight": "w", "kl_temperature": "T", "alignment_batch_size": "align_bs",
             "teacher_stop_gradient": "stopgrad", "translator_depth": "depth", "translator_hidden": "hidden",
             "translator_residual": "residual", "translator_mode": "mode", "prompt_length": "len",
-            "prompt_init": "init", "learning_rate": "lr"}.get(name, name)
+            "prompt_init": "init", "learning_rate": "lr", "ce_only_epochs": "ce_only"}.get(name, name)
 
 
 def _format(value: Any) -> str:

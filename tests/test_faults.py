@@ -79,12 +79,15 @@ def saved_as_finished(experiment: Path) -> set[str]:
 
 
 def optuna_trials(experiment: Path) -> dict[int, tuple[str, dict, float | None]]:
-    """Optuna number -> (state, params, value), from the searcher state Tune saved with the experiment."""
-    from ray.tune.search.optuna import OptunaSearch
+    """Optuna number -> (state, params, value), from the study's Optuna storage (results/NAME/optuna.log) as
+    `optuna.load_study` reads it."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
 
-    searcher = OptunaSearch()
-    searcher.restore_from_dir(str(experiment))
-    return {t.number: (t.state.name, t.params, t.value) for t in searcher._ot_study.get_trials(deepcopy=False)}
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(experiment.parent.parent / experiment.name
+                                                                    / "optuna.log")))
+    study = optuna.load_study(study_name=experiment.name, storage=storage)
+    return {t.number: (t.state.name, t.params, t.value) for t in study.get_trials(deepcopy=False)}
 
 
 def mlflow_client(cwd: Path):
@@ -208,8 +211,10 @@ def test_killed_driver_keeps_the_optuna_history(killed_and_resumed) -> None:
     assert len(finished_before) >= 1
     for number, trial in finished_before.items():
         assert after[number] == trial
-    assert sorted(after) == list(range(KILLED_PLANNED))
+    assert sorted(after) == list(range(KILLED_PLANNED))  # no Optuna trial lost or duplicated by the kill
     assert all(state == "COMPLETE" for state, _, _ in after.values())
+    for row in trial_rows(killed_and_resumed["cwd"], KILLED):  # each trial ran its Optuna trial's values
+        assert {k: row["params"][k] for k in after[row["trial_number"]][1]} == after[row["trial_number"]][1]
 
 
 @pytest.mark.slow

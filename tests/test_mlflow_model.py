@@ -92,9 +92,19 @@ def test_the_pyfunc_model_predicts_as_mpt_predict(study, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_register_model_makes_a_registry_version_of_the_best_run(study) -> None:
-    versions = _client(study).search_model_versions(f"name='{REGISTERED}'")
-    assert len(versions) == 1 and versions[0].run_id == _best_run(study).info.run_id
+    from study.mlflow_model import log_trained_prompt
+
+    client, run = _client(study), _best_run(study)
+    versions = client.search_model_versions(f"name='{REGISTERED}'")
+    assert len(versions) == 1 and versions[0].run_id == run.info.run_id
     assert versions[0].status == "READY"
+    # a resumed study logs its best trial again: the run keeps its one model and one registry version
+    uri = log_trained_prompt(f"sqlite:///{study / 'results' / 'mlflow.db'}", run.info.run_id,
+                             study / "results" / STUDY / "best_model", REGISTERED)
+    assert uri == versions[0].source
+    assert len(client.search_model_versions(f"name='{REGISTERED}'")) == 1
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id], filter_string="name = 'model'")
+    assert [m.source_run_id for m in models] == [run.info.run_id]
 
 
 @pytest.mark.slow

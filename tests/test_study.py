@@ -120,8 +120,7 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_study) -> None:
         for name in ("test_acc_avg", "test_acc_avg_target", "objective", "loss", "kl_loss"):
             assert name in child.data.metrics
         assert loss_steps(cwd, child.info.run_id) == list(range(1, SMOKE_EPOCHS + 1))  # step = epoch
-        assert {"alignment_weight", "kl_temperature", "alignment_batch_size", "teacher_stop_gradient"} <= set(
-            child.data.params)
+        assert {"alignment_weight", "translator_depth", "prompt_length"} <= set(child.data.params)
     assert sum(c.data.tags.get("best_trial") == "true" for c in children) == 1
 
 

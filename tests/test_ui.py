@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 UI = REPO_ROOT / "study" / "ui.py"
 STUDY = "ui-smoke"
 SPACE = "alignment"
-SEARCHED = {"alignment_weight", "kl_temperature", "alignment_batch_size", "teacher_stop_gradient"}
+SEARCHED = {"alignment_weight", "translator_depth", "prompt_length"}
 SMOKE_LANGUAGES = ["en", "de", "fr"]
 SMOKE_EPOCHS = 2
 SERVER_START_TIMEOUT_S = 240  # the server imports MLflow's whole app: ~20 s on 2 busy cores
@@ -205,7 +205,7 @@ def test_rest_api_holds_the_study_with_its_nested_trials(server: Server, study_r
     assert [t["info"]["run_name"].split()[0] for t in trials] == [f"{SPACE}-{n:03d}" for n in range(4)]
     assert trials[0]["info"]["run_name"] == f"{SPACE}-000 vanilla"
     assert trials[1]["info"]["run_name"] == f"{SPACE}-001 paper_default"
-    assert re.fullmatch(rf"{SPACE}-002 w=[0-9.e-]+ T=[0-9.e-]+ align_bs=\d+", trials[2]["info"]["run_name"])
+    assert re.fullmatch(rf"{SPACE}-002 w=[0-9.e-]+ depth=\d+ len=\d+", trials[2]["info"]["run_name"])
     for trial in trials:
         assert tags(trial)["mlflow.parentRunId"] == parent["info"]["run_id"]
         assert trial["info"]["status"] == "FINISHED"
