@@ -92,8 +92,9 @@ class TrainedPrompt:
             raise PretrainedError(
                 f"the prompt was trained on backbone '{config.backbone}' (num_layers {config.num_layers}, weight "
                 f"fingerprint {fingerprint[:12]}), but the backbone given, '{backbone.name}', has fingerprint "
-                f"{backbone_fingerprint(model)[:12]}: other weights. Load it with backbone=None to use the backbone "
-                f"it names, or train a prompt for this backbone")
+                f"{backbone_fingerprint(model)[:12]}: other weights (another checkpoint, layer count or conversion). "
+                f"Load it onto the backbone it was trained on (backbone=None loads the one it names; if that one "
+                f"differs here, install the package versions the run used), or train a prompt for this backbone")
         expected = model.trainable_state_dict()
         missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
         wrong = sorted(k for k in set(expected) & set(weights) if tuple(weights[k].shape) != tuple(expected[k].shape))
@@ -234,7 +235,8 @@ def read_record(directory: str | Path) -> dict[str, Any]:
                               f"mpt.train --save, or a study's results/<study>/best_model)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise PretrainedError(f"{path} is not valid JSON ({err}): the directory is damaged; save it again") from None
-    if not isinstance(record, dict) or {"format", "config", "backbone"} - set(record):
+    if not isinstance(record, dict) or {"format", "config", "backbone"} - set(record) \
+            or not isinstance(record["backbone"], dict) or "fingerprint" not in record["backbone"]:
         raise PretrainedError(f"{path} is not an mpt-study trained-prompt config: save the directory again")
     if record["format"] != FORMAT:
         raise PretrainedError(f"{path} has format {record['format']!r}, not {FORMAT}: it was written by another "

@@ -77,7 +77,7 @@ def test_another_backbone_is_refused(saved_prompt) -> None:
     with torch.no_grad():
         for parameter in perturbed.encoder.parameters():
             parameter.add_(1e-3 * torch.randn_like(parameter))
-    with pytest.raises(PretrainedError, match="backbone=None"):
+    with pytest.raises(PretrainedError, match="backbone it was trained on"):
         TrainedPrompt.from_pretrained(saved_prompt, backbone=perturbed)
 
 
