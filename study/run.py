@@ -84,12 +84,13 @@ def run_study(request: StudyRequest) -> int:
         record.log_best(best, reference_row(rows, VANILLA), trial_result(grid, best.trial_id), paths.study_dir,
                         register_as=request.register_model)
     if settings.confirm_top and best is not None:
-        _, confirmed = tuner.run_confirmation(settings, paths, request.resources, rows,
-                                              tuner.make_trainable(settings, request.resources, data,
-                                                                   evaluate_test=True),
-                                              record.tracker, request.resume)
+        confirm_rows, confirmed = tuner.run_confirmation(settings, paths, request.resources, rows,
+                                                         tuner.make_trainable(settings, request.resources, data,
+                                                                              evaluate_test=True),
+                                                         record.tracker, request.resume)
         if not confirmed:
             return interrupted(record, settings, rows, "confirmation")
+        record.export_confirmation_models(confirm_rows, paths.study_dir)
 
     report = write_report(paths)
     if report.verdict is not None:

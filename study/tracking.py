@@ -23,12 +23,13 @@ from ray import tune
 
 from study.results import last_line
 from study.settings import git_state
-from trainable import META_KEYS, per_language, trial_config
+from trainable import META_KEYS, SELECTED_DEV_PREFIX, per_language, trained_all_epochs, trial_config
 
 ROLE_TAG = "mpt_study.role"  # "study" (parent) or "trial"
 PHASE_TAG = "mpt_study.phase"  # "search" or "confirm"
 TRIAL_ID_TAG = "ray.trial_id"
 REFERENCE_TAG = "mpt_study.reference"
+SEARCHED_TAG = "mpt_study.searched"  # the fields this trial set (the rest are the base config's)
 PARENT_TAG = "mlflow.parentRunId"  # what makes MLflow show a run nested under another
 DESCRIPTION_TAG = "mlflow.note.content"  # the UI shows it as the description of a run or an experiment
 # The MLflow 3 UI opens experiments in its GenAI view unless told otherwise (an experiment's kind, or
@@ -36,8 +37,9 @@ DESCRIPTION_TAG = "mlflow.note.content"  # the UI shows it as the description of
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 REPORT_ARTIFACT_DIR = "report"  # where the parent run keeps report.md and the plots (study.study_run logs them)
 MAX_TAG_CHARS = 5000
-LOGGED_METRIC_PREFIXES = ("loss", "ce_loss", "kl_loss", "dev_acc_", "objective", "best_epoch", "epoch_seconds",
-                          "test_acc_")
+LOGGED_METRIC_PREFIXES = ("loss", "ce_loss", "kl_loss", "dev_acc_", "selected_dev_acc_", "objective", "best_epoch",
+                          "epoch_seconds", "test_acc_")
+MAX_PARAMS_PER_BATCH = 100  # MLflow's limit of params in one log_batch
 SHOWN_PARAMS = 3  # how many searched values a run name shows
 
 
@@ -124,12 +126,29 @@ def study_description(name: str, params: dict[str, Any]) -> str:
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
-    client.log_batch(run_id, params=[Param(k, _param_value(v)) for k, v in params.items()], synchronous=True)
+    entries = [Param(k, _param_value(v)) for k, v in params.items()]
+    for start in range(0, len(entries), MAX_PARAMS_PER_BATCH):  # MLflow refuses larger batches
+        client.log_batch(run_id, params=entries[start:start + MAX_PARAMS_PER_BATCH], synchronous=True)
 
 
 def _param_value(value: Any) -> str:
     text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
     return text[:6000]  # MLflow's limit for a param value
+
+
+def trial_run_name(space: str, phase: str, config: dict[str, Any]) -> str:
+    """The name of a trial, from its Tune config: its MLflow run's, and the console's (study.console)."""
+    params = {k: v for k, v in config.items() if k not in META_KEYS}
+    return run_name(space, int(config.get("trial_number", 0)), params, config.get("reference"), phase)
+
+
+def effective_params(base_config: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Every field of the trial's MPTConfig (base config, searched values on top), so the MLflow UI can filter
+    and compare trials by any field, searched or not; a config that fails validation, as given."""
+    try:
+        return trial_config(base_config, config).to_dict()
+    except ValueError:  # the trial fails on it too; its run still says what it was
+        return {**base_config, **{k: v for k, v in config.items() if k not in META_KEYS}}
 
 
 class StudyTracker(tune.Callback):
@@ -192,18 +211,17 @@ class StudyTracker(tune.Callback):
 
     def _create_trial_run(self, trial) -> str:
         config = dict(trial.config)
-        number = int(config.get("trial_number", 0))
         reference = config.get("reference")
-        params = {k: v for k, v in config.items() if k not in META_KEYS}
+        searched = [k for k in config if k not in META_KEYS]
         tags = {ROLE_TAG: "trial", PHASE_TAG: self.phase, TRIAL_ID_TAG: trial.trial_id,
-                "trial_number": str(number)}
+                "trial_number": str(int(config.get("trial_number", 0))), SEARCHED_TAG: ",".join(searched)}
         if self._parent_run_id:
             tags[PARENT_TAG] = self._parent_run_id
         if reference:
             tags[REFERENCE_TAG] = reference
-        run = self.client.create_run(self._experiment_id, run_name=run_name(self.space, number, params, reference,
-                                                                             self.phase), tags=tags)
-        log_params(self.client, run.info.run_id, params)
+        run = self.client.create_run(self._experiment_id, run_name=trial_run_name(self.space, self.phase, config),
+                                     tags=tags)
+        log_params(self.client, run.info.run_id, effective_params(self.base_config, config))
         return run.info.run_id
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
@@ -224,7 +242,7 @@ class StudyTracker(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         run_id = self.run_id(trial)
         result = trial.last_result or {}
-        if "test_acc_avg" not in result:
+        if not trained_all_epochs(result):
             self.client.set_tag(run_id, "stopped_early", "true")  # ASHA stopped it before its last epoch
         self._log_trial_artifacts(run_id, trial.config, result)
         self.client.set_terminated(run_id, status="FINISHED")
@@ -265,8 +283,8 @@ def trial_error_text(trial) -> str:
 
 
 def per_language_rows(result: dict) -> list[dict[str, Any]]:
-    """Language, dev accuracy (last evaluation) and test accuracy, from a trial's final metrics."""
-    dev, test = per_language(result, "dev_acc_"), per_language(result, "test_acc_")
+    """Language, dev accuracy (at the selected epoch) and test accuracy, from a trial's final metrics."""
+    dev, test = per_language(result, SELECTED_DEV_PREFIX), per_language(result, "test_acc_")
     return [{"language": lang, "dev_accuracy": dev.get(lang, ""), "test_accuracy": test.get(lang, "")}
             for lang in sorted(dev.keys() | test.keys())]
 

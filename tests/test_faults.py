@@ -28,8 +28,8 @@ RUN = REPO_ROOT / "study" / "run.py"
 FAULT_HOOKS = REPO_ROOT / "tests" / "fault_hooks"  # on a process's PYTHONPATH: its sitecustomize installs them
 STUDY_TIMEOUT_S = 600
 SMOKE_EPOCHS = 2
-# what every completed trial logs at every epoch (the dev_avg objective evaluates every language)
-EPOCH_METRICS = ("loss", "ce_loss", "kl_loss", "objective", "dev_acc_en", "dev_acc_de", "dev_acc_fr")
+# what every completed trial logs at every epoch (the target languages' dev only at the epochs English dev selects)
+EPOCH_METRICS = ("loss", "ce_loss", "kl_loss", "objective", "dev_acc_en", "selected_dev_acc_de")
 
 
 # --- helpers --------------------------------------------------------------------------------------------
@@ -61,9 +61,12 @@ def trial_folders(experiment: Path) -> dict[str, Path]:
 
 
 def has_finished(folder: Path) -> bool:
-    """Whether the trial's result.json holds its final report (the test accuracies)."""
+    """Whether the trial's result.json holds its final report (that of its last planned epoch)."""
+    from trainable import trained_all_epochs
+
     results = folder / "result.json"
-    return results.exists() and "test_acc_avg" in results.read_text()
+    lines = results.read_text().splitlines() if results.exists() else []
+    return bool(lines) and trained_all_epochs(json.loads(lines[-1]))
 
 
 def saved_as_finished(experiment: Path) -> set[str]:
@@ -137,7 +140,7 @@ def killed_and_resumed(tmp_path_factory) -> dict:
     log = cwd / "epochs.jsonl"
     env = study_env(MPT_EPOCH_LOG=str(log))
     args = ["--space", "alignment", "--smoke", "--name", KILLED, "--num-samples", str(KILLED_PLANNED),
-            "--cpus-per-trial", "0.5"]
+            "--cpus-per-trial", "0.5", "--no-confirm"]
     experiment = cwd / "results" / "ray" / KILLED
     with open(cwd / "first-run.log", "w") as output:
         driver = subprocess.Popen([sys.executable, str(RUN), *args], cwd=cwd, env=env, stdout=output,
@@ -291,7 +294,7 @@ def nan_study(tmp_path_factory) -> dict:
     neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR, tracking_uri, str(stop)], cwd=cwd,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        done = run_study(["--space", "translator", "--smoke", "--name", NAN, "--num-samples", "3",
+        done = run_study(["--space", "translator", "--smoke", "--name", NAN, "--num-samples", "3", "--no-confirm",
                           "--set", "learning_rate=1e6", "--set", f"xnli_repo={SECRET_URI}"], cwd,
                          study_env(HF_TOKEN=SECRET_TOKEN, MLFLOW_TRACKING_PASSWORD=SECRET_TOKEN))
     finally:
@@ -313,7 +316,7 @@ def test_nan_trial_fails_naming_epoch_and_step_and_the_others_finish(nan_study) 
     assert len(rows) == 3
     vanilla = next(r for r in rows.values() if r["reference"] == "vanilla")
     paper = next(r for r in rows.values() if r["reference"] == "paper_default")
-    assert vanilla["status"] == "COMPLETE" and vanilla["test_accuracy"]
+    assert vanilla["status"] == "COMPLETE" and vanilla["dev_accuracy"]
     assert paper["status"] == "FAILED"
     for row in rows.values():
         if row["status"] == "FAILED":
@@ -497,8 +500,8 @@ def test_killed_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Pa
     from trainable import trial_config
 
     log, marker = tmp_path / "epochs.jsonl", tmp_path / "fault-fired"
-    done = run_study(["--space", "alignment", "--smoke", "--name", CRASH, "--num-samples", "2",
-                      "--set", f"epochs={CRASH_EPOCHS}"], tmp_path,
+    done = run_study(["--space", "alignment", "--smoke", "--name", CRASH, "--num-samples", "2", "--no-confirm",
+                      "--test-in-search", "--set", f"epochs={CRASH_EPOCHS}"], tmp_path,
                      study_env(MPT_EPOCH_LOG=str(log), MPT_FAULT_KILL_AT_EPOCH=str(KILL_AT_EPOCH),
                                MPT_FAULT_MARKER=str(marker)))
     assert done.returncode == 0, done.stderr[-4000:]
@@ -561,7 +564,7 @@ def test_study_survives_the_loss_of_a_node(tmp_path: Path, monkeypatch) -> None:
         shared = tmp_path / "shared"  # one file system that every node of this machine sees
         driver = subprocess.Popen(
             [sys.executable, str(RUN), "--space", "alignment", "--smoke", "--name", NODES, "--num-samples", "3",
-             "--set", "epochs=3", "--address", cluster.address, "--storage-path", shared.as_uri()],
+             "--no-confirm", "--set", "epochs=3", "--address", cluster.address, "--storage-path", shared.as_uri()],
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + STUDY_TIMEOUT_S
         while not marker.exists() and driver.poll() is None and time.monotonic() < deadline:

@@ -29,7 +29,8 @@ RUN = REPO_ROOT / "study" / "run.py"
 MINI = REPO_ROOT / "mpt" / "data" / "mini"
 EXISTING = "existing"
 # the smallest complete study: the two reference trials, one epoch each
-EXISTING_ARGS = ["--space", "alignment", "--smoke", "--name", EXISTING, "--num-samples", "2", "--set", "epochs=1"]
+EXISTING_ARGS = ["--space", "alignment", "--smoke", "--name", EXISTING, "--num-samples", "2", "--set", "epochs=1",
+                 "--no-confirm"]
 NEW = ["--space", "alignment", "--smoke", "--name", "another"]  # a new study next to the existing one
 
 

@@ -114,10 +114,10 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_study) -> None:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"
         assert child.info.run_name.startswith("alignment-")
-        for lang in SMOKE_LANGUAGES:
-            assert 0.0 <= child.data.metrics[f"test_acc_{lang}"] <= 1.0
-            assert f"dev_acc_{lang}" in child.data.metrics  # dev_avg objective: dev of every language
-        for name in ("test_acc_avg", "test_acc_avg_target", "objective", "loss", "kl_loss"):
+        assert not any(key.startswith("test_") for key in child.data.metrics)  # the search never looks at test
+        for lang in SMOKE_LANGUAGES:  # dev_avg objective: dev of every language at the selected epoch
+            assert 0.0 <= child.data.metrics[f"selected_dev_acc_{lang}"] <= 1.0
+        for name in ("dev_acc_en", "objective", "loss", "kl_loss"):
             assert name in child.data.metrics
         assert loss_steps(cwd, child.info.run_id) == list(range(1, SMOKE_EPOCHS + 1))  # step = epoch
         assert {"alignment_weight", "translator_depth", "prompt_length"} <= set(child.data.params)
@@ -141,25 +141,28 @@ def test_smoke_study_evaluates_the_baselines_first(smoke_study) -> None:
 
 
 @pytest.mark.slow
-def test_smoke_study_writes_the_report_and_best_weights(smoke_study) -> None:
+def test_smoke_study_writes_the_report_and_the_trained_prompts(smoke_study) -> None:
     cwd, done = smoke_study
     study_dir = cwd / "results" / "alignment-smoke"
     report = (study_dir / "report.md").read_text()
-    assert "vanilla" in report and "gain" in report
-    plots = ["per_language.png", *(f"objective_vs_{p}.png" for p in
-                                   ("alignment_weight", "kl_temperature", "alignment_batch_size",
-                                    "teacher_stop_gradient"))]
+    assert report.startswith("# Study `alignment-smoke`\n\n## Verdict") and "vanilla" in report
+    plots = ["confirmed_accuracy.png", "search_per_language.png", *(f"objective_vs_{p}.png" for p in
+                                                                     ("alignment_weight", "translator_depth",
+                                                                      "prompt_length"))]
     for plot in plots:
         assert (study_dir / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({plot})" in report
-    for lang in SMOKE_LANGUAGES:  # the console table: a row per language, then the averages
-        assert any(line.startswith(lang) for line in done.stdout.splitlines())
-    assert "targets" in done.stdout and "vanilla" in done.stdout
+    lines = done.stdout.rstrip().splitlines()  # the console: per-language rows, then the verdict, last
+    assert any(all(lang in line for lang in SMOKE_LANGUAGES) and "targets" in line for line in lines)
+    assert lines[-1].startswith("Verdict: ") and " vs vanilla on the 2 target languages: " in lines[-1]
 
-    from safetensors.torch import load_file
+    from mpt.pretrained import TrainedPrompt
 
-    weights = load_file(str(study_dir / "best_weights.safetensors"))
-    assert any(k.startswith("prompt.") for k in weights)
+    best = TrainedPrompt.from_pretrained(study_dir / "best_model")  # the best trial's trained prompt
+    assert best.config.prompt_length >= 1
+    assert sorted(p.name for p in (study_dir / "confirm_models").iterdir()) == sorted(
+        f"alignment-confirm-{r['trial_number']:03d}-seed{r['seed']}"
+        for r in json.loads((study_dir / "confirm.json").read_text()))
 
 
 @pytest.mark.slow
@@ -172,7 +175,7 @@ def test_report_regenerates_from_stored_results(smoke_study) -> None:
     done = run_cli(REPORT, "alignment-smoke", cwd=cwd, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (study_dir / "report.md").read_text() == before
-    assert (study_dir / "per_language.png").is_file()
+    assert (study_dir / "search_per_language.png").is_file()
     missing = run_cli(REPORT, "no-such-study", cwd=cwd, timeout=120)
     assert missing.returncode == 2 and "no study 'no-such-study'" in missing.stderr
 
@@ -195,24 +198,30 @@ def test_existing_name_without_resume_is_refused_and_changes_nothing(smoke_study
 
 
 @pytest.mark.slow
-def test_confirmation_reruns_the_best_and_vanilla_with_new_seeds(smoke_study) -> None:
+def test_confirmation_reruns_the_best_vanilla_and_the_paper_default_with_paired_seeds(smoke_study) -> None:
     cwd, done = smoke_study
     study_dir = cwd / "results" / "alignment-smoke"
     rows = json.loads((study_dir / "trials.json").read_text())
     best = max((r for r in rows if r["status"] == "COMPLETE"), key=lambda r: (r["objective"], -r["trial_number"]))
     confirm = json.loads((study_dir / "confirm.json").read_text())
-    expected = {(best["trial_number"], seed) for seed in (1, 2)} | {(0, seed) for seed in (1, 2)}  # 0: vanilla
-    assert {(r["trial_number"], r["seed"]) for r in confirm} == expected
-    assert all(r["status"] == "COMPLETE" for r in confirm)
+    configurations = {best["trial_number"], 0, 1}  # 0: vanilla, 1: the paper default
+    assert {(r["trial_number"], r["seed"]) for r in confirm} == {(n, s) for n in configurations for s in (1, 2)}
+    assert all(r["status"] == "COMPLETE" and r["test_accuracy"] for r in confirm)
+    for row in confirm:  # scored per test row, for the paired intervals
+        assert all(row["test_correct"][lang].count("1") / len(row["test_correct"][lang]) ==
+                   pytest.approx(row["test_accuracy"][lang]) for lang in SMOKE_LANGUAGES)
     for row in confirm:  # the confirmed configuration itself, with only the seed changed
         original = next(r for r in rows if r["trial_number"] == row["trial_number"])
         assert {k: v for k, v in row["params"].items() if k != "seed"} == {
             k: v for k, v in original["params"].items() if k != "seed"}
     report = (study_dir / "report.md").read_text()
-    assert "## Confirmation over few-shot seeds" in report and " ± " in report
-    assert "Confirmation (mean ± std over seeds)" in done.stdout
-    _, confirm_runs = mlflow_runs(cwd, "alignment-smoke", phase="confirm")
-    assert len(confirm_runs) == len(expected)
+    verdict = done.stdout.rstrip().splitlines()[-1][len("Verdict: "):]
+    assert f"**{verdict}**" in report and "2 paired seeds" in verdict and "### Transfer gap" in report
+    parents, confirm_runs = mlflow_runs(cwd, "alignment-smoke", phase="confirm")
+    assert parents[0].data.tags["verdict"] == verdict
+    gain = [parents[0].data.metrics[f"gain_avg_target{end}"] for end in ("_low", "", "_high")]
+    assert gain == sorted(gain) and f"{100 * gain[1]:+.1f} pp" in verdict
+    assert len(confirm_runs) == len(confirm)
     assert all(run.info.run_name.startswith("alignment-confirm-") for run in confirm_runs)
 
 
@@ -236,14 +245,17 @@ def test_asha_study_with_the_strict_english_dev_objective(tmp_path: Path) -> Non
 # --- interrupt and resume ---------------------------------------------------------------------------
 
 def finished_trials(experiment: Path) -> int:
-    """Trials whose result.json already holds their final (test) metrics."""
-    return sum("test_acc_avg" in path.read_text() for path in experiment.glob("*/result.json"))
+    """Trials whose result.json already holds their last epoch's report."""
+    from trainable import trained_all_epochs
+
+    return sum(bool(lines) and trained_all_epochs(json.loads(lines[-1]))
+               for lines in (path.read_text().splitlines() for path in experiment.glob("*/result.json")))
 
 
 @pytest.mark.slow
 def test_interrupted_study_resumes_without_rerunning_or_duplicating(tmp_path: Path) -> None:
     planned = 6  # interrupted after 2: enough left to still be running when the signal lands
-    args = ["--space", "alignment", "--smoke", "--name", "interrupted", "--num-samples", str(planned)]
+    args = ["--space", "alignment", "--smoke", "--name", "interrupted", "--num-samples", str(planned), "--no-confirm"]
     process = subprocess.Popen([sys.executable, str(RUN), *args], cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=study_env())
     experiment = tmp_path / "results" / "ray" / "interrupted"

@@ -170,7 +170,8 @@ def test_tracker_marks_a_failed_trial_and_never_duplicates_runs_or_steps(tmp_pat
     tracker.setup()
     error = "Traceback (most recent call last):\n  ...\nNonFiniteLossError: loss is nan at epoch 2, step 1"
     trial = SimpleNamespace(trial_id="0123abcd", config={"alignment_weight": 0.25, "trial_number": 5},
-                            last_result={"epoch": 1, "loss": 1.5, "dev_acc_en": 0.3}, get_error=lambda: error,
+                            last_result={"epoch": 1, "loss": 1.5, "dev_acc_en": 0.3, "selected_dev_acc_en": 0.3},
+                            get_error=lambda: error,
                             error_file=None)
     tracker.on_trial_start(0, [], trial)
     tracker.on_trial_result(0, [], trial, {"epoch": 1, "loss": 1.5, "objective": 0.3, "dev_acc_en": 0.3})
@@ -307,9 +308,10 @@ def test_per_language_metrics_leave_the_averages_out() -> None:
     from trainable import per_language
 
     metrics = {"test_acc_en": 0.5, "test_acc_de": 0.4, "test_acc_avg": 0.45, "test_acc_avg_target": 0.4,
-               "dev_acc_en": 0.6, "dev_acc_sw": 0.3, "dev_acc_avg": 0.45, "loss": 1.0, "epoch": 3}
+               "selected_dev_acc_en": 0.6, "selected_dev_acc_sw": 0.3, "dev_acc_en": 0.1, "dev_acc_avg": 0.45,
+               "loss": 1.0, "epoch": 3}
     assert per_language(metrics, "test_acc_") == {"en": 0.5, "de": 0.4}
-    assert per_language(metrics, "dev_acc_") == {"en": 0.6, "sw": 0.3}
+    assert per_language(metrics, "dev_acc_") == {"en": 0.1}
     assert per_language_rows(metrics) == [
         {"language": "de", "dev_accuracy": "", "test_accuracy": 0.4},
         {"language": "en", "dev_accuracy": 0.6, "test_accuracy": 0.5},
