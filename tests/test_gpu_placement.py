@@ -1,0 +1,83 @@
+"""GPU placement of trials (trainable.placement, study.tuner.start_ray), simulated: no GPU is needed.
+
+The end-to-end test declares 2 GPUs to the study's local Ray (`MPT_STUDY_LOCAL_GPUS=2`) and asks for half a
+GPU per trial: Ray must run four trials at once, two per GPU, each seeing the GPU it was given, and on this
+CPU-only torch every trial must train on CPU, saying so, instead of failing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mpt.config import MPTConfig
+from study.settings import StudyError
+from study.tuner import LOCAL_GPUS_ENV, local_gpus, start_ray
+from trainable.placement import Assignment, placed
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RUN = REPO_ROOT / "study" / "run.py"
+PLACEMENT_LINE = re.compile(r"trial (\d+): Ray assigned this trial GPU (\S+) \(CUDA_VISIBLE_DEVICES=(\S+)\), but "
+                            r"torch has no CUDA device \(.+\): training on CPU with (\d+) thread\(s\)")
+
+
+def test_a_trial_given_a_gpu_trains_on_its_first_visible_device_with_its_cpus_as_threads() -> None:
+    config, warning = placed(MPTConfig(), Assignment(gpu_ids=("3",), cpus=4.0, visible_devices="3"),
+                             cuda_available=True)
+    assert (config.device, config.num_threads, warning) == ("cuda:0", 4, None)  # cuda:0 is GPU 3 in its process
+    config, _ = placed(MPTConfig(device="cuda:1"), Assignment(("0",), 1.0, "0"), cuda_available=True)
+    assert config.device == "cuda:0"  # only its own GPU is visible to it
+    config, _ = placed(MPTConfig(device="cpu"), Assignment(("0",), 1.0, "0"), cuda_available=True)
+    assert config.device == "cpu"  # asked for explicitly
+
+
+def test_a_trial_given_a_gpu_without_cuda_falls_back_to_cpu_and_says_why() -> None:
+    config, warning = placed(MPTConfig(precision="bf16"), Assignment(("1",), 0.5, "1"), cuda_available=False)
+    assert (config.device, config.precision, config.num_threads) == ("cpu", "fp32", 1)
+    assert warning.startswith("Ray assigned this trial GPU 1 (CUDA_VISIBLE_DEVICES=1), but torch has no CUDA device")
+    assert "training on CPU with 1 thread(s), in fp32 (bf16 needs CUDA)" in warning
+
+
+def test_a_trial_without_a_gpu_trains_on_cpu_even_where_cuda_is() -> None:
+    config, warning = placed(MPTConfig(), Assignment((), 2.0, None), cuda_available=True)
+    assert (config.device, config.num_threads, warning) == ("cpu", 2, None)  # GPUs belong to the trials given them
+
+
+def test_local_gpus_are_declared_by_the_environment(monkeypatch) -> None:
+    monkeypatch.delenv(LOCAL_GPUS_ENV, raising=False)
+    assert local_gpus() is None  # Ray detects them
+    monkeypatch.setenv(LOCAL_GPUS_ENV, "2")
+    assert local_gpus() == 2
+    monkeypatch.setenv(LOCAL_GPUS_ENV, "two")
+    with pytest.raises(StudyError, match="MPT_STUDY_LOCAL_GPUS='two' is not a number of GPUs"):
+        local_gpus()
+    monkeypatch.setenv(LOCAL_GPUS_ENV, "2")
+    with pytest.raises(StudyError, match="--address auto joins a cluster, whose nodes declare their own"):
+        start_ray("auto")  # refused before Ray is touched
+
+
+@pytest.mark.slow
+def test_four_trials_share_two_declared_gpus_and_train_on_cpu(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0", LOCAL_GPUS_ENV: "2"}
+    done = subprocess.run([sys.executable, str(RUN), "--space", "alignment", "--smoke", "--name", "gpus",
+                           "--gpus-per-trial", "0.5", "--cpus-per-trial", "0.5"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    # four at once: Ray reserved both GPUs and the console saw four trials running together
+    tables = done.stdout.split("study gpus (search): ")[1:]
+    assert any(table.startswith("0/4 trials done, 4 running |") and "2.0/2 GPUs" in table for table in tables), \
+        done.stdout[-3000:]
+    assert tables[-1].startswith("4/4 trials done |")
+
+    placements = [m.groups() for m in PLACEMENT_LINE.finditer(done.stderr)]
+    assert sorted(int(number) for number, *_ in placements) == [0, 1, 2, 3], done.stderr[-3000:]  # once each
+    for _, gpu, visible, threads in placements:
+        assert visible == gpu and threads == "1"  # CUDA_VISIBLE_DEVICES is the GPU Ray assigned; 0.5 CPU: 1 thread
+    assert sorted(gpu for _, gpu, _, _ in placements) == ["0", "0", "1", "1"]  # two trials per GPU
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,242 @@
+"""MLflow records of a study: every trial run carries its whole config, and a study tracked on a real MLflow
+tracking server gets all its records there.
+
+The server test starts `mlflow server` on loopback as a team would run it (its own SQLite backend and
+artifact root, artifacts proxied through the server), runs a `--smoke` study against it, interrupts it,
+resumes it, and reads everything back over the server's REST API only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import fields
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from mpt.config import MPTConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RUN = REPO_ROOT / "study" / "run.py"
+STUDY = "served"
+PLANNED = 4  # interrupted once 1 finished (2 run at once): the last has not started when the signal lands
+EPOCHS = 2  # --smoke
+SEARCHED = {"alignment_weight", "kl_temperature", "alignment_batch_size", "teacher_stop_gradient"}
+CONFIG_FIELDS = {f.name for f in fields(MPTConfig)}
+TIMEOUT_S = 600
+
+
+# --- every field of a trial's config is a param ------------------------------------------------------------
+
+def test_a_trial_run_logs_every_config_field_and_tags_the_searched_ones(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from study.tracking import SEARCHED_TAG, StudyTracker, get_or_create_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    get_or_create_experiment(MlflowClient(uri), "whole", (tmp_path / "artifacts").as_uri())
+    base = {**MPTConfig().to_dict(), "translator_depth": 2, "num_layers": 4}
+    tracker = StudyTracker(uri, "whole", "alignment", base)
+    trial = SimpleNamespace(trial_id="abc123", config={"alignment_weight": 0.25, "kl_temperature": 2.0,
+                                                       "trial_number": 3, "reference": None})
+    run = MlflowClient(uri).get_run(tracker.run_id(trial))
+    assert set(run.data.params) == CONFIG_FIELDS  # the bookkeeping keys are tags, not params
+    assert run.data.params["translator_depth"] == "2"  # not searched here: the UI can still filter by it
+    assert run.data.params["alignment_weight"] == "0.25" and run.data.params["num_layers"] == "4"
+    assert run.data.params["target_languages"] == json.dumps(MPTConfig().target_languages)
+    assert run.data.tags[SEARCHED_TAG] == "alignment_weight,kl_temperature"
+    assert run.info.run_name.startswith("alignment-003 ")
+
+
+# --- a real tracking server ----------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """The REST API of an MLflow tracking server (only what the test reads)."""
+
+    def __init__(self, url: str, root: Path) -> None:
+        self.url, self.root = url, root
+
+    def get(self, endpoint: str, **query) -> bytes:
+        with urllib.request.urlopen(f"{self.url}{endpoint}?{urllib.parse.urlencode(query)}", timeout=30) as response:
+            return response.read()
+
+    def api(self, endpoint: str, body: dict | None = None, **query) -> dict:
+        if body is None:
+            return json.loads(self.get(f"/api/2.0/mlflow/{endpoint}", **query))
+        request = urllib.request.Request(f"{self.url}/api/2.0/mlflow/{endpoint}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def runs(self, experiment: str) -> list[dict]:
+        found = self.api("experiments/get-by-name", experiment_name=experiment)["experiment"]
+        found = self.api("runs/search", {"experiment_ids": [found["experiment_id"]], "max_results": 1000})
+        return found.get("runs", [])
+
+    def metric_steps(self, run_id: str, key: str) -> list[int]:
+        history = self.api("metrics/get-history", run_id=run_id, metric_key=key).get("metrics", [])
+        return sorted(int(m.get("step", 0)) for m in history)
+
+    def artifacts(self, run: dict, path: str = "") -> list[str]:
+        """Every artifact file of a run, listed and walked through the server's artifact proxy."""
+        root = run["info"]["artifact_uri"]
+        assert root.startswith("mlflow-artifacts:/"), root  # proxied: the client never writes the store itself
+        prefix = root[len("mlflow-artifacts:/"):].strip("/")
+        listing = json.loads(self.get("/api/2.0/mlflow-artifacts/artifacts", path=f"{prefix}/{path}".rstrip("/")))
+        files = []
+        for entry in listing.get("files", []):
+            child = f"{path}/{entry['path']}".strip("/")
+            files += self.artifacts(run, child) if entry["is_dir"] else [child]
+        return files
+
+    def download(self, run: dict, path: str) -> bytes:
+        prefix = run["info"]["artifact_uri"][len("mlflow-artifacts:/"):].strip("/")
+        return self.get(f"/api/2.0/mlflow-artifacts/artifacts/{prefix}/{path}")
+
+
+def tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def params(run: dict) -> dict[str, str]:
+    return {p["key"]: p["value"] for p in run["data"].get("params", [])}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = (root / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'backend.db'}", "--serve-artifacts",
+         "--artifacts-destination", str(root / "artifacts")],
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # its own group: stopped whole
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, (root / "server.log").read_text()[-3000:]
+        time.sleep(0.5)
+    yield Server(url, root)
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # uvicorn's graceful shutdown can take long: the test is done with it
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    log.close()
+
+
+def study_command(url: str, *extra: str) -> list[str]:
+    return [sys.executable, str(RUN), "--space", "alignment", "--smoke", "--name", STUDY, "--num-samples",
+            str(PLANNED), "--mlflow-tracking-uri", url, *extra]
+
+
+@pytest.fixture(scope="module")
+def served_study(server, tmp_path_factory):
+    """A smoke study on the server, interrupted (Ctrl+C) once a trial finished, then resumed to its end."""
+    cwd = tmp_path_factory.mktemp("served-study")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(study_command(server.url), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    deadline = time.monotonic() + TIMEOUT_S
+
+    def finished_runs() -> dict[str, int]:
+        try:
+            runs = server.runs(STUDY)
+        except OSError:  # the experiment does not exist yet
+            return {}
+        return {tags(r)["ray.trial_id"]: r["info"]["end_time"] for r in runs
+                if tags(r).get("mpt_study.role") == "trial" and r["info"]["status"] == "FINISHED"}
+
+    while not finished_runs() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert process.poll() is None, "the study ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=TIMEOUT_S)
+    assert process.returncode == 130, stderr[-4000:]
+    before = finished_runs()
+    assert 1 <= len(before) < PLANNED
+
+    done = subprocess.run(study_command(server.url, "--resume"), cwd=cwd, capture_output=True, text=True,
+                          timeout=TIMEOUT_S, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return SimpleNamespace(cwd=cwd, finished_before=before, runs=server.runs(STUDY))
+
+
+@pytest.mark.slow
+def test_parent_and_trial_runs_arrive_with_their_configs_and_epochs(server, served_study) -> None:
+    runs = served_study.runs
+    parents = [r for r in runs if tags(r).get("mpt_study.role") == "study"]
+    trials = [r for r in runs if tags(r).get("mpt_study.role") == "trial"]
+    assert len(parents) == 1 and parents[0]["info"]["status"] == "FINISHED"
+    assert params(parents[0])["space"] == "alignment" and params(parents[0])["num_samples"] == str(PLANNED)
+    # one run per trial, the resume included, each nested under the study and finished
+    assert len(trials) == PLANNED and len({tags(t)["ray.trial_id"] for t in trials}) == PLANNED
+    assert sorted(int(tags(t)["trial_number"]) for t in trials) == list(range(PLANNED))
+    for trial in trials:
+        trial_tags = tags(trial)
+        assert trial_tags["mlflow.parentRunId"] == parents[0]["info"]["run_id"]
+        assert trial["info"]["status"] == "FINISHED"
+        assert set(params(trial)) == CONFIG_FIELDS
+        assert SEARCHED <= set(trial_tags["mpt_study.searched"].split(","))
+        for key in ("loss", "ce_loss", "objective", "dev_acc_en"):  # every epoch once, resumed or not
+            assert server.metric_steps(trial["info"]["run_id"], key) == list(range(1, EPOCHS + 1)), key
+        trial_id = trial_tags["ray.trial_id"]
+        if trial_id in served_study.finished_before:  # finished before the interruption: not touched again
+            assert trial["info"]["end_time"] == served_study.finished_before[trial_id]
+
+
+@pytest.mark.slow
+def test_the_report_and_every_artifact_arrive_through_the_server(server, served_study) -> None:
+    runs = served_study.runs
+    parent = next(r for r in runs if tags(r).get("mpt_study.role") == "study")
+    trials = [r for r in runs if tags(r).get("mpt_study.role") == "trial"]
+    study_dir = served_study.cwd / "results" / STUDY
+
+    report = server.artifacts(parent)
+    local = sorted(f"report/{p.name}" for p in study_dir.iterdir() if p.suffix in (".md", ".html", ".png", ".json"))
+    assert {"report/report.md", "report/report.html"} <= set(local) and any(p.endswith(".png") for p in local)
+    assert sorted(report) == local
+    for path in ("report/report.md", "report/report.html", "report/trials.json"):
+        assert server.download(parent, path) == (study_dir / Path(path).name).read_bytes(), path
+
+    for trial in trials:
+        files = server.artifacts(trial)
+        assert "trial_config.json" in files, files
+        stored = json.loads(server.download(trial, "trial_config.json"))["config"]
+        as_params = {k: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else str(v)
+                     for k, v in stored.items()}
+        assert as_params == params(trial)  # the run's params: the config its trial_config.json records
+    best = [t for t in trials if tags(t).get("best_trial") == "true"]
+    assert len(best) == 1 and "best_weights/best_weights.safetensors" in server.artifacts(best[0])
+
+    # everything listed is in the server's artifact root, and nothing went around the server
+    listed = {f"{r['info']['artifact_uri'][len('mlflow-artifacts:/'):].strip('/')}/{path}"
+              for r in runs for path in server.artifacts(r)}
+    stored = {str(p.relative_to(server.root / "artifacts")) for p in (server.root / "artifacts").rglob("*")
+              if p.is_file()}
+    assert listed == stored
+    assert not (served_study.cwd / "mlruns").exists() and not (served_study.cwd / "results" / "mlartifacts").exists()
+    assert not (served_study.cwd / "results" / "mlflow.db").exists()
