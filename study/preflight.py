@@ -55,6 +55,27 @@ def check_storage(storage_path: str) -> None:
                                                   f"(file:///mnt/shared/path) or s3://bucket/path")
 
 
+def check_optuna_storage(setting: str) -> None:
+    """An `--optuna-storage` database must accept a connection, and a journal file must be in a writable
+    folder, before anything is written (the study's own journal, the default, lives in its results folder)."""
+    if not setting:
+        return
+    if "://" not in setting:
+        check_writable_folder(Path(setting).expanduser().resolve().parent, "the folder of --optuna-storage",
+                              "give a journal file in a folder you can write, or a database URL")
+        return
+    import sqlalchemy  # Optuna's own dependency; connecting creates no tables
+
+    try:
+        with sqlalchemy.create_engine(setting).connect():
+            pass
+    except Exception as err:  # a bad URL, a missing driver or an unreachable server: all say the same to a user
+        raise StudyError(f"cannot connect to the Optuna storage --optuna-storage {redact(setting)} "
+                         f"({type(err).__name__}: {_first_line(err)}): give a reachable database URL (e.g. "
+                         f"postgresql://user@host/db with its driver installed), a journal file path, or leave it "
+                         f"out for the study's own journal file") from None
+
+
 def check_tracking_uri(tracking_uri: str) -> None:
     """The MLflow store must be reachable now, not after hours of trials: a SQLite file in a writable
     folder, or a server that accepts connections (MLflow's client would retry for minutes)."""

@@ -111,10 +111,12 @@ def checked_settings(request: StudyRequest) -> tuple[StudySettings, StudyPaths]:
         paths = replace(paths, storage_path=settings.storage_path)
         preflight.check_storage(settings.storage_path)
         preflight.check_tracking_uri(settings.mlflow_tracking_uri)
+        preflight.check_optuna_storage(settings.optuna_storage)
     else:
         # before check_new_study, which reads the storage and the MLflow store
         preflight.check_storage(requested.storage_path)
         preflight.check_tracking_uri(requested.mlflow_tracking_uri)
+        preflight.check_optuna_storage(requested.optuna_storage)
         preflight.check_new_study(requested, paths)
         settings = requested
     preflight.check_tracking_for_address(request.resources.address, settings.mlflow_tracking_uri)
