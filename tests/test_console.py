@@ -90,7 +90,7 @@ def test_study_console_shows_the_trials_progress_and_errors_and_not_ray_noise(tm
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0"}  # every line a trial prints, undeduplicated
     env.pop("RAY_AIR_NEW_OUTPUT", None)  # the study's own default decides the output engine
     done = subprocess.run([sys.executable, str(RUN), "--space", "translator", "--smoke", "--name", "console",
-                           "--num-samples", "2", "--set", "learning_rate=1e6"],
+                           "--num-samples", "2", "--no-confirm", "--set", "learning_rate=1e6"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     out, err = done.stdout, done.stderr

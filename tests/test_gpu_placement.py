@@ -65,7 +65,7 @@ def test_local_gpus_are_declared_by_the_environment(monkeypatch) -> None:
 def test_four_trials_share_two_declared_gpus_and_train_on_cpu(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0", LOCAL_GPUS_ENV: "2"}
     done = subprocess.run([sys.executable, str(RUN), "--space", "alignment", "--smoke", "--name", "gpus",
-                           "--gpus-per-trial", "0.5", "--cpus-per-trial", "0.5"],
+                           "--no-confirm", "--gpus-per-trial", "0.5", "--cpus-per-trial", "0.5"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
 

@@ -24,13 +24,13 @@ from types import SimpleNamespace
 import pytest
 
 from mpt.config import MPTConfig
+from search_spaces import REFERENCE_POINTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN = REPO_ROOT / "study" / "run.py"
 STUDY = "served"
 PLANNED = 4  # interrupted once 1 finished (2 run at once): the last has not started when the signal lands
 EPOCHS = 2  # --smoke
-SEARCHED = {"alignment_weight", "kl_temperature", "alignment_batch_size", "teacher_stop_gradient"}
 CONFIG_FIELDS = {f.name for f in fields(MPTConfig)}
 TIMEOUT_S = 600
 
@@ -92,21 +92,29 @@ class Server:
         history = self.api("metrics/get-history", run_id=run_id, metric_key=key).get("metrics", [])
         return sorted(int(m.get("step", 0)) for m in history)
 
-    def artifacts(self, run: dict, path: str = "") -> list[str]:
-        """Every artifact file of a run, listed and walked through the server's artifact proxy."""
-        root = run["info"]["artifact_uri"]
-        assert root.startswith("mlflow-artifacts:/"), root  # proxied: the client never writes the store itself
-        prefix = root[len("mlflow-artifacts:/"):].strip("/")
-        listing = json.loads(self.get("/api/2.0/mlflow-artifacts/artifacts", path=f"{prefix}/{path}".rstrip("/")))
+    def artifacts(self, root: str, path: str = "") -> list[str]:
+        """Every artifact file under an artifact URI (a run's, a logged model's), walked through the server's
+        artifact proxy."""
+        folder = f"{proxied(root)}/{path}".rstrip("/")
+        listing = json.loads(self.get("/api/2.0/mlflow-artifacts/artifacts", path=folder))
         files = []
         for entry in listing.get("files", []):
             child = f"{path}/{entry['path']}".strip("/")
-            files += self.artifacts(run, child) if entry["is_dir"] else [child]
+            files += self.artifacts(root, child) if entry["is_dir"] else [child]
         return files
 
-    def download(self, run: dict, path: str) -> bytes:
-        prefix = run["info"]["artifact_uri"][len("mlflow-artifacts:/"):].strip("/")
-        return self.get(f"/api/2.0/mlflow-artifacts/artifacts/{prefix}/{path}")
+    def download(self, root: str, path: str) -> bytes:
+        return self.get(f"/api/2.0/mlflow-artifacts/artifacts/{proxied(root)}/{path}")
+
+
+def proxied(artifact_uri: str) -> str:
+    """The path under the server's artifact root of a proxied artifact URI."""
+    assert artifact_uri.startswith("mlflow-artifacts:/"), artifact_uri  # the client never writes the store itself
+    return artifact_uri[len("mlflow-artifacts:/"):].strip("/")
+
+
+def artifact_uri(run: dict) -> str:
+    return run["info"]["artifact_uri"]
 
 
 def tags(run: dict) -> dict[str, str]:
@@ -141,8 +149,8 @@ def server(tmp_path_factory):
     yield Server(url, root)
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:  # uvicorn's graceful shutdown can take long: the test is done with it
+        process.wait(timeout=3)
+    except subprocess.TimeoutExpired:  # uvicorn's graceful shutdown can take 10 s: the test is done with it
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
     log.close()
@@ -150,7 +158,7 @@ def server(tmp_path_factory):
 
 def study_command(url: str, *extra: str) -> list[str]:
     return [sys.executable, str(RUN), "--space", "alignment", "--smoke", "--name", STUDY, "--num-samples",
-            str(PLANNED), "--mlflow-tracking-uri", url, *extra]
+            str(PLANNED), "--no-confirm", "--mlflow-tracking-uri", url, *extra]  # the search's records suffice
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +208,12 @@ def test_parent_and_trial_runs_arrive_with_their_configs_and_epochs(server, serv
         assert trial_tags["mlflow.parentRunId"] == parents[0]["info"]["run_id"]
         assert trial["info"]["status"] == "FINISHED"
         assert set(params(trial)) == CONFIG_FIELDS
-        assert SEARCHED <= set(trial_tags["mpt_study.searched"].split(","))
+        searched = trial_tags["mpt_study.searched"].split(",")
+        assert searched and set(searched) <= CONFIG_FIELDS
+        if trial_tags.get("mpt_study.reference"):  # what a reference point sets, logged with the rest
+            point = REFERENCE_POINTS[trial_tags["mpt_study.reference"]]
+            assert set(point) <= set(searched)
+            assert {k: float(params(trial)[k]) for k in point} == {k: float(v) for k, v in point.items()}
         for key in ("loss", "ce_loss", "objective", "dev_acc_en"):  # every epoch once, resumed or not
             assert server.metric_steps(trial["info"]["run_id"], key) == list(range(1, EPOCHS + 1)), key
         trial_id = trial_tags["ray.trial_id"]
@@ -215,26 +228,33 @@ def test_the_report_and_every_artifact_arrive_through_the_server(server, served_
     trials = [r for r in runs if tags(r).get("mpt_study.role") == "trial"]
     study_dir = served_study.cwd / "results" / STUDY
 
-    report = server.artifacts(parent)
+    report = server.artifacts(artifact_uri(parent))
     local = sorted(f"report/{p.name}" for p in study_dir.iterdir() if p.suffix in (".md", ".html", ".png", ".json"))
     assert {"report/report.md", "report/report.html"} <= set(local) and any(p.endswith(".png") for p in local)
     assert sorted(report) == local
     for path in ("report/report.md", "report/report.html", "report/trials.json"):
-        assert server.download(parent, path) == (study_dir / Path(path).name).read_bytes(), path
+        assert server.download(artifact_uri(parent), path) == (study_dir / Path(path).name).read_bytes(), path
 
     for trial in trials:
-        files = server.artifacts(trial)
+        files = server.artifacts(artifact_uri(trial))
         assert "trial_config.json" in files, files
-        stored = json.loads(server.download(trial, "trial_config.json"))["config"]
+        stored = json.loads(server.download(artifact_uri(trial), "trial_config.json"))["config"]
         as_params = {k: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else str(v)
                      for k, v in stored.items()}
         assert as_params == params(trial)  # the run's params: the config its trial_config.json records
-    best = [t for t in trials if tags(t).get("best_trial") == "true"]
-    assert len(best) == 1 and "best_weights/best_weights.safetensors" in server.artifacts(best[0])
+    # the best trial's model (an MLflow logged model: its artifacts live beside the runs')
+    [best] = [t for t in trials if tags(t).get("best_trial") == "true"]
+    [output] = best["outputs"]["model_outputs"]
+    model = server.api(f"logged-models/{output['model_id']}")["model"]["info"]
+    model_files = server.artifacts(model["artifact_uri"])
+    assert "MLmodel" in model_files
+    for weights in sorted((study_dir / "best_model").iterdir()):  # the trained prompt, byte for byte
+        [path] = [f for f in model_files if f.endswith(f"/best_model/{weights.name}")]
+        assert server.download(model["artifact_uri"], path) == weights.read_bytes()
 
     # everything listed is in the server's artifact root, and nothing went around the server
-    listed = {f"{r['info']['artifact_uri'][len('mlflow-artifacts:/'):].strip('/')}/{path}"
-              for r in runs for path in server.artifacts(r)}
+    roots = [artifact_uri(r) for r in runs] + [model["artifact_uri"]]
+    listed = {f"{proxied(root)}/{path}" for root in roots for path in server.artifacts(root)}
     stored = {str(p.relative_to(server.root / "artifacts")) for p in (server.root / "artifacts").rglob("*")
               if p.is_file()}
     assert listed == stored
