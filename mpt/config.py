@@ -72,10 +72,10 @@ class MPTConfig:
     learning_rate: float = _knob(1e-2, "AdamW learning rate")
     weight_decay: float = _knob(0.01, "AdamW weight decay")
     epochs: int = _knob(10, "passes over the few-shot set")
-    batch_size: int = _knob(8, "few-shot examples per training step")
+    batch_size: int = _knob(16, "few-shot examples per training step")
     eval_batch_size: int = _knob(64, "examples per evaluation batch")
     max_length: int = _knob(128, "token budget of a templated pair, without the prompt")
-    shots_per_class: int = _knob(16, "K: English training examples per label")
+    shots_per_class: int = _knob(64, "K: English training examples per label")
     seed: int = _knob(0, "few-shot sample, initialisation and batch order")
     # data
     source_language: str = _knob("en", "the language of the few-shot training set (uses p_S)")

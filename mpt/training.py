@@ -225,7 +225,7 @@ class Trainer:
         source_dev = self.accuracy(self.data.dev[source], source, split="dev")
         selected = source_dev > self.best_dev_accuracy  # ties keep the earlier epoch
         record.dev_accuracy = {source: source_dev}
-        if selected or self.config.target_dev_every_epoch:
+        if self.config.dev_all_languages and (selected or self.config.target_dev_every_epoch):
             record.dev_accuracy.update({lang: self.accuracy(examples, lang, split="dev")
                                         for lang, examples in self.data.dev.items() if lang != source})
         if selected:

@@ -70,8 +70,7 @@ def run_study(request: StudyRequest) -> int:
     record.start(paths.results_root, REPO_ROOT)
     started = time.perf_counter()
     grid, finished = tuner.run_search(settings, paths, request.resources,
-                                      tuner.make_trainable(settings, request.resources, data,
-                                                           evaluate_test=settings.test_in_search),
+                                      tuner.make_trainable(settings, request.resources, data, "search"),
                                       record.tracker("search"), request.resume)
     rows = rows_from_results(grid, finished)
     save_rows(paths.trials_file, rows)
@@ -86,7 +85,7 @@ def run_study(request: StudyRequest) -> int:
     if settings.confirm_top and best is not None:
         confirm_rows, confirmed = tuner.run_confirmation(settings, paths, request.resources, rows,
                                                          tuner.make_trainable(settings, request.resources, data,
-                                                                              evaluate_test=True),
+                                                                              "confirm"),
                                                          record.tracker, request.resume)
         if not confirmed:
             return interrupted(record, settings, rows, "confirmation")
@@ -128,8 +127,9 @@ def finish(record: StudyRun, settings: StudySettings, paths: StudyPaths, summary
     """End the study's MLflow run, show the report's summary (the verdict last), and say whether any trial
     completed."""
     record.finish(succeeded)
-    print(f"\nfinished in {time.perf_counter() - started:.0f} s; MLflow: mlflow ui --backend-store-uri "
-          f"{redact(settings.mlflow_tracking_uri)} --host 127.0.0.1")
+    uri = redact(settings.mlflow_tracking_uri)
+    browse = f"open {uri}" if uri.startswith(("http://", "https://")) else f"python study/ui.py {settings.name}"
+    print(f"\nfinished in {time.perf_counter() - started:.0f} s; MLflow: {browse}")
     print(f"\n{summary}")
     if not succeeded:
         print(f"error: no trial of study {settings.name} completed; the reasons are in {paths.report_file} and "

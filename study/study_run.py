@@ -20,8 +20,8 @@ from mlflow.entities import Metric
 
 from study.results import COMPLETE, TrialRow
 from study.settings import StudySettings, redacted
-from study.tracking import (REPORT_ARTIFACT_DIR, StudyTracker, environment_tags, find_runs, find_study_run,
-                            get_or_create_experiment, start_study_run)
+from study.tracking import (MAX_TAG_CHARS, REPORT_ARTIFACT_DIR, StudyTracker, environment_tags, find_runs,
+                            find_study_run, get_or_create_experiment, start_study_run)
 from trainable import STATE_FILE
 
 REPORT_SUFFIXES = (".md", ".html", ".png", ".json")  # the study folder's files the parent run keeps
@@ -71,8 +71,7 @@ class StudyRun:
         """The Tune callback that records the trials of one phase ("search" or "confirm") under this run."""
         settings = self.settings
         return StudyTracker(settings.mlflow_tracking_uri, settings.name, settings.space,
-                            redacted(settings.trial_base_config()),
-                            phase)
+                            redacted(settings.trial_base_config(ranked=phase == "search")), phase)
 
     def retire_lost_trials(self, rows: list[TrialRow]) -> None:
         """Delete the MLflow runs of search trials the study no longer has, so each trial keeps exactly one run.
@@ -153,15 +152,28 @@ class StudyRun:
         return Checkpoint(path)
 
     def log_summary(self, best: TrialRow, vanilla: TrialRow | None) -> None:
-        """The parent run's headline numbers: best and vanilla test accuracy per language and the gain."""
+        """The search's headline numbers: the best objective, and best and vanilla dev accuracy per language at
+        their selected epochs (one seed each: the verdict's numbers come from the confirmation)."""
         now = int(time.time() * 1000)
         metrics = [Metric("best_objective", best.objective, now, 0)]
-        for lang, acc in best.test_accuracy.items():
-            metrics.append(Metric(f"best_test_acc_{lang}", acc, now, 0))
-            if vanilla is not None and lang in vanilla.test_accuracy:
-                metrics.append(Metric(f"vanilla_test_acc_{lang}", vanilla.test_accuracy[lang], now, 0))
-                metrics.append(Metric(f"gain_{lang}", acc - vanilla.test_accuracy[lang], now, 0))
+        for lang, acc in best.dev_accuracy.items():
+            metrics.append(Metric(f"best_dev_acc_{lang}", acc, now, 0))
+            if vanilla is not None and lang in vanilla.dev_accuracy:
+                metrics.append(Metric(f"vanilla_dev_acc_{lang}", vanilla.dev_accuracy[lang], now, 0))
         self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+
+    def log_verdict(self, verdict) -> None:
+        """The verdict on the study's run: the tag `verdict` (its line), the gains with their interval ends
+        (`gain_avg_target`, `gain_avg_target_low`, `gain_avg_target_high`, per language alike) and each confirmed
+        configuration's accuracy."""
+        from study.verdict_report import metrics as verdict_metrics
+
+        now = int(time.time() * 1000)
+        self.client.set_tag(self.run_id, "verdict", verdict.line[:MAX_TAG_CHARS])
+        values = verdict_metrics(verdict)
+        if values:
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()],
+                                  synchronous=True)
 
     def log_report(self, study_dir: Path) -> None:
         """The report, its plots and the study's JSON files, under the parent run's artifacts `report/`."""

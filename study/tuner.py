@@ -82,17 +82,19 @@ def load_study_data(settings: StudySettings):
     return data
 
 
-def make_trainable(settings: StudySettings, resources: Resources, data, evaluate_test: bool):
-    """The trial function with its resources; `evaluate_test` for the runs whose test accuracy is reported
-    (the confirmation; search trials too only with --test-in-search)."""
+def make_trainable(settings: StudySettings, resources: Resources, data, phase: str):
+    """The trial function of a phase with its resources. Search trials ("search") read the dev languages the
+    objective ranks by, and test only with --test-in-search; confirmation runs ("confirm") are compared on
+    test, and rank nothing, so English dev alone picks their epoch."""
     from ray import tune
 
     from trainable.mpt_trial import train_mpt
 
-    base = settings.trial_base_config(num_threads=trial_threads(resources))
+    search = phase == "search"
+    base = settings.trial_base_config(num_threads=trial_threads(resources), ranked=search)
     return tune.with_resources(
         tune.with_parameters(train_mpt, base_config=base, objective=settings.objective, data=data,
-                             evaluate_test=evaluate_test),
+                             evaluate_test=settings.test_in_search or not search),
         {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
 
 

@@ -84,7 +84,7 @@ def console_verdict(verdict: Verdict) -> str:
     rho = verdict.rank_correlation
     if rho is not None:
         lines.append(f"gain vs distance from English (Spearman): {rho.mean:+.2f} [{rho.low:+.2f}, {rho.high:+.2f}]")
-    lines += ["", f"Verdict: {verdict.line}"]
+    lines += ["", *([f"({verdict.note})"] if verdict.note else []), f"Verdict: {verdict.line}"]
     return "\n".join(lines)
 
 

@@ -57,7 +57,7 @@ def test_quick_benchmark_writes_results_and_final_lines(tmp_path):
     assert report.rstrip().endswith("```") and all(line in report for line in final)
     # the GPU record's code path, on the CPU in fp32 (bf16 autocast needs CUDA): a step time per batch size
     gpu = report.split("## GPU: XLM-R-base training step, fp32 and bf16")[1].split("\n## ")[0]
-    for batch in (8, 32):
+    for batch in (MPTConfig().batch_size, 32):
         assert re.search(rf"^\| fp32 \| {batch} \| [\d.]+ \[[\d.]+-[\d.]+\] \(n=2\) \| [\d.]+ \[.*\| [\d.]+ \| - \|$",
                          gpu, re.M), gpu
     assert "bf16 |" not in gpu
