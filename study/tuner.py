@@ -187,6 +187,15 @@ def confirmation_seeds(settings: StudySettings) -> list[int]:
     return [settings.seed + 1 + i for i in range(settings.confirm_seeds)]
 
 
+def expected_cost(settings: StudySettings, row: TrialRow) -> float:
+    """A run's relative cost: tokens per sequence (prompt and text), times the alignment task's extra forward
+    and backward passes on the parallel pairs when it is on."""
+    config = MPTConfig.from_dict({**settings.base_config, **{k: v for k, v in row.params.items()
+                                                            if k in settings.base_config}})
+    aligned = config.alignment_weight > 0
+    return (config.prompt_length + 60) * (1 + (config.alignment_batch_size / config.batch_size if aligned else 0))
+
+
 def run_confirmation(settings: StudySettings, paths: StudyPaths, resources: Resources, rows: list[TrialRow],
                      trainable, tracker_for, resume: bool):
     """Retrain the confirmation candidates with S paired seeds, evaluating test; returns (rows, finished?)."""
@@ -194,9 +203,12 @@ def run_confirmation(settings: StudySettings, paths: StudyPaths, resources: Reso
 
     candidates = confirmation_candidates(rows, settings.confirm_top)
     seeds = confirmation_seeds(settings)
+    # the longest runs first (alignment on, longer prompts), so the phase does not end on one long run while
+    # the other CPUs idle; the order changes nothing else (each run's seed fixes it)
+    ordered = sorted(candidates, key=lambda row: expected_cost(settings, row), reverse=True)
     points = [{**row.params, "seed": seed, "trial_number": row.trial_number,
                **({"reference": row.reference} if row.reference else {})}
-              for row in candidates for seed in seeds]
+              for row in ordered for seed in seeds]
     suffix = f"{CONFIRM_SUFFIX}-top{settings.confirm_top}x{settings.confirm_seeds}"
     names = ", ".join(f"#{row.trial_number}" + (f" {row.reference}" if row.reference else "") for row in candidates)
     print(f"\nconfirming {len(candidates)} configurations ({names}) x {len(seeds)} paired seeds {seeds}: "

@@ -35,8 +35,8 @@ class Configuration:
 
     @property
     def label(self) -> str:
-        name = {VANILLA: "vanilla", PAPER_DEFAULT: "paper default"}.get(self.reference or "", "")
-        return f"#{self.trial_number} {name}".strip()
+        name = {VANILLA: "vanilla", PAPER_DEFAULT: "paper default"}.get(self.reference or "", "MPT")
+        return f"#{self.trial_number} {name}"
 
 
 @dataclass

@@ -30,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN = REPO_ROOT / "study" / "run.py"
 STUDY = "served"
 PLANNED = 4  # interrupted once 1 finished (2 run at once): the last has not started when the signal lands
-EPOCHS = 2  # --smoke
+EPOCHS = 6  # long enough that the interrupt lands while trials still run (a --smoke epoch is one step)
 CONFIG_FIELDS = {f.name for f in fields(MPTConfig)}
 TIMEOUT_S = 600
 
@@ -158,7 +158,8 @@ def server(tmp_path_factory):
 
 def study_command(url: str, *extra: str) -> list[str]:
     return [sys.executable, str(RUN), "--space", "alignment", "--smoke", "--name", STUDY, "--num-samples",
-            str(PLANNED), "--no-confirm", "--mlflow-tracking-uri", url, *extra]  # the search's records suffice
+            str(PLANNED), "--no-confirm", "--set", f"epochs={EPOCHS}", "--mlflow-tracking-uri", url,
+            *extra]  # the search's records suffice
 
 
 @pytest.fixture(scope="module")

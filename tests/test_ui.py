@@ -138,7 +138,9 @@ def stop_process_group(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("ui-study")
-    done = run_cli(RUN, "--space", SPACE, "--smoke", "--name", STUDY, cwd=cwd, timeout=STUDY_TIMEOUT_S)
+    # the search alone: the UI's view of a study and its trials (test_study checks the confirmation's records)
+    done = run_cli(RUN, "--space", SPACE, "--smoke", "--name", STUDY, "--no-confirm", cwd=cwd,
+                   timeout=STUDY_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-4000:]
     port = free_port()
     log = cwd / "ui.log"
@@ -211,15 +213,15 @@ def test_rest_api_holds_the_study_with_its_nested_trials(server: Server, study_r
         assert trial["info"]["status"] == "FINISHED"
         assert SEARCHED <= {p["key"] for p in trial["data"]["params"]}
         metrics = {m["key"]: m["value"] for m in trial["data"]["metrics"]}
-        for lang in SMOKE_LANGUAGES:
-            assert 0.0 <= metrics[f"test_acc_{lang}"] <= 1.0
-    for key in ("loss", "ce_loss", "kl_loss", *(f"dev_acc_{lang}" for lang in SMOKE_LANGUAGES)):
+        for lang in SMOKE_LANGUAGES:  # dev at the selected epoch (search trials never evaluate test)
+            assert 0.0 <= metrics[f"selected_dev_acc_{lang}"] <= 1.0
+    for key in ("loss", "ce_loss", "kl_loss", "dev_acc_en", *(f"selected_dev_acc_{lang}" for lang in SMOKE_LANGUAGES)):
         history = get_json(server.base_url, "/api/2.0/mlflow/metrics/get-history",
                            run_id=trials[1]["info"]["run_id"], metric_key=key)["metrics"]
         assert sorted(m["step"] for m in history) == list(range(1, SMOKE_EPOCHS + 1)), key  # step = epoch
     listed = get_json(server.base_url, "/api/2.0/mlflow/artifacts/list", run_id=parent["info"]["run_id"],
                       path="report")["files"]
-    assert {"report/report.md", "report/report.html", "report/per_language.png"} <= {f["path"] for f in listed}
+    assert {"report/report.md", "report/report.html", "report/search_per_language.png"} <= {f["path"] for f in listed}
 
 
 # --- the UI in headless Chromium ---------------------------------------------------------------------------
@@ -385,8 +387,8 @@ def test_browser_shows_the_report_as_an_artifact_of_the_study(browser: Chromium,
     browser.open(f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs/{run_id}/artifacts/"
                  f"report/report.md?workflowType=machine_learning")
     # the artifact tree lists the plots, and the preview renders report.md's Markdown
-    browser.wait_for("document.body.innerText.includes('per_language.png') && "
-                     "[...document.querySelectorAll('h1, h2')].some(h => h.innerText.includes('Best trial vs'))",
+    browser.wait_for("document.body.innerText.includes('search_per_language.png') && "
+                     "[...document.querySelectorAll('h1, h2')].some(h => h.innerText.includes('Verdict'))",
                      "report/report.md rendered with its plots listed", page)
     print(f"\nscreenshot of the study's report artifact: {browser.screenshot(page)}")
 
@@ -416,7 +418,7 @@ def test_browser_shows_the_html_report_with_its_plots(browser: Chromium, server:
                                                 flatten=True)["sessionId"]
         shown = browser.call("Runtime.evaluate", session=sessions[frames[-1]], returnByValue=True,
                              expression="[[...document.querySelectorAll('h2')].some(h => h.innerText.includes("
-                                        "'Best trial vs')), [...document.images].filter(i => i.complete && "
+                                        "'Verdict')), [...document.images].filter(i => i.complete && "
                                         "i.naturalWidth > 0 && i.src.startsWith('data:image/png')).length]"
                              )["result"].get("value")
     print(f"\nscreenshot of the study's HTML report: {browser.screenshot(page)}")
