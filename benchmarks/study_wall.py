@@ -36,27 +36,30 @@ def run_study_cli(extra: list[str], timeout: float) -> tuple[float, str, list]:
             raise RuntimeError(f"the study failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n"
                                f"{done.stderr[-3000:]}")
         found = re.search(r"^study \S+: .*?(\d+) trials", done.stdout, re.MULTILINE)
-        rows = [row for table in scratch.glob("results/*/trials.json") for row in load_rows(table)]
+        # the search's trials and the confirmation's runs (the only ones that evaluate test)
+        rows = {name: [row for table in scratch.glob(f"results/*/{name}") for row in load_rows(table)]
+                for name in ("trials.json", "confirm.json")}
         return wall, found.group(1) if found else "?", rows
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def study_quality_lines(rows: list) -> list[str]:
+def study_quality_lines(rows: dict[str, list]) -> list[str]:
     """What the timed study learned (chance: 1 / the number of labels): not a target, a check that its minutes
-    bought a result."""
-    from study.results import best_row, completed
+    bought a result. Test accuracies come from the confirmation runs; the search ranks on dev."""
+    from study.results import COMPLETE, best_row, completed
 
-    complete = [r for r in completed(rows) if r.test_average is not None]
-    best = best_row(complete)
-    if best is None:
-        return ["- no complete trial with test accuracies in trials.json"]
-    english = [r.test_accuracy["en"] for r in complete if "en" in r.test_accuracy]
+    best = best_row(rows["trials.json"])
+    runs = [r for r in rows["confirm.json"] if r.status == COMPLETE and r.test_average is not None]
+    if best is None or not runs:
+        return ["- no complete search trial in trials.json, or no confirmation run with test accuracies in "
+                "confirm.json"]
+    english = [r.test_accuracy["en"] for r in runs if "en" in r.test_accuracy]
+    confirmed = [r.test_average for r in runs if r.trial_number == best.trial_number]
     return [f"- what it learned (chance {1 / len(LABELS):.3f}): test accuracy averaged over languages, per "
-            f"complete trial: {spread([r.test_average for r in complete])}; English test: {spread(english)}",
-            f"- the trial the study ranks first (objective {best.objective:.3f}): test average "
-            f"{best.test_average:.3f}, per language "
-            f"{', '.join(f'{k} {v:.3f}' for k, v in sorted(best.test_accuracy.items()))}; its values "
+            f"confirmation run: {spread([r.test_average for r in runs])}; English test: {spread(english)}",
+            f"- the trial the search ranks first (objective {best.objective:.3f}, {len(completed(rows['trials.json']))}"
+            f" complete search trials): confirmed test average over its seeds {spread(confirmed)}; its values "
             f"{json.dumps(best.params, sort_keys=True)}"]
 
 

@@ -223,14 +223,15 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     if seed < 0:
         raise StudyError(f"--seed {seed} is negative: use an integer >= 0")
     results_root = RESULTS_ROOT.resolve()
+    confirm_top, confirm_seeds = confirm_plan(args)
     return StudySettings(
         name=name, space=space.name, objective=args.objective or "dev_avg", num_samples=num_samples,
         scheduler=args.scheduler or "none", seed=seed, smoke=args.smoke,
         storage_path=absolute_storage(args.storage_path or DEFAULT_STORAGE_PATH),
         mlflow_tracking_uri=args.mlflow_tracking_uri or default_tracking_uri(results_root),
         optuna_storage=absolute_storage(args.optuna_storage) if args.optuna_storage else "",
-        base_config=base_config_from_args(args, seed), confirm_top=confirm_plan(args)[0],
-        confirm_seeds=confirm_plan(args)[1], test_in_search=args.test_in_search)
+        base_config=base_config_from_args(args, seed), confirm_top=confirm_top, confirm_seeds=confirm_seeds,
+        test_in_search=args.test_in_search)
 
 
 def check_resources(args: argparse.Namespace) -> None:
