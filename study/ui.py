@@ -11,7 +11,7 @@ MLflow store; for the default SQLite store this starts
 
 and prints the address of the study's runs in the UI's "Model training" view: the study is the parent
 run, its trials are nested under it (expand it with the + next to its name), "Columns" adds the searched
-parameters and `test_acc_<lang>` metrics to the table, a trial's "Model metrics" tab charts `loss`,
+parameters and `selected_dev_acc_<lang>` (the confirmation runs also `test_acc_<lang>`) to the table, a trial's "Model metrics" tab charts `loss`,
 `ce_loss`, `kl_loss` and `dev_acc_<lang>` per epoch, and the parent run's "Artifacts" tab holds
 `report/report.html` (plots inline), `report/report.md` and the plots. A study tracked on an MLflow server (`--mlflow-tracking-uri http://...`)
 is already browsable there: this prints that server's address and starts nothing.
