@@ -3,7 +3,6 @@ padding every batch to max_length (`max_length_accuracy`, here)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Sequence
 
@@ -14,6 +13,7 @@ from benchmarks.timing import Rounds, alternating, load_text, ratios, spread, ti
 from mpt.backbones import load_backbone
 from mpt.config import LABELS, MPTConfig
 from mpt.data import NLIExample
+from mpt.precision import autocast
 from mpt.training import Trainer
 
 NEVER = 10 ** 9  # epochs / eval_every that keep train_epoch from evaluating or finishing
@@ -41,18 +41,11 @@ def max_length_accuracy(trainer: Trainer, examples: Sequence[NLIExample], lang: 
         rows = order[start:start + config.eval_batch_size]
         batch = max_length_batch(trainer.templater, [ids[i] for i in rows], [labels[i] for i in rows], lang,
                                  config.max_length).to(trainer.device)
-        with autocast(config):
+        with autocast(config.precision, trainer.device):
             predictions = trainer.model(batch).argmax(dim=-1)
         correct += int((predictions == batch.labels).sum())
     trainer.model.train()
     return correct / len(ids)
-
-
-def autocast(config: MPTConfig):
-    """The precision the trainer evaluates in."""
-    if config.precision == "bf16":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def accuracies(trainer: Trainer, test: dict[str, list[NLIExample]], pad: bool) -> dict[str, float]:

@@ -60,6 +60,11 @@ def targets() -> tuple[Target, ...]:
                    "English dev is still scored at every epoch (150 rows) while a CPU-sized trial trains on few "
                    "examples per epoch: fewer evaluations (`eval_every`) or fewer dev rows would trade selection "
                    "quality for time.")),
+        Target("bf16_vs_fp32", 9, "wall of a default trial's epoch and English dev in bf16 / in fp32 (this CPU)",
+               "<=0.8", "precision", why_missed=(
+                   "this CPU computes bf16 without AVX512-BF16 or AMX (see the line on native bf16), or the "
+                   "attention kernel's bf16 backward is the slow one (mpt/precision.py trains with the math kernel "
+                   "on CPU for that reason).")),
         Target("study_smoke_min", 7, f"minutes of `study/run.py --space {STUDY_SPACE} --smoke`", "<=2", "study"),
         Target("study_default_min", 7, f"minutes of `study/run.py --space {STUDY_SPACE}`", "<=10", "study",
                why_missed=(
@@ -86,6 +91,7 @@ def parts() -> tuple[Part, ...]:
         Part("startup", "6: conversion", run_of("startup")),
         Part("trials", "5, 6: share", run_of("trials")),
         Part("eval_share", "8: evaluation share of a trial", run_of("eval_share")),
+        Part("precision", "9: bf16 against fp32 on CPU", run_of("precision")),
         Part("study", "7", run_of("study_wall")),
         Part("gpu", "XLM-R-base step times", run_of("gpu")),
     )

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from mpt.precision import PRECISIONS
+
 LABELS = ("entailment", "neutral", "contradiction")
 # the target languages of the embedded mini set: those with a parallel-{lang}.tsv file in mpt/data/mini/
 MINI_LANGUAGES = tuple(sorted(p.stem.split("-", 1)[1] for p in (Path(__file__).parent / "data" / "mini")
@@ -19,7 +21,6 @@ POOLINGS = ("mean", "mask", "cls")
 PROMPT_INITS = ("vocab", "normal")
 PROMPT_POSITIONS = ("after_bos", "prefix")
 TRANSLATOR_MODES = ("shared", "per_language")
-PRECISIONS = ("fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -92,7 +93,8 @@ class MPTConfig:
                                                 "anything uses)")
     # runtime
     device: str = _knob("auto", "auto, cpu, cuda or cuda:N")
-    precision: str = _knob("fp32", "fp32, or bf16 (CUDA autocast)")
+    precision: str = _knob("auto", "fp32; bf16 (autocast: bf16 matmuls, fp32 weights and losses); auto (bf16 where "
+                                    "the device computes it natively, else fp32)")
     num_threads: int | None = _knob(None, "torch CPU threads (none: torch's default)")
 
     def __post_init__(self) -> None:

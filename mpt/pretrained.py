@@ -11,7 +11,6 @@ backbone whose weights differ from the one the prompt was trained on. Loading re
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from dataclasses import asdict
@@ -25,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from mpt.backbones import Backbone, load_backbone
 from mpt.config import LABELS, ConfigError, MPTConfig
 from mpt.model import PromptedClassifier, Templater
+from mpt.precision import autocast, resolve_precision
 
 FORMAT = 1
 CONFIG_FILE = "mpt_config.json"
@@ -217,9 +217,8 @@ class TrainedPrompt:
         return sum(p == e.label for p, e in zip(predicted, examples)) / len(examples)
 
     def _autocast(self):
-        if self.config.precision == "bf16" and self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()  # fp32, as the run evaluated off CUDA
+        """The precision the run evaluated in (a saved run names the one it resolved `auto` to)."""
+        return autocast(resolve_precision(self.config.precision, self.device), self.device)
 
 
 def read_record(directory: str | Path) -> dict[str, Any]:

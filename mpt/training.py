@@ -23,6 +23,7 @@ from mpt.config import MPTConfig
 from mpt.data import NLIExample, ParallelPair, few_shot, load_nli, load_parallel
 from mpt.losses import alignment_loss, classification_loss, joint_loss
 from mpt.model import PromptedClassifier, Templater
+from mpt.precision import autocast, resolve_precision
 
 
 
@@ -115,13 +116,11 @@ class Trainer:
     """One MPT run, advanced an epoch at a time; its whole state can be saved and restored."""
 
     def __init__(self, config: MPTConfig, backbone: Backbone | None = None, data: RunData | None = None) -> None:
-        self.config = config
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         self.device = resolve_device(config.device)
-        if config.precision == "bf16" and self.device.type != "cuda":
-            raise ValueError("precision='bf16' runs under CUDA autocast and needs a CUDA device: use "
-                             "precision='fp32' on CPU")
+        # `auto` resolved once, so the run's record (results, checkpoints, saved prompts) names what it ran in
+        self.config = config = config.replace(precision=resolve_precision(config.precision, self.device))
         self.backbone = backbone or load_backbone(config.backbone, config.num_layers,
                                                   want_mlm=config.head != "linear")
         self.data = data or load_run_data(config)
@@ -186,7 +185,7 @@ class Trainer:
         config = self.config
         batch = self.templater.collate([self.train_ids[i] for i in plan.rows], [self.train_labels[i] for i in plan.rows],
                                        [config.source_language] * len(plan.rows)).to(self.device)
-        with self._autocast():
+        with autocast(config.precision, self.device, training=True):
             ce = classification_loss(self.model(batch), batch.labels)
             kl = self._alignment_loss(plan.pair_rows) if plan.pair_rows else torch.zeros((), device=self.device)
             loss = joint_loss(ce, kl, config.alignment_weight if plan.pair_rows else 0.0)
@@ -291,17 +290,12 @@ class Trainer:
             rows = order[start:start + size]
             batch = self.templater.collate([ids[i] for i in rows], [labels[i] for i in rows],
                                            [lang] * len(rows)).to(self.device)
-            with self._autocast():
+            with autocast(self.config.precision, self.device):
                 predictions = self.model(batch).argmax(dim=-1)
             for row, right in zip(rows, (predictions == batch.labels).tolist()):
                 correct[row] = int(right)
         self.model.train()
         return correct
-
-    def _autocast(self):
-        if self.config.precision == "bf16":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -317,7 +311,8 @@ class Trainer:
         validate_checkpoint(state, "the state to load")
         saved = MPTConfig.from_dict(json.loads(state["config"])).to_dict()
         current = self.config.to_dict()
-        differing = sorted(k for k in current if k not in ("epochs", "device", "num_threads")
+        # the runtime knobs may change on resume (a trial moved to another node): not what the run is
+        differing = sorted(k for k in current if k not in ("epochs", "device", "num_threads", "precision")
                            and saved.get(k) != current[k])
         if differing:
             raise CheckpointError(f"checkpoint was written with a different config ({differing}): resume with the "

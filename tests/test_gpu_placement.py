@@ -40,7 +40,10 @@ def test_a_trial_given_a_gpu_without_cuda_falls_back_to_cpu_and_says_why() -> No
     config, warning = placed(MPTConfig(precision="bf16"), Assignment(("1",), 0.5, "1"), cuda_available=False)
     assert (config.device, config.precision, config.num_threads) == ("cpu", "fp32", 1)
     assert warning.startswith("Ray assigned this trial GPU 1 (CUDA_VISIBLE_DEVICES=1), but torch has no CUDA device")
-    assert "training on CPU with 1 thread(s), in fp32 (bf16 needs CUDA)" in warning
+    assert "training on CPU with 1 thread(s), in fp32 (this CPU has no native bf16)" in warning
+    config, warning = placed(MPTConfig(precision="bf16"), Assignment(("1",), 0.5, "1"), cuda_available=False,
+                             cpu_bf16=True)
+    assert (config.device, config.precision) == ("cpu", "bf16") and "fp32" not in warning
 
 
 def test_a_trial_without_a_gpu_trains_on_cpu_even_where_cuda_is() -> None:

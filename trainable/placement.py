@@ -52,9 +52,10 @@ def ray_assignment() -> Assignment | None:
                       visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
-def placed(config: MPTConfig, assignment: Assignment, cuda_available: bool) -> tuple[MPTConfig, str | None]:
+def placed(config: MPTConfig, assignment: Assignment, cuda_available: bool,
+           cpu_bf16: bool = False) -> tuple[MPTConfig, str | None]:
     """The config with the device, precision and threads that follow `assignment`, and a warning when a trial
-    given GPUs falls back to CPU (None otherwise)."""
+    given GPUs falls back to CPU (None otherwise); `cpu_bf16`: whether this CPU computes bf16 natively."""
     threads = max(1, int(assignment.cpus)) if assignment.cpus else config.num_threads
     config = config.replace(num_threads=threads)
     if not assignment.gpu_ids:
@@ -66,9 +67,11 @@ def placed(config: MPTConfig, assignment: Assignment, cuda_available: bool) -> t
     message = (f"Ray assigned this trial GPU {', '.join(assignment.gpu_ids)} (CUDA_VISIBLE_DEVICES="
                f"{assignment.visible_devices}), but torch has no CUDA device ({_no_cuda_reason()}): training on CPU"
                f" with {f'{threads} thread(s)' if threads else 'torch default threads'}")
-    if config.precision == "bf16":
-        message += ", in fp32 (bf16 needs CUDA)"
-    return config.replace(device="cpu", precision="fp32"), message
+    precision = config.precision
+    if precision == "bf16" and not cpu_bf16:  # emulated bf16 would be slower than fp32 there
+        precision = "fp32"
+        message += ", in fp32 (this CPU has no native bf16)"
+    return config.replace(device="cpu", precision=precision), message
 
 
 def place_trial(config: MPTConfig, trial_number: object = None) -> MPTConfig:
@@ -78,7 +81,9 @@ def place_trial(config: MPTConfig, trial_number: object = None) -> MPTConfig:
         return config
     import torch
 
-    config, warning = placed(config, assignment, torch.cuda.is_available())
+    from mpt.precision import native_bf16
+
+    config, warning = placed(config, assignment, torch.cuda.is_available(), native_bf16(torch.device("cpu")))
     if warning:
         logger.warning("trial %s: %s", trial_number, warning)
     else:
