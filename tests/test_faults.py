@@ -2,7 +2,7 @@
 loses no MLflow metric under concurrent writers, logs no secret, and never unpickles a checkpoint.
 
 The studies are `--smoke` studies in temporary working directories. The faults come from the test hooks in
-`tests/fault_hooks/` (installed in the trial processes by its `sitecustomize.py`, driven by environment
+`tests/hooks/` (installed in the trial processes by its `sitecustomize.py`, driven by environment
 variables the trials inherit; the product has no fault code) and from signals and
 `ray.cluster_utils.Cluster`; `MPT_EPOCH_LOG` makes every trial record each epoch it actually trains.
 """
@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
 
 RUN = REPO_ROOT / "study" / "run.py"
-FAULT_HOOKS = REPO_ROOT / "tests" / "fault_hooks"  # on a process's PYTHONPATH: its sitecustomize installs them
+FAULT_HOOKS = REPO_ROOT / "tests" / "hooks"  # on a process's PYTHONPATH: its sitecustomize installs them
 STUDY_TIMEOUT_S = 600
 SMOKE_EPOCHS = 2
 # what every completed trial logs at every epoch (the target languages' dev only at the epochs English dev selects)
@@ -594,7 +594,7 @@ def test_study_survives_the_loss_of_a_node(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_the_product_has_no_fault_injection_code():
-    """The hooks live in tests/fault_hooks/ only: nothing the study runs reads a fault variable."""
+    """The hooks live in tests/hooks/ only: nothing the study runs reads a fault variable."""
     for folder in ("mpt", "trainable", "study", "search_spaces"):
         for source in (REPO_ROOT / folder).rglob("*.py"):
             text = source.read_text(encoding="utf-8")

@@ -2,7 +2,7 @@
 `--optuna-storage`, whose stopped trials Optuna records as PRUNED with their per-epoch values and whose
 finished ones as COMPLETE. (The default journal storage and a driver kill: tests/test_faults.py.)
 
-The tests/optuna_hooks hook makes each trial's objective 1 - w: smoke trials all score at chance, where ASHA
+The tests/hooks objective hook makes each trial's objective 1 - w: smoke trials all score at chance, where ASHA
 stops nothing. One trial at a time (`--max-concurrent 1`) and seeded TPE make ASHA's decisions reproducible.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN = REPO_ROOT / "study" / "run.py"
-HOOKS = REPO_ROOT / "tests" / "optuna_hooks"
+HOOKS = REPO_ROOT / "tests" / "hooks"
 NAME, TRIALS, EPOCHS = "asha", 6, 2
 TrialState = optuna.trial.TrialState
 

@@ -2,7 +2,7 @@
 
 `install()` wraps `mpt.training.Trainer.train_epoch` (after an epoch trains, before the trial reports it)
 and `ray.tune.report` (after the report and its checkpoint went through). Trial processes install it at
-start-up through `sitecustomize.py` beside this file, when this folder is on their PYTHONPATH and one of
+start-up through `sitecustomize.py` beside this file (`patch_on_import` patches each module as it loads), when this folder is on their PYTHONPATH and one of
 these variables is set:
 
     MPT_FAULT_KILL_AT_EPOCH=K   the trial SIGKILLs its own process after training epoch K and before
@@ -20,14 +20,13 @@ The variables (and PYTHONPATH) reach the trials through the environment of the p
 from __future__ import annotations
 
 import functools
-import importlib.abc
-import importlib.util
 import json
 import os
 import signal
-import sys
 import time
 import warnings
+
+import patch_on_import
 
 KILL_AT_EPOCH = "MPT_FAULT_KILL_AT_EPOCH"
 HOLD_AT_EPOCH = "MPT_FAULT_HOLD_AT_EPOCH"
@@ -134,40 +133,6 @@ PATCHES = {"mpt.training": lambda module: setattr(module.Trainer, "train_epoch",
            "ray.tune": lambda module: setattr(module, "report", wrap_report(module.report))}
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Patches each module of PATCHES right after it is first imported (so start-up imports nothing heavy)."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname not in PATCHES:
-            return None
-        sys.meta_path.remove(self)  # find the real spec without finding ourselves
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            sys.meta_path.insert(0, self)
-        if spec is None or spec.loader is None:
-            return spec
-        loader, patch = spec.loader, PATCHES[fullname]
-
-        class PatchingLoader(importlib.abc.Loader):
-            def create_module(self, spec):
-                return loader.create_module(spec)
-
-            def exec_module(self, module):
-                loader.exec_module(module)
-                patch(module)
-
-        spec.loader = PatchingLoader()
-        return spec
-
-
 def install() -> None:
-    """Patch the modules of PATCHES now if imported, else when they are imported."""
-    pending = False
-    for name, patch in PATCHES.items():
-        if name in sys.modules:
-            patch(sys.modules[name])
-        else:
-            pending = True
-    if pending and not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchOnImport())
+    """Patch the modules of PATCHES now if imported, else when they are imported (the wrappers hook once)."""
+    patch_on_import.install(PATCHES)

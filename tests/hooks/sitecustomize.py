@@ -1,0 +1,14 @@
+"""Installs the test hooks of this folder in every Python process that starts with it on its PYTHONPATH (the
+study's driver and its Ray trial processes, in the tests that put it there), as the environment asks:
+`mpt_faults` for a fault or epoch-log variable, `objective_hook` for MPT_TEST_OBJECTIVE."""
+
+import os
+
+if any(os.environ.get(name) for name in ("MPT_FAULT_KILL_AT_EPOCH", "MPT_FAULT_HOLD_AT_EPOCH", "MPT_EPOCH_LOG")):
+    import mpt_faults
+
+    mpt_faults.install()
+if os.environ.get("MPT_TEST_OBJECTIVE"):
+    import objective_hook
+
+    objective_hook.install()
