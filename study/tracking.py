@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from study.results import last_line
 from study.settings import git_state
-from trainable import META_KEYS, SELECTED_DEV_PREFIX, per_language, trained_all_epochs, trial_config
+from trainable import META_KEYS, RUNTIME_PREFIX, SELECTED_DEV_PREFIX, per_language, trained_all_epochs, trial_config
 
 ROLE_TAG = "mpt_study.role"  # "study" (parent) or "trial"
 PHASE_TAG = "mpt_study.phase"  # "search" or "confirm"
@@ -236,7 +236,10 @@ class StudyTracker(tune.Callback):
         metrics = [Metric(key, float(value), now, step) for key, value in result.items()
                    if key.startswith(LOGGED_METRIC_PREFIXES) and isinstance(value, (int, float))
                    and not isinstance(value, bool)]
-        self.client.log_batch(run_id, metrics=metrics, synchronous=True)
+        # the params hold the config as given (device auto, precision auto), the tags what the trial ran on (a
+        # trial resumed on another node: the latest)
+        tags = [RunTag(key, str(value)) for key, value in result.items() if key.startswith(RUNTIME_PREFIX)]
+        self.client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
         self._last_step[trial.trial_id] = step
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:

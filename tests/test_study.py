@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+
+from mpt.precision import resolve_precision
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN = REPO_ROOT / "study" / "run.py"
@@ -121,6 +124,10 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_study) -> None:
             assert name in child.data.metrics
         assert loss_steps(cwd, child.info.run_id) == list(range(1, SMOKE_EPOCHS + 1))  # step = epoch
         assert {"alignment_weight", "translator_depth", "prompt_length"} <= set(child.data.params)
+        # the params are the config as given, the runtime tags what the trial ran on (placement, `auto` resolved)
+        assert child.data.params["precision"] == "auto" and child.data.params["device"] == "auto"
+        assert (child.data.tags["runtime_device"], child.data.tags["runtime_num_threads"]) == ("cpu", "1")
+        assert child.data.tags["runtime_precision"] == resolve_precision("auto", torch.device("cpu"))
     assert sum(c.data.tags.get("best_trial") == "true" for c in children) == 1
 
 

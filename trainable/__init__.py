@@ -4,8 +4,8 @@
 `trainable.spec` holds what a study needs without them.
 """
 
-from trainable.spec import (CORRECT_PREFIX, META_KEYS, OBJECTIVES, SELECTED_DEV_PREFIX, STATE_FILE, per_language,
-                            trained_all_epochs, trial_config)
+from trainable.spec import (CORRECT_PREFIX, META_KEYS, OBJECTIVES, RUNTIME_PREFIX, SELECTED_DEV_PREFIX, STATE_FILE,
+                            per_language, trained_all_epochs, trial_config)
 
-__all__ = ["CORRECT_PREFIX", "META_KEYS", "OBJECTIVES", "SELECTED_DEV_PREFIX", "STATE_FILE", "per_language", "trained_all_epochs",
-           "trial_config"]
+__all__ = ["CORRECT_PREFIX", "META_KEYS", "OBJECTIVES", "RUNTIME_PREFIX", "SELECTED_DEV_PREFIX", "STATE_FILE",
+           "per_language", "trained_all_epochs", "trial_config"]

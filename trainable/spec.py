@@ -15,6 +15,7 @@ META_KEYS = ("trial_number", "reference")  # study bookkeeping in a trial's conf
 STATE_FILE = "state.pt"
 AVERAGES = ("avg", "avg_target")  # `test_acc_avg`, `test_acc_avg_target`, `dev_acc_avg`: not languages
 SELECTED_DEV_PREFIX = "selected_dev_acc_"  # `selected_dev_acc_<lang>`: dev accuracy at the selected epoch
+RUNTIME_PREFIX = "runtime_"  # `runtime_device`, `runtime_precision`, `runtime_num_threads`: what the trial ran on
 CORRECT_PREFIX = "test_correct_"  # `test_correct_<lang>`: "0110...", each test row's correctness in file order
 
 
