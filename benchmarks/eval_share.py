@@ -12,11 +12,10 @@ from __future__ import annotations
 import time
 
 from benchmarks.context import RunContext
-from benchmarks.study_config import default_trial, point_text, trial_points
+from benchmarks.study_config import loaded_default_trial, point_text
 from benchmarks.timing import alternating, load_text, spread
-from mpt.backbones import load_backbone
 from mpt.config import MPTConfig
-from mpt.training import Trainer, load_run_data
+from mpt.training import Trainer
 
 
 def timed_trial(config: MPTConfig, backbone, data, test: bool) -> tuple[float, float]:
@@ -41,11 +40,8 @@ def timed_trial(config: MPTConfig, backbone, data, test: bool) -> tuple[float, f
 
 
 def run(ctx: RunContext) -> None:
-    trial = default_trial(smoke=ctx.args.quick, threads=ctx.args.threads)
-    point = trial_points(1)[0]
-    config = MPTConfig.from_dict({**trial.base, **point})
-    backbone = load_backbone(config.backbone, config.num_layers, want_mlm=config.head != "linear")
-    data = load_run_data(config)
+    loaded = loaded_default_trial(ctx.args.quick, ctx.args.threads)
+    trial, point, config, backbone, data = loaded.trial, loaded.point, loaded.config, loaded.backbone, loaded.data
     sides = {"before": dict(config=config.replace(target_dev_every_epoch=True), test=True),
              "after": dict(config=config, test=False)}
     shares: dict[str, list[float]] = {side: [] for side in sides}

@@ -10,12 +10,10 @@ would say why (emulated bf16 is slower).
 from __future__ import annotations
 
 from benchmarks.context import RunContext
-from benchmarks.study_config import default_trial, point_text, trial_points
+from benchmarks.study_config import loaded_default_trial, point_text
 from benchmarks.timing import Rounds, alternating, load_text, ratios, spread, timed
-from mpt.backbones import load_backbone
-from mpt.config import MPTConfig
 from mpt.precision import native_bf16
-from mpt.training import Trainer, load_run_data
+from mpt.training import Trainer
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -27,12 +25,9 @@ def one_epoch(trainer: Trainer, plans) -> None:
 
 
 def run(ctx: RunContext) -> None:
-    trial = default_trial(smoke=ctx.args.quick, threads=ctx.args.threads)
-    point = trial_points(1)[0]
-    config = MPTConfig.from_dict({**trial.base, **point})
-    backbone = load_backbone(config.backbone, config.num_layers, want_mlm=config.head != "linear")
-    data = load_run_data(config)
-    trainers = {p: Trainer(config.replace(precision=p), backbone=backbone, data=data) for p in PRECISIONS}
+    loaded = loaded_default_trial(ctx.args.quick, ctx.args.threads)
+    trial, point, config, data = loaded.trial, loaded.point, loaded.config, loaded.data
+    trainers = {p: Trainer(config.replace(precision=p), backbone=loaded.backbone, data=data) for p in PRECISIONS}
     dev = data.dev[config.source_language]
     train: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     evaluation: dict[str, list[float]] = {p: [] for p in PRECISIONS}

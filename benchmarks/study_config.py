@@ -68,3 +68,25 @@ def study_available() -> str:
     except (OSError, subprocess.SubprocessError) as err:
         return str(err)
     return "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["exit status nonzero"])[-1]
+
+
+@dataclass(frozen=True)
+class LoadedTrial:
+    """The default trial at the paper-like default point, its backbone and data loaded (what benchmarks time)."""
+
+    trial: DefaultTrial
+    point: dict[str, Any]
+    config: MPTConfig
+    backbone: Any
+    data: Any
+
+
+def loaded_default_trial(quick: bool, threads: int) -> LoadedTrial:
+    from mpt.backbones import load_backbone
+    from mpt.training import load_run_data
+
+    trial = default_trial(smoke=quick, threads=threads)
+    point = trial_points(1)[0]
+    config = MPTConfig.from_dict({**trial.base, **point})
+    backbone = load_backbone(config.backbone, config.num_layers, want_mlm=config.head != "linear")
+    return LoadedTrial(trial, point, config, backbone, load_run_data(config))
