@@ -139,8 +139,10 @@ def killed_and_resumed(tmp_path_factory) -> dict:
     cwd = tmp_path_factory.mktemp("killed")
     log = cwd / "epochs.jsonl"
     env = study_env(MPT_EPOCH_LOG=str(log))
+    # 4 layers instead of the smoke study's 1: a smoke trial trains for about a second in bf16, over before Ray
+    # has started the next trial processes, and the concurrency test needs trials that train at the same time
     args = ["--space", "alignment", "--smoke", "--name", KILLED, "--num-samples", str(KILLED_PLANNED),
-            "--cpus-per-trial", "0.5", "--no-confirm"]
+            "--cpus-per-trial", "0.5", "--no-confirm", "--set", "num_layers=4"]
     experiment = cwd / "results" / "ray" / KILLED
     with open(cwd / "first-run.log", "w") as output:
         driver = subprocess.Popen([sys.executable, str(RUN), *args], cwd=cwd, env=env, stdout=output,
