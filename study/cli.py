@@ -23,7 +23,7 @@ from trainable import OBJECTIVES
 
 USAGE = """Run a hyperparameter study of MPT: Ray Tune trials, an Optuna search, MLflow records and a report.
 
-    python study/run.py --space alignment            # the default study: 10-12 minutes on 2 CPU cores
+    python study/run.py --space alignment            # the default study: 6-7 minutes on 2 CPU cores
     python study/run.py --space alignment --smoke    # the tiny end-to-end check: <= 2 minutes
     python study/run.py --space alignment --resume   # continue the interrupted study of that name
     python study/run.py --space full --name full-40 --num-samples 40 --set num_layers=12 --set epochs=8
