@@ -82,6 +82,22 @@ def test_multi_node_cluster_refuses_node_local_storage() -> None:
     check_shared_storage("/home/me/results/ray", [{"Alive": True}, {"Alive": False}])
 
 
+def test_trials_asking_for_more_than_any_node_has_are_refused() -> None:
+    from study.preflight import check_trial_resources
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 2.0}}, {"Alive": True, "Resources": {"CPU": 4.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]  # a dead node offers nothing
+    check_trial_resources(8, 0.5, nodes)
+    check_trial_resources(2, 2, nodes)
+    with pytest.raises(StudyError, match=r"--gpus-per-trial 4 but the largest node of the Ray cluster has 2 GPUs "
+                                         r"\(2 node\(s\)\): its trials would wait forever; start nodes with GPUs"):
+        check_trial_resources(1, 4, nodes)
+    with pytest.raises(StudyError, match=r"--cpus-per-trial 16 but .* has 8 CPUs .*; lower --cpus-per-trial to 8"):
+        check_trial_resources(16, 0, nodes)
+    with pytest.raises(StudyError, match="has 0 GPUs.*--gpus-per-trial 0"):
+        check_trial_resources(1, 1, [{"Alive": True, "Resources": {"CPU": 2.0}}])
+
+
 # --- the trainable, without a Ray cluster ----------------------------------------------------------------
 
 class FakeTune:
