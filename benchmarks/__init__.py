@@ -1,6 +1,6 @@
 """Benchmarks of mpt-study (issue 7): MPT's cost against HF PEFT, the hardware, start-up, Ray and the study.
 
-    python benchmarks/run.py            # the full run: about 10 minutes on 2 CPU cores
+    python benchmarks/run.py            # the full run: about 13 minutes on 2 CPU cores (20 with --study)
     python benchmarks/run.py --quick    # a fast pass (2-layer backbone, fewest repeats): every code path
     python benchmarks/run.py --study    # also time the default study (item 7) and run 2 trials instead of 1
                                         # for the Ray overhead (item 5): the study's time and ~5 minutes more
