@@ -179,17 +179,23 @@ def check_shared_storage(storage_path: str, nodes: Sequence[dict]) -> None:
             f"mounted at the same path on every node given as file:///mnt/shared/path")
 
 
-def check_trial_resources(cpus_per_trial: float, gpus_per_trial: float, nodes: Sequence[dict]) -> None:
-    """A trial runs on one node: one that asks for more CPUs or GPUs than any node has would wait forever
-    (Ray keeps it pending and says nothing)."""
+def check_trial_resources(cpus_per_trial: float, gpus_per_trial: float, nodes: Sequence[dict],
+                          address: str | None = None) -> str | None:
+    """A trial runs on one node: one that asks for more CPUs or GPUs than any node has waits (Ray keeps it
+    pending and says nothing). A local Ray (no `address`) never grows, so that is refused; a cluster's
+    autoscaler may still add such a node, so there it is a warning, returned for the caller to print."""
     alive = [node.get("Resources", {}) for node in nodes if node.get("Alive")]
     for name, asked, flag in (("CPU", cpus_per_trial, "--cpus-per-trial"), ("GPU", gpus_per_trial, "--gpus-per-trial")):
         most = max((float(resources.get(name, 0)) for resources in alive), default=0.0)
         if asked > most:
             fix = ("start nodes with GPUs (`ray start --num-gpus N`), declare a local Ray's with MPT_STUDY_LOCAL_GPUS=N, "
                    "or train on CPU with --gpus-per-trial 0") if name == "GPU" else f"lower {flag} to {most:g} or less"
-            raise StudyError(f"{flag} {asked:g} but the largest node of the Ray cluster has {most:g} {name}s "
-                             f"({len(alive)} node(s)): its trials would wait forever; {fix}")
+            problem = (f"{flag} {asked:g} but the largest node of the Ray cluster has {most:g} {name}s "
+                       f"({len(alive)} node(s))")
+            if address:
+                return f"{problem}: its trials wait until the cluster adds such a node; if it cannot, {fix}"
+            raise StudyError(f"{problem}: its trials would wait forever; {fix}")
+    return None
 
 
 def check_tracking_for_address(address: str | None, tracking_uri: str) -> None:

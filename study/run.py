@@ -64,7 +64,10 @@ def run_study(request: StudyRequest) -> int:
     import ray
 
     preflight.check_shared_storage(settings.storage_path, ray.nodes())
-    preflight.check_trial_resources(request.resources.cpus_per_trial, request.resources.gpus_per_trial, ray.nodes())
+    warning = preflight.check_trial_resources(request.resources.cpus_per_trial, request.resources.gpus_per_trial,
+                                              ray.nodes(), request.resources.address)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     record = StudyRun(settings)  # connects to the MLflow store (a SQLite one is created now)
     if not request.resume:
         write_atomically(paths.settings_file, settings.to_json())

@@ -96,6 +96,11 @@ def test_trials_asking_for_more_than_any_node_has_are_refused() -> None:
         check_trial_resources(16, 0, nodes)
     with pytest.raises(StudyError, match="has 0 GPUs.*--gpus-per-trial 0"):
         check_trial_resources(1, 1, [{"Alive": True, "Resources": {"CPU": 2.0}}])
+    # a cluster's autoscaler may add a GPU node: a warning with the same fix, not a refusal
+    warning = check_trial_resources(1, 1, [{"Alive": True, "Resources": {"CPU": 2.0}}], address="auto")
+    assert warning.startswith("--gpus-per-trial 1 but the largest node of the Ray cluster has 0 GPUs (1 node(s)): "
+                              "its trials wait until the cluster adds such a node; if it cannot, start nodes with GPUs")
+    assert check_trial_resources(1, 0, [{"Alive": True, "Resources": {"CPU": 2.0}}], address="auto") is None
 
 
 # --- the trainable, without a Ray cluster ----------------------------------------------------------------
