@@ -94,6 +94,16 @@ def test_few_shot_is_balanced_and_deterministic(nli_dir):
         few_shot(pool, 10, seed=0)
 
 
+def test_few_shot_samples_are_nested_across_shot_counts_for_a_seed():
+    from mpt.data import load_nli
+
+    pool = load_nli("mini", "train", "en")
+    for seed in (0, 1, 7):
+        samples = [set(few_shot(pool, k, seed)) for k in (4, 16, 64)]
+        assert samples[0] < samples[1] < samples[2]
+    assert set(few_shot(pool, 16, 0)) != set(few_shot(pool, 16, 1))
+
+
 def _write_hub_layout(root: Path) -> None:
     """A local copy of facebook/xnli in the hub's layout: one parquet folder per language config."""
     import pandas as pd

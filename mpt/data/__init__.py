@@ -125,7 +125,10 @@ def sentences_to_pairs(sentences: Sequence[tuple[str, str, str]]) -> list[Parall
 
 
 def few_shot(examples: Sequence[NLIExample], shots_per_class: int, seed: int) -> list[NLIExample]:
-    """K examples per class, drawn without replacement, deterministic for a seed, in shuffled order."""
+    """K examples per class, drawn without replacement, deterministic for a seed, in shuffled order.
+
+    Nested across K: each class's pool is shuffled by the seed alone and the first K taken, so for one seed the
+    examples of a smaller K are among those of a larger K (shot-count curves are then paired too)."""
     rng = random.Random(seed)
     chosen: list[NLIExample] = []
     for label, name in enumerate(LABELS):
@@ -133,7 +136,8 @@ def few_shot(examples: Sequence[NLIExample], shots_per_class: int, seed: int) ->
         if len(pool) < shots_per_class:
             raise DataError(f"the training pool has {len(pool)} '{name}' examples but shots_per_class="
                             f"{shots_per_class}: lower shots_per_class to at most {len(pool)}")
-        chosen += rng.sample(pool, shots_per_class)
+        rng.shuffle(pool)  # draws depend on the pool, not on K
+        chosen += pool[:shots_per_class]
     rng.shuffle(chosen)
     return chosen
 
