@@ -16,7 +16,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from mpt.config import MPTConfig
-from search_spaces import PAPER_DEFAULT, VANILLA, get_space
+from search_spaces import REFERENCE_POINTS, get_space
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
@@ -67,10 +67,14 @@ def distance(config: dict) -> float:
                       math.log2(config["prompt_length"] / OPTIMUM["prompt_length"]) / 4)
 
 
-def test_tpe_moves_towards_the_optimum_of_a_known_objective(tmp_path: Path) -> None:
+def test_tpe_moves_towards_the_optimum_of_a_known_objective(tmp_path: Path, monkeypatch) -> None:
     """24 planned trials: 8 random start-up trials (the two references first), then TPE. Each seed's 12 first
     trials are told before TPE's later suggestions are compared with the random ones (measured: TPE 0.40-0.76
-    of the random phase's mean distance over sampler seeds 0-7, RandomSampler in its place 0.76-1.29)."""
+    of the random phase's mean distance over sampler seeds 0-7, RandomSampler in its place 0.76-1.29). The
+    study is kept in memory: the journal file's fsync per write made this test 1-14 s on a busy disk."""
+    import study.search
+
+    monkeypatch.setattr(study.search, "open_storage", lambda url: optuna.storages.InMemoryStorage())
     random_phase, tpe_phase = [], []
     for seed in (0, 1, 2):
         searcher, _ = searcher_for(tmp_path, seed=seed, num_samples=24, name=f"tpe{seed}")
@@ -144,23 +148,24 @@ def test_optuna_trials_carry_role_seed_dev_accuracy_and_their_mlflow_run(tmp_pat
     searcher, url = searcher_for(tmp_path, run_info=FakeRunLinks())
     assert searcher.set_search_properties("objective", "max", {}) and searcher.set_search_properties(None, None, {})
     assert not searcher.set_search_properties("loss", "min", {})  # Tune's metric must be the searcher's
-    for trial_id in ("v", "p", "s"):
+    for trial_id in ("a", "b", "c"):
         searcher.suggest(trial_id)
-    train(searcher, "v", 0.4, dev={"en": 0.5, "de": 0.3})
+    train(searcher, "a", 0.4, dev={"en": 0.5, "de": 0.3})
     resumed = pickle.loads(pickle.dumps(searcher))  # the MLflow link survives Tune's pickle (tuner.pkl)
-    train(resumed, "p", 0.45, dev={"en": 0.5, "de": 0.4})
-    train(resumed, "s", 0.2, error=True, dev={"en": 0.2, "de": 0.2})
+    train(resumed, "b", 0.45, dev={"en": 0.5, "de": 0.4})
+    train(resumed, "c", 0.2, error=True, dev={"en": 0.2, "de": 0.2})
     tell_failed(url, "units", [2])  # attributes are set before a trial is told: Optuna refuses them after
     set_study_attributes(url, "units", {"verdict": "MPT beats vanilla", "mlflow_experiment_url": "http://x/#/1"})
 
     study = optuna.load_study(study_name="units", storage=JournalStorage(JournalFileBackend(url)))  # as README says
-    vanilla, paper, search = (t.user_attrs for t in study.trials)
-    assert [vanilla["role"], paper["role"], search["role"]] == [VANILLA, PAPER_DEFAULT, "search"]
-    assert {vanilla["seed"], paper["seed"], search["seed"]} == {7}
-    assert (vanilla["selected_dev_acc_en"], vanilla["selected_dev_acc_de"]) == (0.5, 0.3)
-    assert (vanilla["selected_epoch"], search["selected_epoch"]) == (3, 1)  # the failed one's last report
-    assert paper["mlflow_run_id"] == "run-p" and paper["mlflow_run_url"].endswith("run-p")
-    assert search["ray_trial_id"] == "s" and study.trials[2].state == TrialState.FAIL
+    first, second, failed = (t.user_attrs for t in study.trials)
+    # the reference points in their order (vanilla, paper_default, ...), then TPE's trials
+    assert [first["role"], second["role"], failed["role"]] == [*REFERENCE_POINTS, "search", "search"][:3]
+    assert {first["seed"], second["seed"], failed["seed"]} == {7}
+    assert (first["selected_dev_acc_en"], first["selected_dev_acc_de"]) == (0.5, 0.3)
+    assert (first["selected_epoch"], failed["selected_epoch"]) == (3, 1)  # the failed one's last report
+    assert second["mlflow_run_id"] == "run-b" and second["mlflow_run_url"].endswith("run-b")
+    assert failed["ray_trial_id"] == "c" and study.trials[2].state == TrialState.FAIL
     assert study.user_attrs == {"verdict": "MPT beats vanilla", "mlflow_experiment_url": "http://x/#/1"}
 
 
