@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -63,6 +63,14 @@ def load_optuna_study(url: str, name: str) -> optuna.Study:
         raise StudyError(f"the Optuna storage {url!r} has no study {name!r}: was it run with another "
                          f"--optuna-storage, or by a version that kept none?")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def set_study_attributes(url: str, name: str, attributes: Mapping[str, Any]) -> None:
+    """Set user attributes of Optuna study `name` (optuna-dashboard shows them on the study's page): what the
+    study concluded, where its MLflow runs are, caveats. Values must be JSON-serializable."""
+    study = load_optuna_study(url, name)
+    for key, value in attributes.items():
+        study.set_user_attr(key, value)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import tempfile
 import time
 from importlib import metadata
@@ -19,10 +20,12 @@ from typing import Any, Iterable
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from ray import tune
 
 from study.results import last_line
 from study.settings import git_state
+from study.ui import run_url, ui_base_url
 from trainable import META_KEYS, RUNTIME_PREFIX, SELECTED_DEV_PREFIX, per_language, trained_all_epochs, trial_config
 
 ROLE_TAG = "mpt_study.role"  # "study" (parent) or "trial"
@@ -41,6 +44,7 @@ LOGGED_METRIC_PREFIXES = ("loss", "ce_loss", "kl_loss", "dev_acc_", "selected_de
                           "epoch_seconds", "test_acc_")
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit of params in one log_batch
 SHOWN_PARAMS = 3  # how many searched values a run name shows
+logger = logging.getLogger(__name__)
 
 
 def run_name(space: str, trial_number: int, params: dict[str, Any], reference: str | None = None,
@@ -298,3 +302,28 @@ def write_language_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+class TrialRunLinks:
+    """Tune trial id -> its MLflow run's id and address in the UI: user attributes of the trial's Optuna trial
+    (`study.search.StudySearcher`), so that optuna-dashboard links to MLflow. Picklable (Tune saves the searcher
+    that holds it); connects when first called, after StudyTracker created the run as the trial started."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str) -> None:
+        self.tracking_uri, self.experiment_name = tracking_uri, experiment_name
+
+    def __call__(self, trial_id: str) -> dict[str, str]:
+        try:
+            client = MlflowClient(self.tracking_uri)
+            experiment = client.get_experiment_by_name(self.experiment_name)
+            runs = find_runs(client, experiment.experiment_id, ray__trial_id=trial_id) if experiment else []
+        except MlflowException as err:  # the link is a convenience: the study goes on without it
+            logger.warning("no MLflow run found for trial %s: %s", trial_id, err)
+            return {}
+        if not runs:
+            return {}
+        links = {"mlflow_run_id": runs[0].info.run_id}
+        base = ui_base_url(self.tracking_uri)
+        if base is not None:
+            links["mlflow_run_url"] = run_url(base, experiment.experiment_id, runs[0].info.run_id)
+        return links

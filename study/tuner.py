@@ -155,8 +155,9 @@ def run_search(settings: StudySettings, paths: StudyPaths, resources: Resources,
                resume: bool):
     """The study's search: the reference points, then Optuna's suggestions; returns (ResultGrid, finished?)."""
     from study.optuna_storage import optuna_storage_url
-    from study.search import make_scheduler, make_searcher
+    from study.search import make_scheduler, make_searcher, tell_failed
     from study.settings import redact
+    from study.tracking import TrialRunLinks
 
     space = get_space(settings.space)
     storage = optuna_storage_url(settings.optuna_storage, paths.study_dir)
@@ -164,10 +165,14 @@ def run_search(settings: StudySettings, paths: StudyPaths, resources: Resources,
           f"objective {settings.objective}; Optuna study {settings.name!r} in {redact(storage)}"
           + (" (resumed)" if resume else ""))
     searcher = make_searcher(space, settings.base_config, settings.seed, settings.num_samples,
-                             storage_url=storage, study_name=settings.name, resume=resume)
-    return run_tuner(
+                             storage_url=storage, study_name=settings.name, resume=resume,
+                             run_info=TrialRunLinks(settings.mlflow_tracking_uri, settings.name))
+    grid, finished = run_tuner(
         settings, paths, resources, trainable, tracker, resume, search_alg=searcher,
         num_samples=settings.num_samples, scheduler=make_scheduler(settings.scheduler, settings.config.epochs))
+    if finished:  # failed trials are FAIL in Optuna once the search ends with them failed, not before
+        tell_failed(storage, settings.name, [int(r.config["trial_number"]) for r in grid if r.error is not None])
+    return grid, finished
 
 
 def confirmation_candidates(rows: list[TrialRow], top: int) -> list[TrialRow]:

@@ -30,7 +30,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from study.settings import (RESULTS_ROOT, StudyError, StudyPaths, load_study_settings,  # noqa: E402
+from study.settings import (RESULTS_ROOT, StudyError, StudyPaths, load_study_settings, redact,  # noqa: E402
                             sqlite_database)
 
 HOST = "127.0.0.1"  # loopback only: the UI has no login, and it can change and delete runs
@@ -43,6 +43,19 @@ TRAINING_VIEW = "workflowType=machine_learning"
 def experiment_url(base_url: str, experiment_id: str) -> str:
     """Where the study's runs table is in the UI (a hash route, as the UI's own links are)."""
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"
+
+
+def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
+    """A run's page in the UI."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def ui_base_url(tracking_uri: str) -> str | None:
+    """Where a study's runs are browsed: its MLflow server, or for a local SQLite store what
+    `python study/ui.py NAME` serves by default; None for any other store."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return redact(tracking_uri)
+    return f"http://{HOST}:{DEFAULT_PORT}" if sqlite_database(tracking_uri) is not None else None
 
 
 def existing_database(database: Path, name: str) -> Path:

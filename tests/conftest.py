@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,21 @@ def tiny_backbone():
 def e5_two_layers():
     """The embedded e5-small cut to 2 layers: the linear-head path at test speed."""
     return load_backbone("e5-small", num_layers=2)
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables made once: a new store migrates its schema, which takes seconds."""
+    from mlflow import MlflowClient
+
+    database = tmp_path_factory.mktemp("mlflow") / "empty.db"
+    MlflowClient(f"sqlite:///{database}").search_experiments()
+    return database
+
+
+@pytest.fixture
+def mlflow_uri(empty_mlflow_db: Path, tmp_path: Path) -> str:
+    """A test's own MLflow SQLite store (a copy of the empty one)."""
+    database = tmp_path / "mlflow.db"
+    shutil.copyfile(empty_mlflow_db, database)
+    return f"sqlite:///{database}"

@@ -69,16 +69,20 @@ def has_finished(folder: Path) -> bool:
     return bool(lines) and trained_all_epochs(json.loads(lines[-1]))
 
 
-def saved_as_finished(experiment: Path) -> set[str]:
-    """The trials Tune's last saved experiment state records as finished (TERMINATED): what a resume knows.
+def saved_as_finished(experiment: Path, status: str = "TERMINATED") -> set[str]:
+    """The trials Tune's last saved experiment state records as finished (TERMINATED; or as `status`, e.g.
+    ERROR): what a resume knows.
 
     A trial can write its final result.json and be killed with the driver before Tune saves its state; the
     resume then continues it from the checkpoint the saved state names, and it trains its last epoch again."""
     states = sorted(experiment.glob("experiment_state-*.json"))
     if not states:
         return set()
-    trials = [json.loads(data) for data, _ in json.loads(states[-1].read_text())["trial_data"]]
-    return {t["trial_id"] for t in trials if t["status"] == "TERMINATED"}
+    try:
+        trials = [json.loads(data) for data, _ in json.loads(states[-1].read_text())["trial_data"]]
+    except ValueError:  # read while Tune rewrites it (polling a running study): nothing known yet
+        return set()
+    return {t["trial_id"] for t in trials if t["status"] == status}
 
 
 def optuna_trials(experiment: Path) -> dict[int, tuple[str, dict, float | None]]:
@@ -133,26 +137,29 @@ KILLED_PLANNED = 6
 
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory) -> dict:
-    """A study whose driver is SIGKILLed once 2 trials finished while others ran, then resumed.
+    """A study whose driver is SIGKILLed once 2 trials finished while others ran and one had failed in every
+    try (MPT_FAULT_FAIL_AT_EPOCH), then resumed without that fault, so the failed trial trains.
 
     `--cpus-per-trial 0.5` runs 4 trials at once on 2 cores: the concurrency test reads the same study."""
     cwd = tmp_path_factory.mktemp("killed")
     log = cwd / "epochs.jsonl"
     env = study_env(MPT_EPOCH_LOG=str(log))
+    failing = {**env, "MPT_FAULT_FAIL_AT_EPOCH": "1", "MPT_FAULT_MARKER": str(cwd / "failed-trial.json")}
     # 4 layers instead of the smoke study's 1: a smoke trial trains for about a second in bf16, over before Ray
     # has started the next trial processes, and the concurrency test needs trials that train at the same time
     args = ["--space", "alignment", "--smoke", "--name", KILLED, "--num-samples", str(KILLED_PLANNED),
             "--cpus-per-trial", "0.5", "--no-confirm", "--set", "num_layers=4"]
     experiment = cwd / "results" / "ray" / KILLED
     with open(cwd / "first-run.log", "w") as output:
-        driver = subprocess.Popen([sys.executable, str(RUN), *args], cwd=cwd, env=env, stdout=output,
+        driver = subprocess.Popen([sys.executable, str(RUN), *args], cwd=cwd, env=failing, stdout=output,
                                   stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + STUDY_TIMEOUT_S
             while driver.poll() is None and time.monotonic() < deadline:
                 folders = trial_folders(experiment)
                 finished = [i for i, folder in folders.items() if has_finished(folder)]
-                if len(finished) >= 2 and len(folders) > len(finished):
+                failed = saved_as_finished(experiment, "ERROR")
+                if len(finished) >= 2 and failed and len(folders) > len(finished) + len(failed):
                     break
                 time.sleep(0.2)
             assert driver.poll() is None, "the study ended before its driver could be killed"
@@ -164,6 +171,7 @@ def killed_and_resumed(tmp_path_factory) -> dict:
     before = {
         "finished": {i for i, folder in trial_folders(experiment).items() if has_finished(folder)},
         "saved_finished": saved_as_finished(experiment),
+        "failed": saved_as_finished(experiment, "ERROR"),
         "started": set(trial_folders(experiment)),
         "epochs": epochs_trained(log),
         "optuna": optuna_trials(experiment),
@@ -171,7 +179,7 @@ def killed_and_resumed(tmp_path_factory) -> dict:
     }
     before["histories"] = {trial_id: {key: metric_history(cwd, run.info.run_id, key) for key in EPOCH_METRICS}
                            for trial_id, run in before["runs"].items() if run.info.status == "FINISHED"}
-    resumed = run_study([*args, "--resume"], cwd, env)
+    resumed = run_study([*args, "--resume"], cwd, env)  # without the fault: the failed trial trains
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     return {"cwd": cwd, "log": log, "experiment": experiment, "before": before, "resumed": resumed}
 
@@ -211,6 +219,10 @@ def test_killed_driver_does_not_train_finished_trials_again(killed_and_resumed) 
 def test_killed_driver_keeps_the_optuna_history(killed_and_resumed) -> None:
     before = killed_and_resumed["before"]["optuna"]
     after = optuna_trials(killed_and_resumed["experiment"])
+    rows = {row["trial_id"]: row for row in trial_rows(killed_and_resumed["cwd"], KILLED)}
+    (failed,) = killed_and_resumed["before"]["failed"]
+    # failed in every try, but the search had not ended: not FAIL, so the resume's retry ends COMPLETE below
+    assert before[rows[failed]["trial_number"]][0] == "RUNNING"
     # result.json has a trial's last result before Tune completes the trial and saves the searcher
     finished_before = {number: trial for number, trial in before.items() if trial[0] == "COMPLETE"}
     assert len(finished_before) >= 1
@@ -220,6 +232,28 @@ def test_killed_driver_keeps_the_optuna_history(killed_and_resumed) -> None:
     assert all(state == "COMPLETE" for state, _, _ in after.values())
     for row in trial_rows(killed_and_resumed["cwd"], KILLED):  # each trial ran its Optuna trial's values
         assert {k: row["params"][k] for k in after[row["trial_number"]][1]} == after[row["trial_number"]][1]
+
+
+@pytest.mark.slow
+def test_optuna_trials_name_their_role_seed_dev_accuracy_and_mlflow_run(killed_and_resumed) -> None:
+    """What optuna-dashboard shows of each trial, read through Optuna's API, after the kill and the resume."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    cwd = killed_and_resumed["cwd"]
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(cwd / "results" / KILLED / "optuna.log")))
+    trials = optuna.load_study(study_name=KILLED, storage=storage).trials
+    seed = json.loads((cwd / "results" / KILLED / "study.json").read_text())["base_config"]["seed"]
+    runs = {run.data.tags["ray.trial_id"]: run for run in study_runs(cwd, KILLED)[1]}
+    for row in trial_rows(cwd, KILLED):
+        attrs, run = trials[row["trial_number"]].user_attrs, runs[row["trial_id"]]
+        assert (attrs["role"], attrs["seed"], attrs["ray_trial_id"]) == (row["reference"] or "search", seed,
+                                                                         row["trial_id"])
+        assert attrs["mlflow_run_id"] == run.info.run_id
+        assert attrs["mlflow_run_url"] == (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/"
+                                           f"{run.info.run_id}")
+        dev = {key: value for key, value in attrs.items() if key.startswith("selected_dev_acc_")}
+        assert dev == {f"selected_dev_acc_{lang}": acc for lang, acc in row["dev_accuracy"].items()} and dev
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from mpt.config import MPTConfig
-from search_spaces import PAPER_DEFAULT, SPACES, VANILLA, UnknownSpaceError, get_space, probe
+from search_spaces import PAPER_DEFAULT, REFERENCE_POINTS, SPACES, VANILLA, UnknownSpaceError, get_space, probe
 from trainable import trial_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -128,7 +128,9 @@ def test_search_trials_carry_exactly_the_suggested_values_and_tpe_is_seeded(tmp_
     for trial, config in zip(load_optuna_study(url, "a").trials, configs):
         extra = {k: v for k, v in config.items() if k not in trial.params}
         assert {k: config[k] for k in trial.params} == trial.params  # nothing rewritten or dropped
-        assert set(extra) <= {"trial_number", "reference", "translator_depth", "alignment_weight"}
+        # the full space searches every reference field: a reference adds only its name, a search trial nothing
+        assert set(extra) == ({"trial_number", "reference"} if trial.number < len(REFERENCE_POINTS)
+                              else {"trial_number"})
         assert config["trial_number"] == trial.number
     again, _ = make(tmp_path, "full", name="b")
     assert [again.suggest(f"t{i}") for i in range(5)] == configs  # seeded: the same study twice
@@ -147,6 +149,8 @@ def report_epochs(searcher, trial_id: str, objectives: list[float], planned: int
 
 
 def test_early_stopped_trials_are_pruned_with_their_intermediate_values(tmp_path: Path) -> None:
+    from study.search import tell_failed
+
     searcher, url = make(tmp_path, "alignment")
     for trial_id in ("done", "stopped", "failed", "nan"):
         searcher.suggest(trial_id)
@@ -161,7 +165,10 @@ def test_early_stopped_trials_are_pruned_with_their_intermediate_values(tmp_path
                                                                   {1: 0.3, 2: 0.4, 3: 0.5, 4: 0.6})
     assert (stopped.state, stopped.value, stopped.intermediate_values) == (TrialState.PRUNED, 0.25,
                                                                            {1: 0.2, 2: 0.25})
-    assert (failed.state, nan.state) == (TrialState.FAIL, TrialState.FAIL)
+    # a NaN objective fails for good; an error waits for the search's end, since --resume may retry the trial
+    assert (failed.state, nan.state) == (TrialState.RUNNING, TrialState.FAIL)
+    tell_failed(url, "units", [failed.number])
+    assert load_optuna_study(url, "units").trials[failed.number].state == TrialState.FAIL
 
 
 def test_a_restored_searcher_continues_the_same_optuna_trials(tmp_path: Path) -> None:

@@ -27,33 +27,11 @@ SMOKE = {"num_layers": 1, "epochs": 2, "shots_per_class": 4, "max_eval_examples"
 
 # --- search spaces ------------------------------------------------------------------------------------
 
-# (the spaces themselves, their reference points and the searcher's Optuna record: tests/test_search_spaces.py)
+# (the spaces themselves, their reference points and the searcher's Optuna record: tests/test_search_spaces.py;
+# the searcher through Tune's calls: tests/test_searcher.py)
 
 
 # --- searcher and scheduler --------------------------------------------------------------------------
-
-def suggestions(space: str, seed: int, count: int) -> list[dict]:
-    import tempfile
-
-    from study.search import make_searcher
-
-    storage = str(Path(tempfile.mkdtemp(prefix="mpt-optuna-")) / "optuna.log")
-    searcher = make_searcher(get_space(space), MPTConfig().to_dict(), seed=seed, num_samples=12,
-                             storage_url=storage, study_name="units")
-    return [searcher.suggest(f"trial{i}") for i in range(count)]
-
-
-def test_searcher_runs_the_references_first_then_seeded_tpe() -> None:
-    first = suggestions("prompt", seed=3, count=4)
-    assert first[0]["reference"] == VANILLA and first[1]["reference"] == PAPER_DEFAULT
-    # the prompt space does not search the translator or the alignment weight: the references add them
-    assert (first[0]["translator_depth"], first[0]["alignment_weight"]) == (0, 0.0)
-    assert (first[1]["translator_depth"], first[1]["alignment_weight"]) == (1, 0.5)
-    assert [s["trial_number"] for s in first] == [0, 1, 2, 3]
-    assert "reference" not in first[2] and "translator_depth" not in first[2]
-    assert suggestions("prompt", seed=3, count=4) == first  # seeded: the same study twice
-    assert suggestions("prompt", seed=4, count=4)[2:] != first[2:]
-
 
 def test_asha_never_stops_a_reference_trial() -> None:
     from ray.tune.schedulers import TrialScheduler
@@ -177,12 +155,12 @@ def test_dev_en_objective_is_the_english_dev_accuracy_of_the_selected_epoch() ->
 
 # --- the MLflow tracker -----------------------------------------------------------------------------------
 
-def test_tracker_marks_a_failed_trial_and_never_duplicates_runs_or_steps(tmp_path: Path) -> None:
+def test_tracker_marks_a_failed_trial_and_never_duplicates_runs_or_steps(tmp_path: Path, mlflow_uri: str) -> None:
     from mlflow import MlflowClient
 
     from study.tracking import StudyTracker, find_runs, get_or_create_experiment, start_study_run
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     client = MlflowClient(uri)
     experiment = get_or_create_experiment(client, "units", (tmp_path / "artifacts").as_uri())
     parent = start_study_run(client, experiment, "units", {"space": "alignment"}, {})
@@ -214,6 +192,43 @@ def test_tracker_marks_a_failed_trial_and_never_duplicates_runs_or_steps(tmp_pat
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"trial_config.json", "error.txt", "results_per_language.csv"} <= artifacts
+
+
+def test_runs_of_trials_the_resumed_study_lost_are_retired_and_the_others_linked(tmp_path: Path,
+                                                                                mlflow_uri: str) -> None:
+    """A driver killed before Tune saved a started trial leaves its MLflow run behind; the resumed study's rows
+    do not know that trial. Its run is KILLED and deleted, every other run left alone; the searcher's link to a
+    trial's run (Optuna user attributes) names the run the tracker created."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    from study.study_run import StudyRun
+    from study.tracking import TrialRunLinks
+
+    uri = mlflow_uri
+    record = StudyRun(StudySettings(name="units", space="alignment", mlflow_tracking_uri=uri,
+                                    base_config=MPTConfig(**SMOKE).to_dict()))
+    record.start(tmp_path, tmp_path)  # results root; a repository root that is no checkout (no git tags)
+    for phase, trial_ids in (("search", ("kept0001", "kept0002", "lost0003")), ("confirm", ("conf0001",))):
+        tracker = record.tracker(phase)
+        tracker.setup()
+        for number, trial_id in enumerate(trial_ids):
+            tracker.on_trial_start(0, [], SimpleNamespace(trial_id=trial_id, config={"trial_number": number}))
+    record.retire_lost_trials([TrialRow("kept0001", 0, COMPLETE, {}), TrialRow("kept0002", 1, "UNFINISHED", {})])
+
+    runs = {run.data.tags["ray.trial_id"]: run for run in
+            MlflowClient(uri).search_runs([record.experiment_id], run_view_type=ViewType.ALL)
+            if "ray.trial_id" in run.data.tags}
+    lost = runs.pop("lost0003")
+    assert (lost.info.status, lost.info.lifecycle_stage) == ("KILLED", "deleted") and "lost" in lost.data.tags
+    assert sorted(runs) == ["conf0001", "kept0001", "kept0002"]  # the confirmation's runs are not the search's
+    for run in runs.values():
+        assert (run.info.status, run.info.lifecycle_stage, "lost" in run.data.tags) == ("RUNNING", "active", False)
+    run_id = runs["kept0002"].info.run_id
+    assert TrialRunLinks(uri, "units")("kept0002") == {
+        "mlflow_run_id": run_id,
+        "mlflow_run_url": f"http://127.0.0.1:5000/#/experiments/{record.experiment_id}/runs/{run_id}"}
+    assert TrialRunLinks(uri, "units")("nosuch00") == {}
 
 
 # --- the report ---------------------------------------------------------------------------------------------

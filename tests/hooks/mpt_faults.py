@@ -9,8 +9,12 @@ these variables is set:
                                 reporting it, so the epoch's work is lost (a crash or an OOM kill)
     MPT_FAULT_HOLD_AT_EPOCH=K   after reporting epoch K (its checkpoint is saved) the trial stops making
                                 progress until its process dies (a node about to be lost)
-    MPT_FAULT_MARKER=PATH       required with either: the fault fires once, in the first trial to get there,
-                                which creates PATH and writes a JSON line (trial id, epoch, pid, node id)
+    MPT_FAULT_FAIL_AT_EPOCH=K   the trial raises after training epoch K and before reporting it, in every try
+                                Tune gives it, so it ends FAILED (a trial that keeps running out of memory);
+                                without the variable (a `--resume` started without it) it trains
+    MPT_FAULT_MARKER=PATH       required with any of these: the fault fires in the first trial to get there
+                                (once, or in each of its tries for FAIL), which creates PATH and writes a JSON
+                                line (trial id, epoch, pid, node id)
     MPT_EPOCH_LOG=PATH          every trial appends a JSON line per epoch it actually trains (trial id,
                                 epoch, pid, node id, start and end time)
 
@@ -30,6 +34,7 @@ import patch_on_import
 
 KILL_AT_EPOCH = "MPT_FAULT_KILL_AT_EPOCH"
 HOLD_AT_EPOCH = "MPT_FAULT_HOLD_AT_EPOCH"
+FAIL_AT_EPOCH = "MPT_FAULT_FAIL_AT_EPOCH"
 MARKER = "MPT_FAULT_MARKER"
 EPOCH_LOG = "MPT_EPOCH_LOG"
 
@@ -79,8 +84,26 @@ def _claim(epoch: int) -> bool:
     return True
 
 
+def _claimed_by_this_trial(epoch: int) -> bool:
+    """True in every try of the trial that claimed the fault (the first to get there)."""
+    if _claim(epoch):
+        return True
+    with open(os.environ[MARKER]) as marker:
+        line = marker.readline()
+    try:  # empty (or cut short) while the claiming trial writes it: that trial is another one
+        return json.loads(line)["trial_id"] == where()["trial_id"]
+    except ValueError:
+        return False
+
+
+class InjectedTrialFailure(RuntimeError):
+    """The failure MPT_FAULT_FAIL_AT_EPOCH injects."""
+
+
 def epoch_trained(epoch: int, seconds: float) -> None:
     """Call after training an epoch (which took `seconds`), before reporting it."""
+    if _epoch_of(FAIL_AT_EPOCH) == epoch and _claimed_by_this_trial(epoch):
+        raise InjectedTrialFailure(f"{FAIL_AT_EPOCH}={epoch}: this trial fails in every try")
     log = os.environ.get(EPOCH_LOG)
     if log:
         record = where()
@@ -96,7 +119,7 @@ def epoch_reported(epoch: int) -> None:
             time.sleep(60)
 
 
-VARIABLES = (KILL_AT_EPOCH, HOLD_AT_EPOCH, EPOCH_LOG)
+VARIABLES = (KILL_AT_EPOCH, HOLD_AT_EPOCH, FAIL_AT_EPOCH, EPOCH_LOG)
 
 
 def wrap_train_epoch(train_epoch):

@@ -4,7 +4,8 @@ study's driver and its Ray trial processes, in the tests that put it there), as 
 
 import os
 
-if any(os.environ.get(name) for name in ("MPT_FAULT_KILL_AT_EPOCH", "MPT_FAULT_HOLD_AT_EPOCH", "MPT_EPOCH_LOG")):
+if any(os.environ.get(name) for name in ("MPT_FAULT_KILL_AT_EPOCH", "MPT_FAULT_HOLD_AT_EPOCH",
+                                        "MPT_FAULT_FAIL_AT_EPOCH", "MPT_EPOCH_LOG")):
     import mpt_faults
 
     mpt_faults.install()
