@@ -88,5 +88,5 @@ def loaded_default_trial(quick: bool, threads: int) -> LoadedTrial:
     trial = default_trial(smoke=quick, threads=threads)
     point = trial_points(1)[0]
     config = MPTConfig.from_dict({**trial.base, **point})
-    backbone = load_backbone(config.backbone, config.num_layers, want_mlm=config.head != "linear")
+    backbone = load_backbone(config.backbone, config.num_layers, want_mlm=config.wants_mlm_head)
     return LoadedTrial(trial, point, config, backbone, load_run_data(config))

@@ -25,7 +25,7 @@ def plain_trials(base: dict, points: list[dict], data, result: dict) -> None:
     """One timed backbone load, then each point as a `fit` call; seconds per trial."""
     config = MPTConfig.from_dict(base)
     started = time.perf_counter()
-    backbone = load_backbone(config.backbone, config.num_layers, want_mlm=config.head != "linear")
+    backbone = load_backbone(config.backbone, config.num_layers, want_mlm=config.wants_mlm_head)
     result["load"] = time.perf_counter() - started
     result["trials"] = []
     for point in points:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "auto")
+from mpt.config import PRECISIONS
 
 
 def native_bf16(device: torch.device) -> bool:

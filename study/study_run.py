@@ -126,7 +126,7 @@ class StudyRun:
         """`export_trained_prompt` on a backbone loaded once per study (every trial of a study shares it)."""
 
         def backbone_for(config):
-            key = (config.backbone, config.num_layers, config.head != "linear")
+            key = (config.backbone, config.num_layers, config.wants_mlm_head)
             if key not in self._backbones:
                 from mpt.backbones import load_backbone
 

@@ -528,7 +528,7 @@ def test_killed_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Pa
         for row in rows:
             config = trial_config(base, row["params"])
             trainer = Trainer(config, backbone=load_backbone(config.backbone, config.num_layers,
-                                                             want_mlm=config.head != "linear"), data=data)
+                                                             want_mlm=config.wants_mlm_head), data=data)
             result = trainer.run()
             assert row["test_accuracy"] == result.accuracy
             run_id = runs[row["trial_id"]].info.run_id

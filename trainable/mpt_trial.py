@@ -80,7 +80,7 @@ def _cached_backbone(name: str, num_layers: int | None, want_mlm: bool) -> Backb
 def shared_backbone(config: MPTConfig) -> Backbone:
     """The frozen backbone, loaded once per trial process: Tune reuses a process for the next trial
     (`reuse_actors`), and no trial changes the backbone's weights, so trials can share it."""
-    return _cached_backbone(config.backbone, config.num_layers, config.head != "linear")
+    return _cached_backbone(config.backbone, config.num_layers, config.wants_mlm_head)
 
 
 def train_mpt(params: dict, *, base_config: dict, objective: str, data: RunData | None = None,
