@@ -19,7 +19,7 @@ from search_spaces import REFERENCE_POINTS, SPACES, get_space
 from study.settings import (DEFAULT_CONFIRM_SEEDS, DEFAULT_CONFIRM_TOP, DEFAULT_NUM_SAMPLES, DEFAULT_STORAGE_PATH,
                             RESULTS_ROOT, SCHEDULERS, SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudyError,
                             StudySettings, absolute_storage, check_name, default_tracking_uri, is_uri)
-from trainable import OBJECTIVES
+from trainable.metrics import OBJECTIVES
 
 USAGE = """Run a hyperparameter study of MPT: Ray Tune trials, an Optuna search, MLflow records and a report.
 
@@ -120,7 +120,7 @@ def _add_study_flags(study) -> None:
                        help=f"trials, the 2 reference points included (default: {DEFAULT_NUM_SAMPLES}; "
                             f"{SMOKE_NUM_SAMPLES} with --smoke)")
     study.add_argument("--objective", choices=tuple(OBJECTIVES),
-                       help="what Optuna maximises: " + "; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items())
+                       help="what Optuna maximises: " + "; ".join(f"{k}: {o.description}" for k, o in OBJECTIVES.items())
                             + " (default: dev_avg)")
     study.add_argument("--scheduler", choices=SCHEDULERS,
                        help="none: every trial runs all epochs; asha: stop weak trials early (never the "

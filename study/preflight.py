@@ -19,7 +19,7 @@ from typing import Sequence
 from mpt.config import MPTConfig
 from study.settings import (DEFAULT_STORAGE_PATH, StudyError, StudyPaths, StudySettings, is_uri,
                             local_storage_folder, redact, sqlite_database)
-from trainable import STATE_FILE
+from trainable.spec import STATE_FILE
 
 MLFLOW_CONNECT_TIMEOUT_S = 10
 

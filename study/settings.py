@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mpt.config import MPTConfig
+from trainable.metrics import get_objective
 
 RESULTS_ROOT = Path("results")  # relative to the working directory: run studies from the repository root
 DEFAULT_STORAGE_PATH = "results/ray"
@@ -79,7 +80,7 @@ class StudySettings:
         by (dev_avg: all of them; dev_en: English only) in `ranked` runs (the search), English dev alone in the
         others (the confirmation: its runs are compared on test, and English dev picks their epoch), with the
         trial's torch threads when given."""
-        base = {**self.base_config, "dev_all_languages": ranked and self.objective == "dev_avg"}
+        base = {**self.base_config, "dev_all_languages": ranked and get_objective(self.objective).reads_target_dev}
         return base if num_threads is None else {**base, "num_threads": num_threads}
 
     def to_json(self) -> str:

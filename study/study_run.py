@@ -22,7 +22,7 @@ from study.results import COMPLETE, TrialRow
 from study.settings import StudySettings, redacted
 from study.tracking import (MAX_TAG_CHARS, REPORT_ARTIFACT_DIR, StudyTracker, environment_tags, find_runs,
                             find_study_run, get_or_create_experiment, start_study_run)
-from trainable import STATE_FILE
+from trainable.spec import STATE_FILE
 
 REPORT_SUFFIXES = (".md", ".html", ".png", ".json")  # the study folder's files the parent run keeps
 BEST_MODEL_DIR, CONFIRM_MODELS_DIR = "best_model", "confirm_models"  # trained-prompt directories in the study folder

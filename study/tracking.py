@@ -23,7 +23,8 @@ from ray import tune
 
 from study.results import last_line
 from study.settings import git_state
-from trainable import META_KEYS, RUNTIME_PREFIX, SELECTED_DEV_PREFIX, per_language, trained_all_epochs, trial_config
+from trainable.metrics import TrialReport
+from trainable.spec import META_KEYS, trial_config
 
 ROLE_TAG = "mpt_study.role"  # "study" (parent) or "trial"
 PHASE_TAG = "mpt_study.phase"  # "search" or "confirm"
@@ -37,8 +38,6 @@ DESCRIPTION_TAG = "mlflow.note.content"  # the UI shows it as the description of
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 REPORT_ARTIFACT_DIR = "report"  # where the parent run keeps report.md and the plots (study.study_run logs them)
 MAX_TAG_CHARS = 5000
-LOGGED_METRIC_PREFIXES = ("loss", "ce_loss", "kl_loss", "dev_acc_", "selected_dev_acc_", "objective", "best_epoch",
-                          "epoch_seconds", "test_acc_")
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit of params in one log_batch
 SHOWN_PARAMS = 3  # how many searched values a run name shows
 
@@ -229,23 +228,22 @@ class StudyTracker(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         run_id = self.run_id(trial)
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        report = TrialReport.from_result(result)
+        step = report.epoch
         if step <= self._last_step.get(trial.trial_id, 0):
             return  # already logged before an interruption: the resumed trial re-reported it
         now = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), now, step) for key, value in result.items()
-                   if key.startswith(LOGGED_METRIC_PREFIXES) and isinstance(value, (int, float))
-                   and not isinstance(value, bool)]
+        metrics = [Metric(key, value, now, step) for key, value in report.tracked_metrics().items()]
         # the params hold the config as given (device auto, precision auto), the tags what the trial ran on (a
         # trial resumed on another node: the latest)
-        tags = [RunTag(key, str(value)) for key, value in result.items() if key.startswith(RUNTIME_PREFIX)]
+        tags = [RunTag(key, value) for key, value in report.runtime_tags().items()]
         self.client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
         self._last_step[trial.trial_id] = step
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         run_id = self.run_id(trial)
         result = trial.last_result or {}
-        if not trained_all_epochs(result):
+        if not TrialReport.from_result(result).trained_all_epochs:
             self.client.set_tag(run_id, "stopped_early", "true")  # ASHA stopped it before its last epoch
         self._log_trial_artifacts(run_id, trial.config, result)
         self.client.set_terminated(run_id, status="FINISHED")
@@ -287,7 +285,8 @@ def trial_error_text(trial) -> str:
 
 def per_language_rows(result: dict) -> list[dict[str, Any]]:
     """Language, dev accuracy (at the selected epoch) and test accuracy, from a trial's final metrics."""
-    dev, test = per_language(result, SELECTED_DEV_PREFIX), per_language(result, "test_acc_")
+    report = TrialReport.from_result(result)
+    dev, test = report.selected_dev_accuracy, report.test.accuracy if report.test else {}
     return [{"language": lang, "dev_accuracy": dev.get(lang, ""), "test_accuracy": test.get(lang, "")}
             for lang in sorted(dev.keys() | test.keys())]
 

@@ -145,7 +145,7 @@ def run_tuner(settings: StudySettings, paths: StudyPaths, resources: Resources, 
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1,
                 # the legacy engine's reporter (study/run.py sets RAY_AIR_NEW_OUTPUT=0; the new one ignores it)
                 progress_reporter=StudyConsole(settings.name + suffix, tracker.space, tracker.phase, planned,
-                                               settings.config.epochs)))
+                                               settings.config.epochs, settings.config.source_language)))
     grid = tuner.fit()
     finished = len(grid) >= planned and grid.num_terminated + grid.num_errors >= len(grid)
     return grid, finished

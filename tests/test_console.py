@@ -30,7 +30,7 @@ def fake_trial(trial_id: str, number: int, status: str, epoch: int = 0, objectiv
 
 
 def test_table_names_trials_as_mlflow_and_shows_epochs_objective_and_progress() -> None:
-    console = StudyConsole("demo", "alignment", "search", planned=4, epochs=6)
+    console = StudyConsole("demo", "alignment", "search", planned=4, epochs=6, source_language="en")
     console.setup(start_time=1000.0)
     trials = [fake_trial("a", 0, "TERMINATED", 6, 0.36, reference="vanilla", alignment_weight=0.0),
               fake_trial("b", 1, "RUNNING", 3, 0.41, alignment_weight=0.92, kl_temperature=1.5),
@@ -51,8 +51,18 @@ def test_table_names_trials_as_mlflow_and_shows_epochs_objective_and_progress() 
     assert "pending" in lines[5] and "0/6" in lines[5]
 
 
+def test_the_dev_column_is_the_source_languages() -> None:
+    """A study whose few-shot set is French shows French dev, not English."""
+    console = StudyConsole("demo", "alignment", "search", planned=1, epochs=6, source_language="fr")
+    trial = fake_trial("a", 0, "RUNNING", 2, 0.4)
+    trial.last_result["dev_acc_fr"] = 0.25
+    header, line = console.render([trial]).splitlines()[2:4]
+    assert header.split()[-3:] == ["dev", "fr", "time"]
+    assert line.split()[-3:] == ["0.400", "0.250", "1:05"]
+
+
 def test_reports_on_status_changes_at_once_and_on_epochs_at_most_every_interval() -> None:
-    console = StudyConsole("demo", "alignment", "search", planned=2, epochs=2, interval_s=3600)
+    console = StudyConsole("demo", "alignment", "search", planned=2, epochs=2, source_language="en", interval_s=3600)
     trials = [fake_trial("a", 0, "PENDING")]
     assert console.should_report(trials)
     console.report(trials, False)
@@ -68,7 +78,7 @@ def test_reports_on_status_changes_at_once_and_on_epochs_at_most_every_interval(
 
 
 def test_failed_trial_is_named_with_its_error_once() -> None:
-    console = StudyConsole("demo", "translator", "search", planned=1, epochs=2)
+    console = StudyConsole("demo", "translator", "search", planned=1, epochs=2, source_language="en")
     trial = fake_trial("a", 0, "ERROR", reference="vanilla")
     trial.error_file = None
     trial.get_error = lambda: "Traceback (most recent call last):\n  ...\nValueError: loss is nan at epoch 1"

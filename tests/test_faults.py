@@ -62,11 +62,11 @@ def trial_folders(experiment: Path) -> dict[str, Path]:
 
 def has_finished(folder: Path) -> bool:
     """Whether the trial's result.json holds its final report (that of its last planned epoch)."""
-    from trainable import trained_all_epochs
+    from trainable.metrics import TrialReport
 
     results = folder / "result.json"
     lines = results.read_text().splitlines() if results.exists() else []
-    return bool(lines) and trained_all_epochs(json.loads(lines[-1]))
+    return bool(lines) and TrialReport.from_result(json.loads(lines[-1])).trained_all_epochs
 
 
 def saved_as_finished(experiment: Path) -> set[str]:
@@ -500,7 +500,7 @@ def test_killed_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Pa
     from mpt.training import Trainer
     from study.settings import StudySettings
     from study.tuner import load_study_data
-    from trainable import trial_config
+    from trainable.spec import trial_config
 
     log, marker = tmp_path / "epochs.jsonl", tmp_path / "fault-fired"
     done = run_study(["--space", "alignment", "--smoke", "--name", CRASH, "--num-samples", "2", "--no-confirm",

@@ -13,7 +13,7 @@ import pytest
 
 from mpt.config import MPTConfig
 from search_spaces import PAPER_DEFAULT, SPACES, VANILLA, UnknownSpaceError, get_space, probe
-from trainable import trial_config
+from trainable.spec import trial_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package

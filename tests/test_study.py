@@ -253,9 +253,9 @@ def test_asha_study_with_the_strict_english_dev_objective(tmp_path: Path) -> Non
 
 def finished_trials(experiment: Path) -> int:
     """Trials whose result.json already holds their last epoch's report."""
-    from trainable import trained_all_epochs
+    from trainable.metrics import TrialReport
 
-    return sum(bool(lines) and trained_all_epochs(json.loads(lines[-1]))
+    return sum(bool(lines) and TrialReport.from_result(json.loads(lines[-1])).trained_all_epochs
                for lines in (path.read_text().splitlines() for path in experiment.glob("*/result.json")))
 
 

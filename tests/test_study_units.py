@@ -13,7 +13,7 @@ import pytest
 
 from mpt.config import MPTConfig
 from search_spaces import PAPER_DEFAULT, VANILLA, get_space, probe
-from trainable import trial_config
+from trainable.spec import trial_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
@@ -233,7 +233,7 @@ def synthetic_study(root: Path, trials: int = 10, confirmed: bool = True) -> Stu
             trial_id=f"{number:08x}", trial_number=number, status=COMPLETE,
             params={"alignment_weight": weight, "translator_depth": number % 3, "prompt_length": 4 + number},
             reference={0: VANILLA, 1: PAPER_DEFAULT}.get(number), objective=0.3 + weight / 2,
-            dev_accuracy=dev, dev_rows={lang: 40 for lang in dev}, epochs_done=2))
+            dev_accuracy=dev, dev_rows={lang: 40 for lang in dev}))
     rows.append(TrialRow(trial_id="deadbeef", trial_number=trials, status=FAILED, params={"alignment_weight": 0.3},
                          error="NonFiniteLossError: loss is nan"))
     save_rows(paths.trials_file, rows)
@@ -247,7 +247,7 @@ def synthetic_study(root: Path, trials: int = 10, confirmed: bool = True) -> Stu
                 correct = {lang: ones + "0" * (40 - len(ones)) for lang, ones in correct.items()}
                 confirm.append(TrialRow(trial_id=f"c{number}{seed}", trial_number=number, status=COMPLETE,
                                         params={"alignment_weight": 0.5, "seed": seed}, reference=reference,
-                                        seed=seed, test_correct=correct, epochs_done=2))
+                                        seed=seed, test_correct=correct))
         save_rows(paths.confirm_file, confirm)
     return paths
 
@@ -324,16 +324,29 @@ def test_report_of_a_study_without_results_says_how_to_continue(tmp_path: Path) 
         write_report(paths)
 
 
-def test_per_language_metrics_leave_the_averages_out() -> None:
+def test_a_trial_report_reads_back_from_its_tune_result_and_leaves_the_averages_out() -> None:
     from study.tracking import per_language_rows
-    from trainable import per_language
+    from trainable.metrics import Runtime, TestResult, TrialReport
 
-    metrics = {"test_acc_en": 0.5, "test_acc_de": 0.4, "test_acc_avg": 0.45, "test_acc_avg_target": 0.4,
-               "selected_dev_acc_en": 0.6, "selected_dev_acc_sw": 0.3, "dev_acc_en": 0.1, "dev_acc_avg": 0.45,
-               "loss": 1.0, "epoch": 3}
-    assert per_language(metrics, "test_acc_") == {"en": 0.5, "de": 0.4}
-    assert per_language(metrics, "dev_acc_") == {"en": 0.1}
-    assert per_language_rows(metrics) == [
+    report = TrialReport(epoch=3, planned_epochs=3, loss=1.0, ce_loss=0.8, kl_loss=0.2,
+                         dev_accuracy={"en": 0.1, "sw": 0.2}, dev_rows={"en": 150, "sw": 150}, dev_average=0.15,
+                         best_epoch=2, selected_dev_accuracy={"en": 0.6, "sw": 0.3}, objective=0.45, epoch_seconds=9.5,
+                         runtime=Runtime("cpu", "bf16", 2),
+                         test=TestResult({"en": 0.5, "de": 0.4}, 0.45, 0.4, {"en": "10", "de": "01"}))
+    metrics = report.to_report()
+    assert metrics["test_acc_avg_target"] == 0.4 and metrics["selected_dev_acc_sw"] == 0.3
+    assert metrics["runtime_precision"] == "bf16" and metrics["test_correct_de"] == "01"
+    tune_result = {**metrics, "trial_id": "0123abcd", "training_iteration": 3, "time_total_s": 30.0}
+    assert TrialReport.from_result(tune_result) == TrialReport(**{**vars(report), "trial_id": "0123abcd",
+                                                                  "time_total_s": 30.0})
+    assert report.trained_all_epochs and not TrialReport(epoch=2, planned_epochs=3).trained_all_epochs
+    assert TrialReport.from_result(None) == TrialReport()  # a trial that failed before its first report
+    assert TrialReport.from_result({"training_iteration": 2}).epoch == 2  # Tune's count: one report an epoch
+    assert set(report.tracked_metrics()) == {"loss", "ce_loss", "kl_loss", "dev_acc_en", "dev_acc_sw", "dev_acc_avg",
+                                             "selected_dev_acc_en", "selected_dev_acc_sw", "objective", "best_epoch",
+                                             "epoch_seconds", "test_acc_en", "test_acc_de", "test_acc_avg",
+                                             "test_acc_avg_target"}
+    assert per_language_rows(tune_result) == [
         {"language": "de", "dev_accuracy": "", "test_accuracy": 0.4},
         {"language": "en", "dev_accuracy": 0.6, "test_accuracy": 0.5},
         {"language": "sw", "dev_accuracy": 0.3, "test_accuracy": ""}]
