@@ -13,7 +13,7 @@ from benchmarks.context import STUDY_SPACE
 from benchmarks.probes import ROOT
 from mpt.config import MPTConfig
 from search_spaces import PAPER_DEFAULT, REFERENCE_POINTS
-from study.settings import DEFAULT_NUM_SAMPLES, SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudySettings
+from study.settings import SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudySettings, default
 
 SHOWN_FIELDS = ("num_layers", "epochs", "shots_per_class", "max_eval_examples", "target_languages", "num_threads",
                 "dev_all_languages")
@@ -37,11 +37,11 @@ def default_trial(smoke: bool, threads: int) -> DefaultTrial:
     """The study's defaults (`STUDY_BASE_DEFAULTS`, with `SMOKE_BASE` for --smoke) as its settings resolve
     them, with `threads` torch threads per trial (the study gives each trial its --cpus-per-trial)."""
     settings = StudySettings(name="benchmark", space=STUDY_SPACE, smoke=smoke,
-                             num_samples=SMOKE_NUM_SAMPLES if smoke else DEFAULT_NUM_SAMPLES)
+                             num_samples=SMOKE_NUM_SAMPLES if smoke else default("num_samples"))
     values = {**STUDY_BASE_DEFAULTS, "seed": settings.seed, **(SMOKE_BASE if smoke else {})}
-    settings = dataclasses.replace(settings, base_config=MPTConfig.from_dict(values).to_dict())
+    settings = dataclasses.replace(settings, base_config=MPTConfig.from_dict(values))
     source = "study/run.py's default settings" + (" + --smoke" if smoke else "")
-    return DefaultTrial(settings.trial_base_config(num_threads=threads), source, settings.objective,
+    return DefaultTrial(settings.trial_base_config(num_threads=threads).to_dict(), source, settings.objective,
                         settings.num_samples)
 
 

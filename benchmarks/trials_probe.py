@@ -42,8 +42,8 @@ def tune_trials(base: dict, points: list[dict], objective: str, data, storage: s
 
     from trainable.mpt_trial import train_mpt
 
-    trainable = tune.with_resources(tune.with_parameters(train_mpt, base_config=base, objective=objective,
-                                                         data=data), {"cpu": os.cpu_count()})
+    trainable = tune.with_resources(tune.with_parameters(train_mpt, base_config=MPTConfig.from_dict(base),
+                                                         objective=objective, data=data), {"cpu": os.cpu_count()})
     # BasicVariantGenerator needs every preset key in the param space
     space = {key: tune.choice(sorted({p[key] for p in points})) for key in points[0]}
     grid = tune.Tuner(trainable, param_space=space,

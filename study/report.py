@@ -166,7 +166,7 @@ def write_report(paths: StudyPaths) -> WrittenReport:
         raise StudyError(f"study {paths.name!r} has no results yet ({paths.trials_file} is missing): resume it "
                          f"with `python study/run.py --space {settings.space} --name {paths.name} --resume`")
     rows = load_rows(paths.trials_file)
-    languages = settings.config.languages
+    languages = settings.base_config.languages
     best = best_row(rows)
     study_dir = paths.study_dir
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -226,7 +226,7 @@ def _verdict_section(verdict: Verdict | None) -> list[str]:
 
 def _settings_lines(paths: StudyPaths, settings, rows: Sequence[TrialRow],
                     searched: SearchedParameters) -> list[str]:
-    config, space = settings.config, get_space(settings.space)
+    config, space = settings.base_config, get_space(settings.space)
     counts = {status: sum(r.status == status for r in rows) for status in sorted({r.status for r in rows})}
     return ["## Study", "",
             f"- space: `{settings.space}` ({space.summary.rstrip('.')}), searching "

@@ -57,7 +57,7 @@ def run_study(request: StudyRequest) -> int:
     from study.study_run import StudyRun
 
     data = tuner.load_study_data(settings)
-    preflight.check_backbone(settings.config)
+    preflight.check_backbone(settings.base_config)
     if request.resume:
         preflight.check_checkpoints(paths.experiment_path())
     tuner.start_ray(request.resources.address)
@@ -155,10 +155,10 @@ def interrupted(record: StudyRun, settings: StudySettings, rows: list[TrialRow],
 def input_errors() -> tuple[type[BaseException], ...]:
     """The errors that mean bad input (a message and exit status 2, not a traceback)."""
     errors: list[type[BaseException]] = [StudyError, UnknownSpaceError, ConfigError, DataError]
-    # mpt.backbones imports transformers (seconds): if nothing imported it, nothing raised its error
-    backbones = sys.modules.get("mpt.backbones")
-    if backbones is not None:
-        errors.append(backbones.BackboneError)
+    # mpt.api imports torch and transformers (seconds): if nothing imported it, nothing raised its error
+    api = sys.modules.get("mpt.api")
+    if api is not None:
+        errors.append(api.BackboneError)
     return tuple(errors)
 
 

@@ -6,7 +6,7 @@ import json
 import os
 import re
 import subprocess
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ from mpt.config import MPTConfig
 from trainable.metrics import get_objective
 
 RESULTS_ROOT = Path("results")  # relative to the working directory: run studies from the repository root
-DEFAULT_STORAGE_PATH = "results/ray"
 SETTINGS_FILE = "study.json"
 TRIALS_FILE = "trials.json"
 CONFIRM_FILE = "confirm.json"
@@ -36,8 +35,6 @@ STUDY_BASE_DEFAULTS: dict[str, Any] = {"num_layers": 4, "epochs": 5, "shots_per_
 # --smoke: the smallest study that still exercises everything (2 minutes on 2 cores).
 SMOKE_BASE: dict[str, Any] = {"num_layers": 1, "epochs": 2, "shots_per_class": 4, "max_eval_examples": 12,
                               "target_languages": ["de", "fr"]}
-DEFAULT_NUM_SAMPLES = 4
-DEFAULT_CONFIRM_TOP, DEFAULT_CONFIRM_SEEDS = 1, 3
 SMOKE_NUM_SAMPLES = 4
 
 SCHEDULERS = ("none", "asha")
@@ -50,47 +47,55 @@ class StudyError(RuntimeError):
 
 @dataclass
 class StudySettings:
-    """Everything that defines a study (stored in study.json; a resume reuses it)."""
+    """Everything that defines a study (stored in study.json; a resume reuses it). The defaults here are the
+    study's defaults: the command line's help reads them from this class."""
 
     name: str
     space: str
-    objective: str = "dev_avg"
-    num_samples: int = DEFAULT_NUM_SAMPLES
+    objective: str = "dev_avg"  # a key of trainable.metrics.OBJECTIVES
+    num_samples: int = 4
     scheduler: str = "none"
     seed: int = 0
     smoke: bool = False
-    storage_path: str = DEFAULT_STORAGE_PATH
+    storage_path: str = "results/ray"
     mlflow_tracking_uri: str = ""
     optuna_storage: str = ""  # a database URL or a journal file ("": the study's results/<study>/optuna.log)
-    base_config: dict[str, Any] = field(default_factory=dict)  # a full MPTConfig as a dict
-    confirm_top: int = DEFAULT_CONFIRM_TOP  # the confirmation retrains the K best (0: no confirmation) ...
-    confirm_seeds: int = DEFAULT_CONFIRM_SEEDS  # ... with vanilla and the paper default, with S paired seeds
+    # every trial's config before its searched values (study.json keeps it as a dict)
+    base_config: MPTConfig = field(default_factory=lambda: MPTConfig.from_dict(STUDY_BASE_DEFAULTS))
+    confirm_top: int = 1  # the confirmation retrains the K best (0: no confirmation) ...
+    confirm_seeds: int = 3  # ... with vanilla and the paper default, with S paired seeds
     test_in_search: bool = False  # search trials evaluate test too (by default only the confirmation does)
 
     # the flags that define the study: a resume must not change them
     DEFINING = ("space", "objective", "num_samples", "scheduler", "seed", "smoke", "storage_path",
                 "mlflow_tracking_uri", "optuna_storage", "base_config", "confirm_top", "confirm_seeds", "test_in_search")
 
-    @property
-    def config(self) -> MPTConfig:
-        return MPTConfig.from_dict(self.base_config)
-
-    def trial_base_config(self, num_threads: int | None = None, ranked: bool = True) -> dict[str, Any]:
+    def trial_base_config(self, num_threads: int | None = None, ranked: bool = True) -> MPTConfig:
         """What every trial starts from: the base config, evaluating the dev languages the objective ranks
         by (dev_avg: all of them; dev_en: English only) in `ranked` runs (the search), English dev alone in the
         others (the confirmation: its runs are compared on test, and English dev picks their epoch), with the
         trial's torch threads when given."""
-        base = {**self.base_config, "dev_all_languages": ranked and get_objective(self.objective).reads_target_dev}
-        return base if num_threads is None else {**base, "num_threads": num_threads}
+        base = self.base_config.replace(dev_all_languages=ranked and get_objective(self.objective).reads_target_dev)
+        return base if num_threads is None else base.replace(num_threads=num_threads)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> "StudySettings":
+        """The settings `to_json` wrote (ValueError, ConfigError among them, when the text is damaged)."""
         values = json.loads(text)
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        values = {k: v for k, v in values.items() if k in known}
+        if "base_config" in values:
+            values["base_config"] = MPTConfig.from_dict(values["base_config"])
+        return cls(**values)
+
+
+def default(name: str) -> Any:
+    """The default of setting `name`, read from `StudySettings` (what the command line's help shows)."""
+    setting = next(f for f in fields(StudySettings) if f.name == name)
+    return setting.default_factory() if setting.default_factory is not MISSING else setting.default
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ Like the rest of the MLflow records it is written by the driver only.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -60,10 +59,10 @@ class StudyRun:
                            "seed": settings.seed, "smoke": settings.smoke, "sampler": "TPE(multivariate)",
                            "storage_path": settings.storage_path}
         # no credentials in MLflow: a URI with a token (storage, data, hub repo) is logged without it
-        return redacted({**search_settings, **{f"base.{k}": v for k, v in settings.base_config.items()}})
+        return redacted({**search_settings, **{f"base.{k}": v for k, v in settings.base_config.to_dict().items()}})
 
     def _tags(self, repo_root: Path) -> dict:
-        config = self.settings.config
+        config = self.settings.base_config
         return redacted({**environment_tags(repo_root), "backbone": config.backbone, "data": config.data,
                          "languages": ",".join(config.languages)})
 
@@ -71,7 +70,7 @@ class StudyRun:
         """The Tune callback that records the trials of one phase ("search" or "confirm") under this run."""
         settings = self.settings
         return StudyTracker(settings.mlflow_tracking_uri, settings.name, settings.space,
-                            redacted(settings.trial_base_config(ranked=phase == "search")), phase)
+                            settings.trial_base_config(ranked=phase == "search"), phase)
 
     def retire_lost_trials(self, rows: list[TrialRow]) -> None:
         """Delete the MLflow runs of search trials the study no longer has, so each trial keeps exactly one run.
@@ -128,9 +127,9 @@ class StudyRun:
         def backbone_for(config):
             key = (config.backbone, config.num_layers, config.wants_mlm_head)
             if key not in self._backbones:
-                from mpt.backbones import load_backbone
+                from mpt.api import load_backbone_for
 
-                self._backbones[key] = load_backbone(*key[:2], want_mlm=key[2])
+                self._backbones[key] = load_backbone_for(config)
             return self._backbones[key]
 
         training = {"study": self.settings.name, "trial_number": row.trial_number, "seed": row.seed,
@@ -195,21 +194,16 @@ class StudyRun:
 
 
 def export_trained_prompt(checkpoint, directory: Path, training: dict, backbone_for) -> Path | None:
-    """The selected epoch of a trial's Ray checkpoint as a trained-prompt directory (`mpt.pretrained`): the run's
-    config, its trainable weights and its backbone's fingerprint; None, with a warning, when the checkpoint is
-    gone or damaged (the trial's results stand, its weights are lost). `backbone_for(config)` gives the backbone."""
-    from mpt.checkpoint import CheckpointError, read_checkpoint
-    from mpt.config import MPTConfig
-    from mpt.pretrained import TrainedPrompt
+    """The selected epoch of a trial's Ray checkpoint as a trained-prompt directory (`mpt.api.export_trained_prompt`);
+    None, with a warning, when the checkpoint is gone or damaged (the trial's results stand, its weights are
+    lost). `backbone_for(config)` gives the backbone."""
+    from mpt.api import CheckpointError, export_trained_prompt as export
 
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as local:
         try:
-            state = read_checkpoint(Path(local) / STATE_FILE)
+            return export(Path(local) / STATE_FILE, directory, training, backbone_for)
         except CheckpointError as err:  # deleted or damaged
             print(f"warning: no trained prompt written to {directory}: {err}", file=sys.stderr)
             return None
-    config = MPTConfig.from_dict(json.loads(state["config"]))
-    prompt = TrainedPrompt.from_checkpoint(state, backbone_for(config), training, device="cpu")
-    return prompt.save_pretrained(directory)

@@ -22,7 +22,8 @@ from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from study.results import last_line
-from study.settings import git_state
+from study.settings import git_state, redacted
+from mpt.config import MPTConfig
 from trainable.metrics import TrialReport
 from trainable.spec import META_KEYS, trial_config
 
@@ -141,24 +142,25 @@ def trial_run_name(space: str, phase: str, config: dict[str, Any]) -> str:
     return run_name(space, int(config.get("trial_number", 0)), params, config.get("reference"), phase)
 
 
-def effective_params(base_config: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+def effective_params(base_config: MPTConfig, config: dict[str, Any]) -> dict[str, Any]:
     """Every field of the trial's MPTConfig (base config, searched values on top), so the MLflow UI can filter
-    and compare trials by any field, searched or not; a config that fails validation, as given."""
+    and compare trials by any field, searched or not; a config that fails validation, as given. Credentials in
+    URIs (a data or hub repository's token) are masked."""
     try:
-        return trial_config(base_config, config).to_dict()
+        return redacted(trial_config(base_config, config).to_dict())
     except ValueError:  # the trial fails on it too; its run still says what it was
-        return {**base_config, **{k: v for k, v in config.items() if k not in META_KEYS}}
+        return redacted({**base_config.to_dict(), **{k: v for k, v in config.items() if k not in META_KEYS}})
 
 
 class StudyTracker(tune.Callback):
     """Tune callback on the driver: one nested MLflow run per trial, metrics per epoch (step = epoch)."""
 
-    def __init__(self, tracking_uri: str, experiment_name: str, space: str, base_config: dict[str, Any],
+    def __init__(self, tracking_uri: str, experiment_name: str, space: str, base_config: MPTConfig,
                  phase: str = "search") -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.space = space
-        self.base_config = dict(base_config)
+        self.base_config = base_config
         self.phase = phase
         self._reset()
 
@@ -258,11 +260,11 @@ class StudyTracker(tune.Callback):
     def _log_trial_artifacts(self, run_id: str, params: dict, result: dict, error: str | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="mpt-mlflow-") as directory:
             folder = Path(directory)
-            config = {"trial": {k: params[k] for k in META_KEYS if k in params}}
+            config = {"trial": {k: params[k] for k in META_KEYS if k in params},
+                      "config": effective_params(self.base_config, params)}
             try:
-                config["config"] = trial_config(self.base_config, params).to_dict()
-            except ValueError as err:  # an invalid config is why the trial failed: record it as given
-                config["config"] = {**self.base_config, **params}
+                trial_config(self.base_config, params)
+            except ValueError as err:  # an invalid config is why the trial failed: it is recorded as given
                 config["config_error"] = str(err)
             (folder / "trial_config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
             rows = per_language_rows(result)

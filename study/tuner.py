@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mpt.config import MPTConfig
-from mpt.data import few_shot
-from search_spaces import PAPER_DEFAULT, REFERENCE_POINTS, VANILLA, get_space
+from search_spaces import PAPER_DEFAULT, VANILLA, get_space
 from study.cli import Resources
 from study.results import COMPLETE, TrialRow, reference_row, rows_from_results, save_rows, top_rows
 from study.settings import StudyError, StudyPaths, StudySettings
+from trainable.spec import trial_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Ray Tune retries every failure of a trial, deterministic ones too: one retry survives a crash (a killed
@@ -72,12 +71,11 @@ def available_cpus() -> int:
 
 def load_study_data(settings: StudySettings):
     """Load the data once on the driver; Ray shares it with every trial through its object store."""
-    from mpt.training import load_run_data
+    from mpt.api import few_shot, load_run_data
 
-    config = MPTConfig.from_dict(settings.trial_base_config())
-    # parallel pairs whatever the base weight: the paper-like reference and the searches turn alignment on
-    weight = config.alignment_weight or REFERENCE_POINTS["paper_default"]["alignment_weight"]
-    data = load_run_data(config.replace(alignment_weight=weight))
+    config = settings.trial_base_config()
+    # the parallel corpus whatever the base config's weight: the paper-like reference point aligns
+    data = load_run_data(config, parallel=True)
     few_shot(data.train_pool, config.shots_per_class, config.seed)  # fail now, not in every trial
     return data
 
@@ -145,7 +143,8 @@ def run_tuner(settings: StudySettings, paths: StudyPaths, resources: Resources, 
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1,
                 # the legacy engine's reporter (study/run.py sets RAY_AIR_NEW_OUTPUT=0; the new one ignores it)
                 progress_reporter=StudyConsole(settings.name + suffix, tracker.space, tracker.phase, planned,
-                                               settings.config.epochs, settings.config.source_language)))
+                                               settings.base_config.epochs,
+                                               settings.base_config.source_language)))
     grid = tuner.fit()
     finished = len(grid) >= planned and grid.num_terminated + grid.num_errors >= len(grid)
     return grid, finished
@@ -163,11 +162,12 @@ def run_search(settings: StudySettings, paths: StudyPaths, resources: Resources,
     print(f"study {settings.name}: space {space.name} ({space.summary.rstrip('.')}), {settings.num_samples} trials, "
           f"objective {settings.objective}; Optuna study {settings.name!r} in {redact(storage)}"
           + (" (resumed)" if resume else ""))
-    searcher = make_searcher(space, settings.base_config, settings.seed, settings.num_samples,
+    # the searcher (study/search.py) and the spaces take the base config as a dict of its fields
+    searcher = make_searcher(space, settings.base_config.to_dict(), settings.seed, settings.num_samples,
                              storage_url=storage, study_name=settings.name, resume=resume)
     return run_tuner(
         settings, paths, resources, trainable, tracker, resume, search_alg=searcher,
-        num_samples=settings.num_samples, scheduler=make_scheduler(settings.scheduler, settings.config.epochs))
+        num_samples=settings.num_samples, scheduler=make_scheduler(settings.scheduler, settings.base_config.epochs))
 
 
 def confirmation_candidates(rows: list[TrialRow], top: int) -> list[TrialRow]:
@@ -190,8 +190,7 @@ def confirmation_seeds(settings: StudySettings) -> list[int]:
 def expected_cost(settings: StudySettings, row: TrialRow) -> float:
     """A run's relative cost: tokens per sequence (prompt and text), times the alignment task's extra forward
     and backward passes on the parallel pairs when it is on."""
-    config = MPTConfig.from_dict({**settings.base_config, **{k: v for k, v in row.params.items()
-                                                            if k in settings.base_config}})
+    config = trial_config(settings.base_config, row.params)
     aligned = config.alignment_weight > 0
     return (config.prompt_length + 60) * (1 + (config.alignment_batch_size / config.batch_size if aligned else 0))
 

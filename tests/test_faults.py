@@ -461,9 +461,8 @@ def test_trial_whose_damaged_checkpoint_was_deleted_trains_from_its_first_epoch(
     from study.settings import SMOKE_BASE, STUDY_BASE_DEFAULTS
     from trainable import mpt_trial
 
-    base = MPTConfig.from_dict({**STUDY_BASE_DEFAULTS, **SMOKE_BASE, "dev_all_languages": True,
-                                "num_threads": 1}).to_dict()
-    data = load_run_data(MPTConfig.from_dict(base))
+    base = MPTConfig.from_dict({**STUDY_BASE_DEFAULTS, **SMOKE_BASE, "dev_all_languages": True, "num_threads": 1})
+    data = load_run_data(base)
     params = {"alignment_weight": 0.5, "trial_number": 3, "reference": None}
     log = tmp_path / "epochs.jsonl"
     monkeypatch.setenv("MPT_EPOCH_LOG", str(log))

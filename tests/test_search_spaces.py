@@ -113,7 +113,7 @@ def test_reference_points_come_first_in_every_space_with_only_what_they_search(t
     assert (vanilla["reference"], paper["reference"]) == (VANILLA, PAPER_DEFAULT)
     assert (vanilla["trial_number"], paper["trial_number"]) == (0, 1)
     for config, (depth, weight) in ((vanilla, (0, 0.0)), (paper, (1, 0.5))):
-        run = trial_config(base, config)
+        run = trial_config(MPTConfig.from_dict(base), config)
         assert (run.translator_depth, run.alignment_weight) == (depth, weight)
     recorded = load_optuna_study(url, name).trials
     # vanilla has no translator and no alignment task: nothing of theirs is searched in it

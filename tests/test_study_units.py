@@ -131,8 +131,8 @@ def test_trainable_reports_every_epoch_and_resumes_from_its_checkpoint(tmp_path:
     from mpt.training import load_run_data
     from trainable import mpt_trial
 
-    base = MPTConfig(**SMOKE, dev_all_languages=True, num_threads=1).to_dict()
-    data = load_run_data(MPTConfig.from_dict(base))
+    base = MPTConfig(**SMOKE, dev_all_languages=True, num_threads=1)
+    data = load_run_data(base)
     params = {"alignment_weight": 0.5, "kl_temperature": 2.0, "trial_number": 7, "reference": None}
 
     search = FakeTune(tmp_path / "search")
@@ -186,7 +186,7 @@ def test_tracker_marks_a_failed_trial_and_never_duplicates_runs_or_steps(tmp_pat
     client = MlflowClient(uri)
     experiment = get_or_create_experiment(client, "units", (tmp_path / "artifacts").as_uri())
     parent = start_study_run(client, experiment, "units", {"space": "alignment"}, {})
-    base = MPTConfig(**SMOKE).to_dict()
+    base = MPTConfig(**SMOKE)
     tracker = StudyTracker(uri, "units", "alignment", base)
     tracker.setup()
     error = "Traceback (most recent call last):\n  ...\nNonFiniteLossError: loss is nan at epoch 2, step 1"
@@ -222,7 +222,7 @@ def synthetic_study(root: Path, trials: int = 10, confirmed: bool = True) -> Stu
     """A study's files as run.py writes them: search rows with dev accuracies, and (confirmed) the confirmation
     rows of the best trial (#9), vanilla and the paper default over 3 seeds, scored per test row."""
     paths = StudyPaths("synthetic", root, str(root / "ray"))
-    base = MPTConfig(**SMOKE).to_dict()
+    base = MPTConfig(**SMOKE)
     write_atomically(paths.settings_file, StudySettings(name="synthetic", space="alignment", num_samples=trials,
                                                         base_config=base, mlflow_tracking_uri="sqlite://").to_json())
     rows = []
@@ -237,7 +237,7 @@ def synthetic_study(root: Path, trials: int = 10, confirmed: bool = True) -> Stu
     rows.append(TrialRow(trial_id="deadbeef", trial_number=trials, status=FAILED, params={"alignment_weight": 0.3},
                          error="NonFiniteLossError: loss is nan"))
     save_rows(paths.trials_file, rows)
-    record_in_optuna(paths, base, rows)
+    record_in_optuna(paths, base.to_dict(), rows)
     if confirmed:
         confirm = []
         for number, reference, lift in ((9, None, 0.2), (0, VANILLA, 0.0), (1, PAPER_DEFAULT, 0.0)):

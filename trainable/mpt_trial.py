@@ -71,7 +71,7 @@ def shared_backbone(config: MPTConfig) -> Backbone:
     return _cached_backbone(config.backbone, config.num_layers, config.wants_mlm_head)
 
 
-def train_mpt(params: dict, *, base_config: dict, objective: str, data: RunData | None = None,
+def train_mpt(params: dict, *, base_config: MPTConfig, objective: str, data: RunData | None = None,
               evaluate_test: bool = False) -> None:
     """Tune function trainable: train one MPT run, reporting and checkpointing every epoch; with
     `evaluate_test`, the last epoch's report adds the test metrics (the confirmation runs: search trials

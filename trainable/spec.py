@@ -12,7 +12,7 @@ META_KEYS = ("trial_number", "reference")  # study bookkeeping in a trial's conf
 STATE_FILE = "state.pt"  # in each Ray checkpoint folder: `mpt.checkpoint`'s file of the `Trainer` state
 
 
-def trial_config(base_config: Mapping[str, Any], params: Mapping[str, Any]) -> MPTConfig:
-    """The run config of a trial: the base config with the trial's searched values on top."""
-    overrides = {k: v for k, v in params.items() if k not in META_KEYS}
-    return MPTConfig.from_dict({**base_config, **overrides})
+def trial_config(base_config: MPTConfig, params: Mapping[str, Any]) -> MPTConfig:
+    """The run config of a trial: the base config with the trial's searched values on top (ConfigError when
+    they are not valid `MPTConfig` values)."""
+    return base_config.replace(**{k: v for k, v in params.items() if k not in META_KEYS})
