@@ -16,8 +16,11 @@ from typing import Any, Sequence
 from mpt.config import MPTConfig
 from mpt.config_args import parse_assignments, read_config_file
 from search_spaces import REFERENCE_POINTS, SPACES, get_space
-from study.settings import (RESULTS_ROOT, SCHEDULERS, SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudyError,
-                            StudySettings, absolute_storage, check_name, default, default_tracking_uri, is_uri)
+from study.errors import StudyError
+from study.paths import RESULTS_ROOT
+from study.settings import (SCHEDULERS, SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudySettings, check_name,
+                            default)
+from study.uris import absolute_storage, default_tracking_uri, is_uri
 from trainable.metrics import OBJECTIVES
 
 USAGE = """Run a hyperparameter study of MPT: Ray Tune trials, an Optuna search, MLflow records and a report.
@@ -119,8 +122,9 @@ def _add_study_flags(study) -> None:
                        help=f"trials, the 2 reference points included (default: {default('num_samples')}; "
                             f"{SMOKE_NUM_SAMPLES} with --smoke)")
     study.add_argument("--objective", choices=tuple(OBJECTIVES),
-                       help="what Optuna maximises: " + "; ".join(f"{k}: {o.description}" for k, o in
-                                                                  OBJECTIVES.items()) + f" (default: {default('objective')})")
+                       help="what Optuna maximises: "
+                            + "; ".join(f"{name}: {objective.description}" for name, objective in OBJECTIVES.items())
+                            + f" (default: {default('objective')})")
     study.add_argument("--scheduler", choices=SCHEDULERS,
                        help="none: every trial runs all epochs; asha: stop weak trials early (never the "
                             f"reference points) (default: {default('scheduler')})")

@@ -12,8 +12,9 @@ It prints, at most every `interval_s` seconds and at once when a trial starts, e
     ...
 
 The objective is the study's (`--objective`) at the epoch selected so far, `dev en` the latest dev accuracy in
-the source language (the base config's `source_language`), `time` the trial's training time; the estimate of the time left follows this session's rate of
-epochs. A failed trial's error is named under the table once; Ray logs its full traceback.
+the source language (the base config's `source_language`), `time` the trial's training time; the estimate of
+the time left follows this session's rate of epochs. A failed trial's error is named under the table once; Ray
+logs its full traceback.
 
 `TrialNamer` gives Tune's trials the same names (`trial_name_creator`), so Ray's own messages (a failed
 trial's traceback) name trials as the console and MLflow do. Both take the names from

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Sequence
 
 from mpt.config import MPTConfig
-from study.settings import (StudyError, StudyPaths, StudySettings, is_uri,
-                            local_storage_folder, redact, sqlite_database)
+from study.errors import StudyError
+from study.paths import StudyPaths
+from study.settings import StudySettings
+from study.uris import is_uri, local_storage_folder, redact, sqlite_database
 from trainable.spec import STATE_FILE
 
 MLFLOW_CONNECT_TIMEOUT_S = 10
@@ -51,8 +53,8 @@ def check_storage(storage_path: str) -> None:
     if path is None:
         return
     check_writable_folder(path, "--storage-path", f"choose a folder you can write (the default is "
-                                                  f"{StudySettings.storage_path}), or on a cluster a shared file system "
-                                                  f"(file:///mnt/shared/path) or s3://bucket/path")
+                                                  f"{StudySettings.storage_path}), or on a cluster a shared file "
+                                                  f"system (file:///mnt/shared/path) or s3://bucket/path")
 
 
 def check_optuna_storage(setting: str) -> None:

@@ -41,8 +41,10 @@ from study.results import (COMPLETE, TrialRow, best_row, completed, load_rows, r
 from study.intervals import Estimate, binomial_interval  # noqa: E402
 from study.verdict import Verdict, build_verdict  # noqa: E402
 from study.verdict_report import console_verdict, markdown_verdict, plot_estimates, verdict_plots  # noqa: E402
-from study.settings import (RESULTS_ROOT, StudyError, StudyPaths, load_study_settings, redact,  # noqa: E402
-                            write_atomically)
+from study.errors import StudyError  # noqa: E402
+from study.paths import RESULTS_ROOT, StudyPaths, write_atomically  # noqa: E402
+from study.settings import load_study_settings  # noqa: E402
+from study.uris import redact  # noqa: E402
 
 MIN_TRIALS_FOR_IMPORTANCE = 8  # below this the importances are noise
 
@@ -73,8 +75,8 @@ def single_run_estimate(row: TrialRow | None, lang: str, split: str) -> Estimate
     return binomial_interval(round(accuracy * total), total) if accuracy is not None and total else None
 
 
-def compare(best: TrialRow | None, vanilla: TrialRow | None, paper: TrialRow | None, languages: Sequence[str],
-            split: str = "dev") -> list[LanguageComparison]:
+def compare_search_trials(best: TrialRow | None, vanilla: TrialRow | None, paper: TrialRow | None,
+                          languages: Sequence[str], split: str = "dev") -> list[LanguageComparison]:
     """Per-language accuracy of the best search trial, the vanilla baseline and the paper-like default."""
     return [LanguageComparison(lang, *(single_run_estimate(row, lang, split) for row in (best, vanilla, paper)))
             for lang in languages]
@@ -175,7 +177,8 @@ def write_report(paths: StudyPaths) -> WrittenReport:
 
     plots = verdict_plots(study_dir, verdict) if verdict else []
     split = "test" if settings.test_in_search else "dev"
-    comparisons = compare(best, reference_row(rows, VANILLA), reference_row(rows, PAPER_DEFAULT), languages, split)
+    comparisons = compare_search_trials(best, reference_row(rows, VANILLA), reference_row(rows, PAPER_DEFAULT),
+                                        languages, split)
     plot_estimates(study_dir / "search_per_language.png",
                    [(name, {c.label: getattr(c, attribute) for c in comparisons if getattr(c, attribute)})
                     for name, attribute in (("best trial", "best"), ("vanilla", "vanilla"),

@@ -87,7 +87,7 @@ def _error_line(error: BaseException | None) -> str | None:
 
 
 def save_rows(path: Path, rows: list[TrialRow]) -> None:
-    from study.settings import write_atomically
+    from study.paths import write_atomically
 
     write_atomically(path, json.dumps([asdict(r) for r in rows], indent=1, ensure_ascii=False))
 

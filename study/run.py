@@ -2,8 +2,8 @@
 
 `python study/run.py --help` shows the flags, examples and exit statuses (their text is study/cli.py's
 USAGE). This module is the study's outline; its parts are study.cli (the command line), study.preflight
-(the checks before anything is written), study.tuner (Ray and the trials), study.study_run (the study's
-MLflow run) and study.report.
+(the checks before anything is written), study.tuner (Ray and the trials), study.mlflow_parent_run (the
+study's MLflow run) and study.report.
 """
 
 from __future__ import annotations
@@ -40,11 +40,13 @@ from search_spaces import VANILLA, UnknownSpaceError  # noqa: E402
 from study import cli, preflight, tuner  # noqa: E402
 from study.cli import StudyRequest  # noqa: E402
 from study.results import TrialRow, best_row, reference_row, rows_from_results, save_rows, trial_result  # noqa: E402
-from study.settings import (RESULTS_ROOT, StudyError, StudyPaths, StudySettings, redact,  # noqa: E402
-                            write_atomically)
+from study.errors import StudyError  # noqa: E402
+from study.paths import RESULTS_ROOT, StudyPaths, write_atomically  # noqa: E402
+from study.settings import StudySettings  # noqa: E402
+from study.uris import redact  # noqa: E402
 
 if TYPE_CHECKING:  # imported by run_study once the input is known to be good (it imports MLflow)
-    from study.study_run import StudyRun
+    from study.mlflow_parent_run import StudyRun
 
 EXIT_NO_RESULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -54,7 +56,7 @@ def run_study(request: StudyRequest) -> int:
     settings, paths = checked_settings(request)
     # heavy imports only once the input is known to be good: errors above come back in a second
     from study.report import write_report
-    from study.study_run import StudyRun
+    from study.mlflow_parent_run import StudyRun
 
     data = tuner.load_study_data(settings)
     preflight.check_backbone(settings.base_config)
@@ -71,7 +73,7 @@ def run_study(request: StudyRequest) -> int:
     record = StudyRun(settings)  # connects to the MLflow store (a SQLite one is created now)
     if not request.resume:
         write_atomically(paths.settings_file, settings.to_json())
-    record.start(paths.results_root, REPO_ROOT)
+    record.start(paths.results_root)
     started = time.perf_counter()
     grid, finished = tuner.run_search(settings, paths, request.resources,
                                       tuner.make_trainable(settings, request.resources, data, "search"),

@@ -1,23 +1,18 @@
-"""A study's settings: what the CLI resolves, what `results/<study>/study.json` keeps for resume and report."""
+"""A study's settings: what the CLI resolves, what `results/<study>/study.json` keeps for resume and report,
+their defaults and presets, and the study's name. (Where the files are: `study.paths`; storage and tracking
+URIs: `study.uris`.)"""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from mpt.config import MPTConfig
+from study.errors import StudyError
+from study.paths import SETTINGS_FILE, StudyPaths
 from trainable.metrics import get_objective
-
-RESULTS_ROOT = Path("results")  # relative to the working directory: run studies from the repository root
-SETTINGS_FILE = "study.json"
-TRIALS_FILE = "trials.json"
-CONFIRM_FILE = "confirm.json"
-REPORT_FILE = "report.md"
 
 # Base-config defaults of a study (on top of MPTConfig's), chosen on the second edition's train/dev (never its
 # test) for 2 CPU cores; README "How the defaults were chosen" has the measurements. Vanilla prompt tuning,
@@ -39,10 +34,6 @@ SMOKE_NUM_SAMPLES = 4
 
 SCHEDULERS = ("none", "asha")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-
-class StudyError(RuntimeError):
-    """A study cannot start or continue; the message names the problem and the fix."""
 
 
 @dataclass
@@ -68,7 +59,8 @@ class StudySettings:
 
     # the flags that define the study: a resume must not change them
     DEFINING = ("space", "objective", "num_samples", "scheduler", "seed", "smoke", "storage_path",
-                "mlflow_tracking_uri", "optuna_storage", "base_config", "confirm_top", "confirm_seeds", "test_in_search")
+                "mlflow_tracking_uri", "optuna_storage", "base_config", "confirm_top", "confirm_seeds",
+                "test_in_search")
 
     def trial_base_config(self, num_threads: int | None = None, ranked: bool = True) -> MPTConfig:
         """What every trial starts from: the base config, evaluating the dev languages the objective ranks
@@ -98,43 +90,6 @@ def default(name: str) -> Any:
     return setting.default_factory() if setting.default_factory is not MISSING else setting.default
 
 
-@dataclass(frozen=True)
-class StudyPaths:
-    """Where a study's files live, all absolute so Ray's working-directory changes cannot move them."""
-
-    name: str
-    results_root: Path
-    storage_path: str  # a local folder or a URI (s3://, gs://, ...)
-
-    @property
-    def study_dir(self) -> Path:
-        return self.results_root / self.name
-
-    @property
-    def settings_file(self) -> Path:
-        return self.study_dir / SETTINGS_FILE
-
-    @property
-    def trials_file(self) -> Path:
-        return self.study_dir / TRIALS_FILE
-
-    @property
-    def confirm_file(self) -> Path:
-        return self.study_dir / CONFIRM_FILE
-
-    @property
-    def report_file(self) -> Path:
-        return self.study_dir / REPORT_FILE
-
-    @property
-    def report_html_file(self) -> Path:
-        return self.report_file.with_suffix(".html")
-
-    def experiment_path(self, suffix: str = "") -> str:
-        """The Ray Tune experiment folder (or URI) of the search, or of a later phase with `suffix`."""
-        return f"{self.storage_path.rstrip('/')}/{self.name}{suffix}"
-
-
 def load_study_settings(paths: StudyPaths) -> StudySettings:
     """A stored study's settings; a missing study is named along with the studies that are there."""
     if not paths.settings_file.is_file():
@@ -146,35 +101,6 @@ def load_study_settings(paths: StudyPaths) -> StudySettings:
     return StudySettings.from_json(paths.settings_file.read_text(encoding="utf-8"))
 
 
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def absolute_storage(path: str) -> str:
-    """Ray needs an absolute local path; URIs pass through."""
-    return path if is_uri(path) else str(Path(path).expanduser().resolve())
-
-
-def local_storage_folder(storage_path: str) -> Path | None:
-    """The folder of Ray Tune storage on this machine (a path or file:// URI), None for remote storage."""
-    if storage_path.startswith("file://"):
-        return Path(storage_path[len("file://"):])
-    return None if is_uri(storage_path) else Path(storage_path)
-
-
-SQLITE_PREFIX = "sqlite:///"
-
-
-def sqlite_database(tracking_uri: str) -> Path | None:
-    """The database file of a local SQLite MLflow store, None for any other store (a server, ...)."""
-    return Path(tracking_uri[len(SQLITE_PREFIX):]) if tracking_uri.startswith(SQLITE_PREFIX) else None
-
-
-def default_tracking_uri(results_root: Path) -> str:
-    """SQLite under results/: MLflow 3.13+ refuses the old ./mlruns file store."""
-    return f"{SQLITE_PREFIX}{(results_root / 'mlflow.db').resolve()}"
-
-
 def check_name(name: str) -> str:
     if not NAME_PATTERN.match(name):
         raise StudyError(f"study name {name!r} is invalid: use letters, digits, '-', '_' and '.', starting with a "
@@ -182,32 +108,3 @@ def check_name(name: str) -> str:
     return name
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so an interrupted write never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
-def git_state(repo_root: Path) -> tuple[str, bool] | None:
-    """(commit, whether tracked files differ from it) of the checkout at repo_root; None without git."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True, text=True,
-                                timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (commit.stdout.strip(), bool(dirty.stdout.strip())) if commit.returncode == 0 else None
-
-
-def redact(text: str) -> str:
-    """`text` without credentials: URI user info (`https://user:token@host`) and secret-looking query values."""
-    text = re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
-    return re.sub(r"(?i)([?&][a-z_-]*(?:token|secret|password|passwd|key|signature|credential)[a-z_-]*=)[^&\s]+",
-                  r"\1***", text)
-
-
-def redacted(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: redact(value) if isinstance(value, str) else value for key, value in values.items()}

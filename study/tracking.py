@@ -13,7 +13,6 @@ import csv
 import json
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,7 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from study.results import last_line
-from study.settings import git_state, redacted
+from study.uris import redacted
 from mpt.config import MPTConfig
 from trainable.metrics import TrialReport
 from trainable.spec import META_KEYS, trial_config
@@ -37,7 +36,7 @@ DESCRIPTION_TAG = "mlflow.note.content"  # the UI shows it as the description of
 # The MLflow 3 UI opens experiments in its GenAI view unless told otherwise (an experiment's kind, or
 # the "Model training" switch, which `?workflowType=machine_learning` in the URL sets).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-REPORT_ARTIFACT_DIR = "report"  # where the parent run keeps report.md and the plots (study.study_run logs them)
+REPORT_ARTIFACT_DIR = "report"  # where the parent run keeps report.md and the plots (study.mlflow_parent_run logs them)
 MAX_TAG_CHARS = 5000
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit of params in one log_batch
 SHOWN_PARAMS = 3  # how many searched values a run name shows
@@ -66,20 +65,6 @@ def _abbreviated(name: str) -> str:
 
 def _format(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def environment_tags(repo_root: Path) -> dict[str, str]:
-    """Git commit and package versions, so a run can be reproduced."""
-    tags = {}
-    state = git_state(repo_root)
-    if state is not None:  # not a checkout, or no git: the versions still help
-        tags["git_commit"], tags["git_dirty"] = state[0], str(state[1]).lower()
-    for package in ("mpt-study", "torch", "transformers", "ray", "optuna", "mlflow"):
-        try:
-            tags[f"version.{package}"] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            tags[f"version.{package}"] = "not installed"
-    return tags
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:

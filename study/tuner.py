@@ -7,15 +7,16 @@ Ray is imported inside the functions that need it: importing this module costs n
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from search_spaces import PAPER_DEFAULT, VANILLA, get_space
 from study.cli import Resources
+from study.environment import checkout_root
+from study.errors import StudyError
+from study.paths import StudyPaths
 from study.results import COMPLETE, TrialRow, reference_row, rows_from_results, save_rows, top_rows
-from study.settings import StudyError, StudyPaths, StudySettings
+from study.settings import StudySettings
 from trainable.spec import trial_config
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # Ray Tune retries every failure of a trial, deterministic ones too: one retry survives a crash (a killed
 # process, a lost node) and costs a NaN trial one short rerun from its last checkpoint. A trial that fails
 # twice is FAILED; `--resume` gives failed trials another try from their last checkpoints.
@@ -43,8 +44,11 @@ def start_ray(address: str | None) -> None:
                              f"`ray start --head` (then --address auto on its nodes), or leave --address out "
                              f"to run on this machine") from None
     else:
-        # Trial processes import `trainable`; make the checkout importable even without `pip install -e .`.
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        # Trial processes import `trainable` and `mpt`: from a checkout, the very checkout this driver runs (not
+        # another install); an installed package's trial processes find it where the driver did
+        root = checkout_root()
+        if root is not None:
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
         ray.init(num_cpus=available_cpus(), num_gpus=gpus, include_dashboard=False,  # temp files: /tmp/ray
                  logging_config=log_config)
 
@@ -155,7 +159,7 @@ def run_search(settings: StudySettings, paths: StudyPaths, resources: Resources,
     """The study's search: the reference points, then Optuna's suggestions; returns (ResultGrid, finished?)."""
     from study.optuna_storage import optuna_storage_url
     from study.search import make_scheduler, make_searcher
-    from study.settings import redact
+    from study.uris import redact
 
     space = get_space(settings.space)
     storage = optuna_storage_url(settings.optuna_storage, paths.study_dir)

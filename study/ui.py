@@ -30,8 +30,10 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from study.settings import (RESULTS_ROOT, StudyError, StudyPaths, load_study_settings,  # noqa: E402
-                            sqlite_database)
+from study.errors import StudyError  # noqa: E402
+from study.paths import RESULTS_ROOT, StudyPaths  # noqa: E402
+from study.settings import load_study_settings  # noqa: E402
+from study.uris import sqlite_database  # noqa: E402
 
 HOST = "127.0.0.1"  # loopback only: the UI has no login, and it can change and delete runs
 DEFAULT_PORT = 5000

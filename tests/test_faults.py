@@ -369,7 +369,7 @@ def test_no_secret_reaches_mlflow_params_or_tags(nan_study) -> None:
 
 
 def test_redaction_removes_credentials_from_uris() -> None:
-    from study.settings import redact
+    from study.uris import redact
 
     assert redact("https://user:tok@host:5000/path") == "https://***@host:5000/path"
     assert redact("s3://bucket/x?X-Amz-Signature=abc&region=eu&token=t1") == \

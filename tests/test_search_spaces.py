@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
 
 from study.optuna_storage import SearchedParameters, load_optuna_study  # noqa: E402
-from study.settings import StudyError  # noqa: E402
+from study.errors import StudyError  # noqa: E402
 
 BASE = MPTConfig(epochs=4).to_dict()
 TRANSLATOR_DETAILS = {"translator_hidden", "translator_residual", "translator_mode"}

@@ -19,7 +19,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
 
 from study.results import COMPLETE, FAILED, TrialRow, save_rows  # noqa: E402
-from study.settings import StudyError, StudyPaths, StudySettings, write_atomically  # noqa: E402
+from study.errors import StudyError  # noqa: E402
+from study.paths import StudyPaths, write_atomically  # noqa: E402
+from study.settings import StudySettings  # noqa: E402
 
 SMOKE = {"num_layers": 1, "epochs": 2, "shots_per_class": 4, "max_eval_examples": 12,
          "target_languages": ["de", "fr"]}
@@ -355,7 +357,7 @@ def test_a_trial_report_reads_back_from_its_tune_result_and_leaves_the_averages_
 def test_git_state_names_the_commit_and_whether_tracked_files_changed(tmp_path: Path) -> None:
     import subprocess
 
-    from study.settings import git_state
+    from study.environment import git_state
 
     assert git_state(tmp_path) is None  # not a checkout
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]

@@ -18,9 +18,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from study.results import COMPLETE, TrialRow
-from study.settings import StudySettings, redacted
-from study.tracking import (MAX_TAG_CHARS, REPORT_ARTIFACT_DIR, StudyTracker, environment_tags, find_runs,
-                            find_study_run, get_or_create_experiment, start_study_run)
+from study.environment import environment_tags
+from study.settings import StudySettings
+from study.tracking import (MAX_TAG_CHARS, REPORT_ARTIFACT_DIR, StudyTracker, find_runs, find_study_run,
+                            get_or_create_experiment, start_study_run)
+from study.uris import redacted
 from trainable.spec import STATE_FILE
 
 REPORT_SUFFIXES = (".md", ".html", ".png", ".json")  # the study folder's files the parent run keeps
@@ -37,7 +39,7 @@ class StudyRun:
         self.run_id = ""
         self._backbones: dict = {}  # (name, num_layers, MLM head?) -> the backbone trained prompts are written with
 
-    def start(self, results_root: Path, repo_root: Path) -> None:
+    def start(self, results_root: Path) -> None:
         """Create the experiment and the parent run; a resumed study finds them again and runs on."""
         settings = self.settings
         artifacts = None
@@ -47,7 +49,7 @@ class StudyRun:
         run_id = find_study_run(self.client, self.experiment_id)
         if run_id is None:
             run_id = start_study_run(self.client, self.experiment_id, settings.name, self._params(),
-                                     self._tags(repo_root))
+                                     self._tags())
         else:
             self.client.update_run(run_id, status="RUNNING")
         self.run_id = run_id
@@ -61,9 +63,9 @@ class StudyRun:
         # no credentials in MLflow: a URI with a token (storage, data, hub repo) is logged without it
         return redacted({**search_settings, **{f"base.{k}": v for k, v in settings.base_config.to_dict().items()}})
 
-    def _tags(self, repo_root: Path) -> dict:
+    def _tags(self) -> dict:
         config = self.settings.base_config
-        return redacted({**environment_tags(repo_root), "backbone": config.backbone, "data": config.data,
+        return redacted({**environment_tags(), "backbone": config.backbone, "data": config.data,
                          "languages": ",".join(config.languages)})
 
     def tracker(self, phase: str) -> StudyTracker:
