@@ -4,6 +4,7 @@ reference points of `search_spaces` (never copied), and whether `study/run.py` c
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ def study_available() -> str:
     """'' when `python study/run.py --help` works, else why not."""
     try:
         done = subprocess.run([sys.executable, str(ROOT / "study" / "run.py"), "--help"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=180)
+                              capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT)})
     except (OSError, subprocess.SubprocessError) as err:
         return str(err)
     return "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["exit status nonzero"])[-1]

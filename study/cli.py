@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from mpt.config import MPTConfig
 from mpt.config_args import parse_assignments, read_config_file
 from search_spaces import REFERENCE_POINTS, SPACES, get_space
+from study.environment import command
 from study.errors import StudyError
 from study.paths import RESULTS_ROOT
 from study.settings import (SCHEDULERS, SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudySettings, check_name,
@@ -85,8 +86,9 @@ def _setting_text(value: Any) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python study/run.py", description=USAGE.split("\n\n")[0],
-                                     epilog=USAGE.split("\n\n", 1)[1],
+    usage = USAGE.replace("python study/run.py", command("study"))
+    parser = argparse.ArgumentParser(prog=command("study"), description=usage.split("\n\n")[0],
+                                     epilog=usage.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_study_flags(parser.add_argument_group("the study"))
     base = parser.add_argument_group("the base config every trial starts from (mpt.config.MPTConfig fields)")
@@ -115,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_study_flags(study) -> None:
     study.add_argument("--space",
                        help=f"search space: {', '.join(SPACES)}; search_spaces/NAME.py says what each searches "
-                            f"(default: {DEFAULT_SPACE}, so a bare `python study/run.py` runs the default study)")
+                            f"(default: {DEFAULT_SPACE}, so a bare `{command('study')}` runs the default study)")
     study.add_argument("--name", help="study name: its folder results/NAME and MLflow experiment "
                                       "(default: the space, with '-smoke' under --smoke)")
     study.add_argument("--num-samples", type=int, metavar="N",

@@ -8,6 +8,9 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGES = ("mpt-study", "torch", "transformers", "ray", "optuna", "mlflow")  # their versions tag the study's run
+# the study's commands: (the console script an installed package has, the script a checkout runs)
+COMMANDS = {"study": ("mpt-study", "python study/run.py"), "report": ("mpt-report", "python study/report.py"),
+            "ui": ("mpt-ui", "python study/ui.py")}
 
 
 def checkout_root() -> Path | None:
@@ -15,6 +18,14 @@ def checkout_root() -> Path | None:
     `trainable/`); None when it runs from an installed package (site-packages, a `pip install --target` folder)."""
     root = Path(__file__).resolve().parent.parent
     return root if (root / "pyproject.toml").is_file() and (root / "trainable").is_dir() else None
+
+
+def command(name: str) -> str:
+    """How to run the study's command `name` (study, report, ui) where this code is: the checkout's script
+    (`python study/run.py`, from the repository root) in a checkout, the console script (`mpt-study`) when
+    installed. For usage lines and the commands messages suggest."""
+    console_script, script = COMMANDS[name]
+    return script if checkout_root() is not None else console_script
 
 
 def git_state(repo_root: Path) -> tuple[str, bool] | None:

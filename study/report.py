@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import importlib.util
 import re
 import sys
 import warnings
@@ -25,8 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a script: Python must import `study` from this very checkout
+    _found = importlib.util.find_spec("study")
+    if _found is None or Path(_found.origin).parent != Path(__file__).resolve().parent:
+        sys.exit(f"error: {__file__} runs from a checkout that is not installed ('study' imports from "
+                 f"{Path(_found.origin).parent if _found else 'nowhere'}): run `pip install -e .` in "
+                 f"{Path(__file__).resolve().parent.parent}, or put that folder on PYTHONPATH")
 
 import matplotlib
 
@@ -41,6 +46,7 @@ from study.results import (COMPLETE, TrialRow, best_row, completed, load_rows, r
 from study.intervals import Estimate, binomial_interval  # noqa: E402
 from study.verdict import Verdict, build_verdict  # noqa: E402
 from study.verdict_report import console_verdict, markdown_verdict, plot_estimates, verdict_plots  # noqa: E402
+from study.environment import command  # noqa: E402
 from study.errors import StudyError  # noqa: E402
 from study.paths import RESULTS_ROOT, StudyPaths, write_atomically  # noqa: E402
 from study.settings import load_study_settings  # noqa: E402
@@ -166,7 +172,7 @@ def write_report(paths: StudyPaths) -> WrittenReport:
     settings = load_study_settings(paths)
     if not paths.trials_file.is_file():
         raise StudyError(f"study {paths.name!r} has no results yet ({paths.trials_file} is missing): resume it "
-                         f"with `python study/run.py --space {settings.space} --name {paths.name} --resume`")
+                         f"with `{command('study')} --space {settings.space} --name {paths.name} --resume`")
     rows = load_rows(paths.trials_file)
     languages = settings.base_config.languages
     best = best_row(rows)
@@ -301,7 +307,7 @@ def report_html(name: str, report_markdown: str, study_dir: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python study/report.py", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=command("report"), description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("name", help="the study name (its folder under --results-dir)")
     parser.add_argument("--results-dir", default=str(RESULTS_ROOT), help="where studies are stored")

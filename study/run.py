@@ -8,6 +8,7 @@ study's MLflow run) and study.report.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import time
@@ -15,9 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if __package__ in (None, ""):  # run as a script: make `study` (not an installed package) importable
-    sys.path.insert(0, str(REPO_ROOT))
+if __package__ in (None, ""):  # run as a script: Python must import `study` from this very checkout
+    _found = importlib.util.find_spec("study")
+    if _found is None or Path(_found.origin).parent != Path(__file__).resolve().parent:
+        sys.exit(f"error: {__file__} runs from a checkout that is not installed ('study' imports from "
+                 f"{Path(_found.origin).parent if _found else 'nowhere'}): run `pip install -e .` in "
+                 f"{Path(__file__).resolve().parent.parent}, or put that folder on PYTHONPATH")
 
 # Silence only what is harmless: Ray's notice that it will stop overriding CUDA_VISIBLE_DEVICES for
 # zero-GPU trials in a future release (we ask for the future behaviour explicitly; CPU trials ignore it).
@@ -40,6 +44,7 @@ from search_spaces import VANILLA, UnknownSpaceError  # noqa: E402
 from study import cli, preflight, tuner  # noqa: E402
 from study.cli import StudyRequest  # noqa: E402
 from study.results import TrialRow, best_row, reference_row, rows_from_results, save_rows, trial_result  # noqa: E402
+from study.environment import command  # noqa: E402
 from study.errors import StudyError  # noqa: E402
 from study.paths import RESULTS_ROOT, StudyPaths, write_atomically  # noqa: E402
 from study.settings import StudySettings  # noqa: E402
@@ -134,7 +139,7 @@ def finish(record: StudyRun, settings: StudySettings, paths: StudyPaths, summary
     completed."""
     record.finish(succeeded)
     uri = redact(settings.mlflow_tracking_uri)
-    browse = f"open {uri}" if uri.startswith(("http://", "https://")) else f"python study/ui.py {settings.name}"
+    browse = f"open {uri}" if uri.startswith(("http://", "https://")) else f"{command('ui')} {settings.name}"
     print(f"\nfinished in {time.perf_counter() - started:.0f} s; MLflow: {browse}")
     print(f"\n{summary}")
     if not succeeded:
@@ -149,7 +154,7 @@ def interrupted(record: StudyRun, settings: StudySettings, rows: list[TrialRow],
     record.interrupted(phase)
     done = sum(r.status != "UNFINISHED" for r in rows)
     print(f"\nstudy {settings.name} interrupted during the {phase} ({done} of {settings.num_samples} search trials "
-          f"ended); continue it with:\n  python study/run.py --space {settings.space} --name {settings.name} "
+          f"ended); continue it with:\n  {command('study')} --space {settings.space} --name {settings.name} "
           f"--resume", file=sys.stderr)
     return EXIT_INTERRUPTED
 

@@ -10,6 +10,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from mpt.config import MPTConfig
+from study.environment import command
 from study.errors import StudyError
 from study.paths import SETTINGS_FILE, StudyPaths
 from trainable.metrics import get_objective
@@ -96,7 +97,7 @@ def load_study_settings(paths: StudyPaths) -> StudySettings:
         studies = sorted(p.parent.name for p in paths.results_root.glob(f"*/{SETTINGS_FILE}"))
         found = f"studies there: {', '.join(studies)}" if studies else "there are no studies there yet"
         raise StudyError(f"no study {paths.name!r} under {paths.results_root} ({paths.settings_file} is missing; "
-                         f"{found}): run `python study/run.py --space SPACE --name {paths.name}` first, or pass "
+                         f"{found}): run `{command('study')} --space SPACE --name {paths.name}` first, or pass "
                          f"--results-dir")
     return StudySettings.from_json(paths.settings_file.read_text(encoding="utf-8"))
 

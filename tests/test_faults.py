@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
 
 RUN = REPO_ROOT / "study" / "run.py"
 FAULT_HOOKS = REPO_ROOT / "tests" / "hooks"  # on a process's PYTHONPATH: its sitecustomize installs them

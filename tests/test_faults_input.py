@@ -20,11 +20,11 @@ from typing import Callable
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
+from study import run as study_run
+from study import tuner as study_tuner
 
-from study import run as study_run  # noqa: E402
-from study import tuner as study_tuner  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 
 RUN = REPO_ROOT / "study" / "run.py"
 MINI = REPO_ROOT / "mpt" / "data" / "mini"

@@ -5,7 +5,6 @@ storage matched again on resume, and importances over trials with different para
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import optuna
@@ -13,13 +12,9 @@ import pytest
 
 from mpt.config import MPTConfig
 from search_spaces import PAPER_DEFAULT, SPACES, VANILLA, UnknownSpaceError, get_space, probe
+from study.errors import StudyError
+from study.optuna_storage import SearchedParameters, load_optuna_study
 from trainable.spec import trial_config
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
-
-from study.optuna_storage import SearchedParameters, load_optuna_study  # noqa: E402
-from study.errors import StudyError  # noqa: E402
 
 BASE = MPTConfig(epochs=4).to_dict()
 TRANSLATOR_DETAILS = {"translator_hidden", "translator_residual", "translator_mode"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,15 +12,10 @@ import pytest
 
 from mpt.config import MPTConfig
 from search_spaces import PAPER_DEFAULT, VANILLA, get_space, probe
-from trainable.spec import trial_config
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
-
-from study.results import COMPLETE, FAILED, TrialRow, save_rows  # noqa: E402
-from study.errors import StudyError  # noqa: E402
-from study.paths import StudyPaths, write_atomically  # noqa: E402
-from study.settings import StudySettings  # noqa: E402
+from study.errors import StudyError
+from study.paths import StudyPaths, write_atomically
+from study.results import COMPLETE, FAILED, TrialRow, save_rows
+from study.settings import StudySettings
 
 SMOKE = {"num_layers": 1, "epochs": 2, "shots_per_class": 4, "max_eval_examples": 12,
          "target_languages": ["de", "fr"]}

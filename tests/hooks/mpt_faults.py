@@ -12,7 +12,7 @@ these variables is set:
     MPT_FAULT_MARKER=PATH       required with either: the fault fires once, in the first trial to get there,
                                 which creates PATH and writes a JSON line (trial id, epoch, pid, node id)
     MPT_EPOCH_LOG=PATH          every trial appends a JSON line per epoch it actually trains (trial id,
-                                epoch, pid, node id, start and end time)
+                                epoch, pid, node id, start and end time, the file of mpt.training)
 
 The variables (and PYTHONPATH) reach the trials through the environment of the processes that start Ray.
 """
@@ -23,6 +23,7 @@ import functools
 import json
 import os
 import signal
+import sys
 import time
 import warnings
 
@@ -35,7 +36,8 @@ EPOCH_LOG = "MPT_EPOCH_LOG"
 
 
 def where() -> dict:
-    """The current trial, process, Ray node and time (for the records the tests read)."""
+    """The current trial, process, Ray node and time, and the file `mpt.training` came from (for the records the
+    tests read)."""
     import ray
     from ray import tune
 
@@ -43,7 +45,8 @@ def where() -> dict:
         warnings.simplefilter("ignore")
         trial_id = tune.get_context().get_trial_id()
     node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    return {"trial_id": trial_id, "pid": os.getpid(), "node_id": node_id, "time": time.time()}
+    return {"trial_id": trial_id, "pid": os.getpid(), "node_id": node_id, "time": time.time(),
+            "mpt_training": getattr(sys.modules.get("mpt.training"), "__file__", None)}
 
 
 def _append_line(path: str, record: dict) -> None:
