@@ -17,8 +17,9 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from study.results import COMPLETE, TrialRow
+from mpt.config import MPTConfig
 from study.environment import environment_tags
+from study.results import COMPLETE, TrialRow
 from study.settings import StudySettings
 from study.tracking import (MAX_TAG_CHARS, REPORT_ARTIFACT_DIR, StudyTracker, find_runs, find_study_run,
                             get_or_create_experiment, start_study_run)
@@ -71,8 +72,9 @@ class StudyRun:
     def tracker(self, phase: str) -> StudyTracker:
         """The Tune callback that records the trials of one phase ("search" or "confirm") under this run."""
         settings = self.settings
-        return StudyTracker(settings.mlflow_tracking_uri, settings.name, settings.space,
-                            settings.trial_base_config(ranked=phase == "search"), phase)
+        # no credentials in MLflow, nor in Tune's experiment state, which keeps the tracker
+        base = MPTConfig.from_dict(redacted(settings.trial_base_config(ranked=phase == "search").to_dict()))
+        return StudyTracker(settings.mlflow_tracking_uri, settings.name, settings.space, base, phase)
 
     def retire_lost_trials(self, rows: list[TrialRow]) -> None:
         """Delete the MLflow runs of search trials the study no longer has, so each trial keeps exactly one run.
@@ -196,10 +198,11 @@ class StudyRun:
 
 
 def export_trained_prompt(checkpoint, directory: Path, training: dict, backbone_for) -> Path | None:
-    """The selected epoch of a trial's Ray checkpoint as a trained-prompt directory (`mpt.api.export_trained_prompt`);
-    None, with a warning, when the checkpoint is gone or damaged (the trial's results stand, its weights are
-    lost). `backbone_for(config)` gives the backbone."""
-    from mpt.api import CheckpointError, export_trained_prompt as export
+    """The selected epoch of a trial's Ray checkpoint as a trained-prompt directory
+    (`mpt.api.export_trained_prompt`); None, with a warning, when the checkpoint is gone or damaged (the trial's
+    results stand, its weights are lost). `backbone_for(config)` gives the backbone."""
+    from mpt.api import CheckpointError
+    from mpt.api import export_trained_prompt as export
 
     if checkpoint is None:
         return None

@@ -28,7 +28,7 @@ from typing import Sequence
 
 if __package__ in (None, ""):  # run as a script: Python must import `study` from this very checkout
     _found = importlib.util.find_spec("study")
-    if _found is None or Path(_found.origin).parent != Path(__file__).resolve().parent:
+    if _found is None or Path(_found.origin).resolve().parent != Path(__file__).resolve().parent:
         sys.exit(f"error: {__file__} runs from a checkout that is not installed ('study' imports from "
                  f"{Path(_found.origin).parent if _found else 'nowhere'}): run `pip install -e .` in "
                  f"{Path(__file__).resolve().parent.parent}, or put that folder on PYTHONPATH")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 
 if __package__ in (None, ""):  # run as a script: Python must import `study` from this very checkout
     _found = importlib.util.find_spec("study")
-    if _found is None or Path(_found.origin).parent != Path(__file__).resolve().parent:
+    if _found is None or Path(_found.origin).resolve().parent != Path(__file__).resolve().parent:
         sys.exit(f"error: {__file__} runs from a checkout that is not installed ('study' imports from "
                  f"{Path(_found.origin).parent if _found else 'nowhere'}): run `pip install -e .` in "
                  f"{Path(__file__).resolve().parent.parent}, or put that folder on PYTHONPATH")
@@ -43,10 +43,10 @@ from mpt.data import DataError  # noqa: E402
 from search_spaces import VANILLA, UnknownSpaceError  # noqa: E402
 from study import cli, preflight, tuner  # noqa: E402
 from study.cli import StudyRequest  # noqa: E402
-from study.results import TrialRow, best_row, reference_row, rows_from_results, save_rows, trial_result  # noqa: E402
 from study.environment import command  # noqa: E402
 from study.errors import StudyError  # noqa: E402
 from study.paths import RESULTS_ROOT, StudyPaths, write_atomically  # noqa: E402
+from study.results import TrialRow, best_row, reference_row, rows_from_results, save_rows, trial_result  # noqa: E402
 from study.settings import StudySettings  # noqa: E402
 from study.uris import redact  # noqa: E402
 
@@ -60,8 +60,8 @@ def run_study(request: StudyRequest) -> int:
     """The study: check the input, start Ray, run the search (and the confirmation), record and report."""
     settings, paths = checked_settings(request)
     # heavy imports only once the input is known to be good: errors above come back in a second
-    from study.report import write_report
     from study.mlflow_parent_run import StudyRun
+    from study.report import write_report
 
     data = tuner.load_study_data(settings)
     preflight.check_backbone(settings.base_config)

@@ -20,9 +20,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
-from study.results import last_line
-from study.uris import redacted
 from mpt.config import MPTConfig
+from study.results import last_line
 from trainable.metrics import TrialReport
 from trainable.spec import META_KEYS, trial_config
 
@@ -36,7 +35,7 @@ DESCRIPTION_TAG = "mlflow.note.content"  # the UI shows it as the description of
 # The MLflow 3 UI opens experiments in its GenAI view unless told otherwise (an experiment's kind, or
 # the "Model training" switch, which `?workflowType=machine_learning` in the URL sets).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-REPORT_ARTIFACT_DIR = "report"  # where the parent run keeps report.md and the plots (study.mlflow_parent_run logs them)
+REPORT_ARTIFACT_DIR = "report"  # the parent run's report.md and plots (study.mlflow_parent_run logs them)
 MAX_TAG_CHARS = 5000
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit of params in one log_batch
 SHOWN_PARAMS = 3  # how many searched values a run name shows
@@ -129,12 +128,11 @@ def trial_run_name(space: str, phase: str, config: dict[str, Any]) -> str:
 
 def effective_params(base_config: MPTConfig, config: dict[str, Any]) -> dict[str, Any]:
     """Every field of the trial's MPTConfig (base config, searched values on top), so the MLflow UI can filter
-    and compare trials by any field, searched or not; a config that fails validation, as given. Credentials in
-    URIs (a data or hub repository's token) are masked."""
+    and compare trials by any field, searched or not; a config that fails validation, as given."""
     try:
-        return redacted(trial_config(base_config, config).to_dict())
+        return trial_config(base_config, config).to_dict()
     except ValueError:  # the trial fails on it too; its run still says what it was
-        return redacted({**base_config.to_dict(), **{k: v for k, v in config.items() if k not in META_KEYS}})
+        return {**base_config.to_dict(), **{k: v for k, v in config.items() if k not in META_KEYS}}
 
 
 class StudyTracker(tune.Callback):
