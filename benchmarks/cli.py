@@ -1,4 +1,4 @@
-"""`python benchmarks/run.py`: the options, the parts selected with --only in the registry's order, RESULTS.md
+"""`python -m benchmarks.run`: the options, the parts selected with --only in the registry's order, RESULTS.md
 and the final lines. A part that fails is recorded (Notes, its targets) and makes the exit status 1."""
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ NEEDS_STUDY = ("trials", "study")  # the parts that run `study/run.py` or the st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=(benchmarks.__doc__ or "").split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run",
+                                     description=(benchmarks.__doc__ or "").split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a fast pass: 2-layer backbone, fewest repeats")
     parser.add_argument("--study", action="store_true",
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     started_at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     started, load_start = time.perf_counter(), load_text()
-    command = "python benchmarks/run.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python -m benchmarks.run" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     machine = machine_info(args.threads)
     print(f"mpt-study benchmarks: {machine['cpu']}; {args.threads} threads; load {load_start}", flush=True)
     all_targets = targets()

@@ -22,7 +22,7 @@ from search_spaces import REFERENCE_POINTS, VANILLA
 XLMR_BASE_SHAPE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 BATCH_SIZES = (MPTConfig().batch_size, 32)  # the default batch, and one that fills more of a large GPU
 KINDS = (("CE-only", REFERENCE_POINTS[VANILLA]), ("full", {}))  # the full step: the default config
-NO_CUDA = ["skipped: no CUDA device here (`torch.cuda.is_available()` is False); run `python benchmarks/run.py "
+NO_CUDA = ["skipped: no CUDA device here (`torch.cuda.is_available()` is False); run `python -m benchmarks.run "
            "--only gpu` on a GPU machine to record it"]
 
 

@@ -41,7 +41,7 @@ def machine_info(threads: int) -> dict[str, str]:
 
 
 def git_commit() -> str:
-    from study.settings import git_state
+    from study.environment import git_state
 
     state = git_state(ROOT)
     return "?" if state is None else f"{state[0][:7]}{' + uncommitted changes' if state[1] else ''}"

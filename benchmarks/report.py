@@ -13,7 +13,7 @@ from benchmarks.registry import Target
 from benchmarks.timing import spread
 
 QUICK_NOTE = ("**--quick run**: a reduced pass (smaller backbone, fewer repeats, smoke-sized trials) that checks "
-              "the code paths; its verdicts are not the benchmarks'. Run `python benchmarks/run.py` for those.")
+              "the code paths; its verdicts are not the benchmarks'. Run `python -m benchmarks.run` for those.")
 
 
 @dataclass(frozen=True)

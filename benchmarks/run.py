@@ -1,20 +1,19 @@
-"""Benchmarks of mpt-study (issue 7): `python benchmarks/run.py [--quick] [--study] [--only PARTS]`.
+"""Benchmarks of mpt-study (issue 7): `python -m benchmarks.run [--quick] [--study] [--only PARTS]`.
 
-The entry point of the `benchmarks` package (see its docstring, and `--help`); run from the repository root.
+The entry point of the `benchmarks` package (see its docstring, and `--help`), run as a module from the
+repository root: the benchmarks are the checkout's tool, not installed with the package, and `-m` imports them
+as `benchmarks.<name>` (never from this folder as top-level modules).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-# the package's modules are imported as `benchmarks.<name>`, never from this folder as top-level modules
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if __package__ in (None, ""):
+    sys.exit("run the benchmarks as a module, from the repository root: python -m benchmarks.run "
+             + " ".join(sys.argv[1:]))
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

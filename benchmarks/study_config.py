@@ -4,6 +4,7 @@ reference points of `search_spaces` (never copied), and whether `study/run.py` c
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from benchmarks.context import STUDY_SPACE
 from benchmarks.probes import ROOT
 from mpt.config import MPTConfig
 from search_spaces import PAPER_DEFAULT, REFERENCE_POINTS
-from study.settings import DEFAULT_NUM_SAMPLES, SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudySettings
+from study.settings import SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudySettings, default
 
 SHOWN_FIELDS = ("num_layers", "epochs", "shots_per_class", "max_eval_examples", "target_languages", "num_threads",
                 "dev_all_languages")
@@ -37,11 +38,11 @@ def default_trial(smoke: bool, threads: int) -> DefaultTrial:
     """The study's defaults (`STUDY_BASE_DEFAULTS`, with `SMOKE_BASE` for --smoke) as its settings resolve
     them, with `threads` torch threads per trial (the study gives each trial its --cpus-per-trial)."""
     settings = StudySettings(name="benchmark", space=STUDY_SPACE, smoke=smoke,
-                             num_samples=SMOKE_NUM_SAMPLES if smoke else DEFAULT_NUM_SAMPLES)
+                             num_samples=SMOKE_NUM_SAMPLES if smoke else default("num_samples"))
     values = {**STUDY_BASE_DEFAULTS, "seed": settings.seed, **(SMOKE_BASE if smoke else {})}
-    settings = dataclasses.replace(settings, base_config=MPTConfig.from_dict(values).to_dict())
+    settings = dataclasses.replace(settings, base_config=MPTConfig.from_dict(values))
     source = "study/run.py's default settings" + (" + --smoke" if smoke else "")
-    return DefaultTrial(settings.trial_base_config(num_threads=threads), source, settings.objective,
+    return DefaultTrial(settings.trial_base_config(num_threads=threads).to_dict(), source, settings.objective,
                         settings.num_samples)
 
 
@@ -64,7 +65,7 @@ def study_available() -> str:
     """'' when `python study/run.py --help` works, else why not."""
     try:
         done = subprocess.run([sys.executable, str(ROOT / "study" / "run.py"), "--help"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=180)
+                              capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT)})
     except (OSError, subprocess.SubprocessError) as err:
         return str(err)
     return "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["exit status nonzero"])[-1]
@@ -88,5 +89,5 @@ def loaded_default_trial(quick: bool, threads: int) -> LoadedTrial:
     trial = default_trial(smoke=quick, threads=threads)
     point = trial_points(1)[0]
     config = MPTConfig.from_dict({**trial.base, **point})
-    backbone = load_backbone(config.backbone, config.num_layers, want_mlm=config.head != "linear")
+    backbone = load_backbone(config.backbone, config.num_layers, want_mlm=config.wants_mlm_head)
     return LoadedTrial(trial, point, config, backbone, load_run_data(config))

@@ -25,7 +25,7 @@ def plain_trials(base: dict, points: list[dict], data, result: dict) -> None:
     """One timed backbone load, then each point as a `fit` call; seconds per trial."""
     config = MPTConfig.from_dict(base)
     started = time.perf_counter()
-    backbone = load_backbone(config.backbone, config.num_layers, want_mlm=config.head != "linear")
+    backbone = load_backbone(config.backbone, config.num_layers, want_mlm=config.wants_mlm_head)
     result["load"] = time.perf_counter() - started
     result["trials"] = []
     for point in points:
@@ -42,8 +42,8 @@ def tune_trials(base: dict, points: list[dict], objective: str, data, storage: s
 
     from trainable.mpt_trial import train_mpt
 
-    trainable = tune.with_resources(tune.with_parameters(train_mpt, base_config=base, objective=objective,
-                                                         data=data), {"cpu": os.cpu_count()})
+    trainable = tune.with_resources(tune.with_parameters(train_mpt, base_config=MPTConfig.from_dict(base),
+                                                         objective=objective, data=data), {"cpu": os.cpu_count()})
     # BasicVariantGenerator needs every preset key in the param space
     space = {key: tune.choice(sorted({p[key] for p in points})) for key in points[0]}
     grid = tune.Tuner(trainable, param_space=space,

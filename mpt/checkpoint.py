@@ -1,15 +1,18 @@
 """The training checkpoint: one file holding a `Trainer`'s whole state, written atomically, read safely.
 
 Its format and keys are known here only: `mpt.training.Trainer` builds and restores the state, the study's
-resume check and weight export read it through `read_checkpoint`.
+resume check and its export of trained prompts read it through `read_checkpoint` and `checkpoint_config`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from mpt.config import MPTConfig
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = frozenset({"format", "config", "epoch", "model", "optimizer", "generator", "best_epoch",
@@ -53,6 +56,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return validate_checkpoint(state, path)
 
 
-def best_trainable_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The trainable weights (prompt, translator, linear head) of the best-dev epoch of a checkpoint."""
-    return {key: value.contiguous() for key, value in state["best_state"].items()}
+def checkpoint_config(state: dict[str, Any]) -> MPTConfig:
+    """The config of the run a checkpoint's state (`read_checkpoint`) belongs to."""
+    return MPTConfig.from_dict(json.loads(state["config"]))

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from mpt.precision import PRECISIONS
-
 LABELS = ("entailment", "neutral", "contradiction")
 # the target languages of the embedded mini set: those with a parallel-{lang}.tsv file in mpt/data/mini/
 MINI_LANGUAGES = tuple(sorted(p.stem.split("-", 1)[1] for p in (Path(__file__).parent / "data" / "mini")
@@ -17,6 +15,8 @@ MINI_LANGUAGES = tuple(sorted(p.stem.split("-", 1)[1] for p in (Path(__file__).p
 XNLI_LANGUAGES = ("ar", "bg", "de", "el", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
 
 HEAD_KINDS = ("auto", "mlm", "linear")
+# defined here, not in mpt.precision (which imports torch), so that the config and the study's CLI load without torch
+PRECISIONS = ("fp32", "bf16", "auto")
 POOLINGS = ("mean", "mask", "cls")
 PROMPT_INITS = ("vocab", "normal")
 PROMPT_POSITIONS = ("after_bos", "prefix")
@@ -150,6 +150,12 @@ class MPTConfig:
         _check(self.precision in PRECISIONS, "precision", self.precision, f"one of {PRECISIONS}")
         _check(self.num_threads is None or _is_int(self.num_threads) and self.num_threads >= 1,
                "num_threads", self.num_threads, "None or an integer >= 1")
+
+    @property
+    def wants_mlm_head(self) -> bool:
+        """Whether the backbone is loaded with its MLM head: `head` mlm, or auto (which answers through the MLM
+        verbalizer where the backbone has such a head); only `linear` never uses it."""
+        return self.head != "linear"
 
     @property
     def languages(self) -> list[str]:

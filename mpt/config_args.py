@@ -1,9 +1,11 @@
 """`MPTConfig` on the command line: one flag per field, `KEY=VALUE` overrides and YAML/JSON config files.
 
-The flags come from transformers' `HfArgumentParser` (names `--prompt-length` and `--prompt_length`, help
-from each field's metadata); every value is parsed by `parse_value`, from the field's type annotation, so
+The flags are built from the dataclass fields with plain argparse (names `--prompt-length` and
+`--prompt_length`, help from each field's metadata, the default read from `MPTConfig()`; a boolean field also
+has `--no-FIELD`); every value is parsed by `parse_value`, from the field's type annotation, so
 `--num-layers none`, `--target-languages de,fr` and `--label-words '{"en": [...]}'` work as in files, and
-`--set key=value` (the study CLI) parses exactly as the flag does.
+`--set key=value` (the study CLI) parses exactly as the flag does. No torch or transformers here: the study's
+command line loads in a second.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping, Sequence
-
-from transformers import HfArgumentParser
 
 from mpt.config import ConfigError, MPTConfig
 
@@ -71,40 +71,29 @@ class _FieldValue:
             raise argparse.ArgumentTypeError(str(err)) from None
 
 
-class ConfigArgumentParser(HfArgumentParser):
-    """HfArgumentParser over `MPTConfig` whose flags default to 'not given' (None), so that a config file
-    and the study's defaults can fill in what the command line leaves out; extra flags are added as usual."""
+class ConfigArgumentParser(argparse.ArgumentParser):
+    """An argument parser with one flag per `MPTConfig` field, each defaulting to 'not given' (None), so that a
+    config file and the study's defaults can fill in what the command line leaves out; extra flags are added as
+    usual."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__([], **kwargs)
+        super().__init__(**kwargs)
         group = self.add_argument_group("run configuration (MPTConfig fields)")
         defaults = MPTConfig()
         for f in dataclasses.fields(MPTConfig):
-            self._add_field(group, f, getattr(defaults, f.name))
-
-    @staticmethod
-    def _add_field(group, f: dataclasses.Field, default: Any) -> None:
-        field = _copy_with_type(f, _HINTS[f.name])
-        HfArgumentParser._parse_dataclass_field(group, field)
-        for action in group._group_actions:
-            if action.dest != f.name:
-                continue
-            action.default = None  # 'not given' (also for the --no-FIELD switch of a boolean)
-            if f"--{f.name}" in action.option_strings:
-                shown = ",".join(default) if isinstance(default, list) else \
-                    json.dumps(default) if isinstance(default, dict) else default
-                action.type, action.nargs, action.const = _FieldValue(f.name), None, None
-                action.metavar = _metavar(f.name)
-                action.help = f"{f.metadata.get('help', '')} (default: {shown})"
-                action.required = False
+            flag = f"--{f.name.replace('_', '-')}"
+            names = dict.fromkeys([flag, f"--{f.name}"])  # a one-word field has one name
+            group.add_argument(*names, dest=f.name, type=_FieldValue(f.name), default=None, metavar=_metavar(f.name),
+                               help=f"{f.metadata.get('help', '')} (default: {_shown(getattr(defaults, f.name))})")
+            if _parts(_HINTS[f.name])[0] is bool:
+                group.add_argument(*dict.fromkeys([f"--no-{f.name.replace('_', '-')}", f"--no_{f.name}"]),
+                                   dest=f.name, action="store_false", default=None, help=f"the same as {flag} false")
 
 
-def _copy_with_type(f: dataclasses.Field, hint: Any) -> dataclasses.Field:
-    """A copy of the field with its resolved annotation (HfArgumentParser needs real types, not strings)."""
-    copy = dataclasses.field(default=f.default, default_factory=f.default_factory, metadata=f.metadata) \
-        if f.default_factory is not dataclasses.MISSING else dataclasses.field(default=f.default, metadata=f.metadata)
-    copy.name, copy.type = f.name, hint
-    return copy
+def _shown(default: Any) -> str:
+    if isinstance(default, list):
+        return ",".join(default)
+    return json.dumps(default) if isinstance(default, dict) else str(default)
 
 
 def _metavar(name: str) -> str:

@@ -2,7 +2,7 @@
 and the losses in fp32), and `auto`, which takes bf16 where the device computes it natively.
 
 On this project's CPU (AVX512-BF16) bf16 halves the time of the frozen encoder's matmuls; on a CPU without
-native bf16 it would be emulated, and slower than fp32, so `auto` keeps fp32 there. `benchmarks/run.py --only
+native bf16 it would be emulated, and slower than fp32, so `auto` keeps fp32 there. `python -m benchmarks.run --only
 precision` measures both, and README "How the defaults were chosen" the accuracy of each.
 """
 
@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "auto")
+from mpt.config import PRECISIONS
 
 
 def native_bf16(device: torch.device) -> bool:

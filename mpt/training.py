@@ -41,8 +41,9 @@ class RunData:
     parallel: list[ParallelPair]
 
 
-def load_run_data(config: MPTConfig) -> RunData:
-    """Load every split a run of `config` needs (the parallel corpus only when alignment is on)."""
+def load_run_data(config: MPTConfig, parallel: bool | None = None) -> RunData:
+    """Load every split a run of `config` needs; the parallel corpus when `parallel` says so (by default when
+    `config` aligns: a study loads it once for trials that may)."""
     limit = config.max_eval_examples
     dev_languages = config.languages if config.dev_all_languages else [config.source_language]
     return RunData(
@@ -50,7 +51,7 @@ def load_run_data(config: MPTConfig) -> RunData:
         dev={lang: load_nli(config.data, "dev", lang, config.xnli_repo, limit) for lang in dev_languages},
         test={lang: load_nli(config.data, "test", lang, config.xnli_repo, limit) for lang in config.languages},
         parallel=(load_parallel(config.parallel, config.target_languages, config.xnli_repo, config.source_language)
-                  if config.alignment_weight > 0 else []),
+                  if (config.alignment_weight > 0 if parallel is None else parallel) else []),
     )
 
 

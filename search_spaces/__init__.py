@@ -2,9 +2,10 @@
 
 A space is a define-by-run function `define(trial, base)` that suggests `mpt.config.MPTConfig` fields on an
 Optuna trial, conditionally: a parameter that does nothing in a trial is not suggested in it. `base` is the
-study's base config, for ranges that depend on it (the CE-only epochs go up to its epochs). What a trial
-searched is Optuna's own record of it (`trial.params`, `trial.distributions`): no list of parameters is kept
-beside the function. Add a space by writing a module with `define` and registering it in `SPACES`.
+study's base config as the dict of its fields (`MPTConfig.to_dict()`), for ranges that depend on it (the CE-only
+epochs go up to its epochs). What a trial searched is Optuna's own record of it (`trial.params`,
+`trial.distributions`): no list of parameters is kept beside the function. Add a space by writing a module with
+`define` and registering it in `SPACES`.
 """
 
 from __future__ import annotations

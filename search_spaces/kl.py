@@ -15,9 +15,6 @@ from typing import Any, Mapping
 
 import optuna
 
-DEFAULT_EPOCHS = 10  # MPTConfig's, for a base config that does not say
-
-
 def suggest_weight(trial: optuna.Trial) -> float:
     return trial.suggest_float("alignment_weight", 0.0, 1.0)
 
@@ -27,7 +24,7 @@ def suggest_details(trial: optuna.Trial, base: Mapping[str, Any]) -> None:
     trial.suggest_float("kl_temperature", 0.5, 4.0, log=True)
     trial.suggest_categorical("alignment_batch_size", [4, 8, 16])
     trial.suggest_categorical("teacher_stop_gradient", [True, False])
-    epochs = int(base.get("epochs", DEFAULT_EPOCHS))
+    epochs = int(base["epochs"])
     if epochs > 1:  # with one epoch the only choice is 0: nothing to search
         trial.suggest_int("ce_only_epochs", 0, epochs - 1)
 

@@ -16,10 +16,13 @@ from typing import Any, Sequence
 from mpt.config import MPTConfig
 from mpt.config_args import parse_assignments, read_config_file
 from search_spaces import REFERENCE_POINTS, SPACES, get_space
-from study.settings import (DEFAULT_CONFIRM_SEEDS, DEFAULT_CONFIRM_TOP, DEFAULT_NUM_SAMPLES, DEFAULT_STORAGE_PATH,
-                            RESULTS_ROOT, SCHEDULERS, SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudyError,
-                            StudySettings, absolute_storage, check_name, default_tracking_uri, is_uri)
-from trainable import OBJECTIVES
+from study.environment import command
+from study.errors import StudyError
+from study.paths import RESULTS_ROOT
+from study.settings import (SCHEDULERS, SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudySettings, check_name,
+                            default)
+from study.uris import absolute_storage, default_tracking_uri, is_uri
+from trainable.metrics import OBJECTIVES
 
 USAGE = """Run a hyperparameter study of MPT: Ray Tune trials, an Optuna search, MLflow records and a report.
 
@@ -83,8 +86,9 @@ def _setting_text(value: Any) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python study/run.py", description=USAGE.split("\n\n")[0],
-                                     epilog=USAGE.split("\n\n", 1)[1],
+    usage = USAGE.replace("python study/run.py", command("study"))
+    parser = argparse.ArgumentParser(prog=command("study"), description=usage.split("\n\n")[0],
+                                     epilog=usage.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_study_flags(parser.add_argument_group("the study"))
     base = parser.add_argument_group("the base config every trial starts from (mpt.config.MPTConfig fields)")
@@ -97,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--confirm-top", type=int, metavar="K",
                          help="after the search, retrain the K best configurations, vanilla and the paper default "
                               "with --confirm-seeds paired seeds, evaluate test and report the verdict with 95%% "
-                              f"intervals (default: {DEFAULT_CONFIRM_TOP})")
+                              f"intervals (default: {default('confirm_top')})")
     confirm.add_argument("--confirm-seeds", type=int, metavar="S",
-                         help=f"paired seeds per confirmed configuration (default: {DEFAULT_CONFIRM_SEEDS})")
+                         help=f"paired seeds per confirmed configuration (default: {default('confirm_seeds')})")
     confirm.add_argument("--no-confirm", action="store_true",
                          help="skip the confirmation: the study ends after the search, with dev accuracies and no "
                               "test accuracy or verdict (default: off)")
@@ -113,20 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_study_flags(study) -> None:
     study.add_argument("--space",
                        help=f"search space: {', '.join(SPACES)}; search_spaces/NAME.py says what each searches "
-                            f"(default: alignment, so a bare `python study/run.py` runs the default study)")
+                            f"(default: {DEFAULT_SPACE}, so a bare `{command('study')}` runs the default study)")
     study.add_argument("--name", help="study name: its folder results/NAME and MLflow experiment "
                                       "(default: the space, with '-smoke' under --smoke)")
     study.add_argument("--num-samples", type=int, metavar="N",
-                       help=f"trials, the 2 reference points included (default: {DEFAULT_NUM_SAMPLES}; "
+                       help=f"trials, the 2 reference points included (default: {default('num_samples')}; "
                             f"{SMOKE_NUM_SAMPLES} with --smoke)")
     study.add_argument("--objective", choices=tuple(OBJECTIVES),
-                       help="what Optuna maximises: " + "; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items())
-                            + " (default: dev_avg)")
+                       help="what Optuna maximises: "
+                            + "; ".join(f"{name}: {objective.description}" for name, objective in OBJECTIVES.items())
+                            + f" (default: {default('objective')})")
     study.add_argument("--scheduler", choices=SCHEDULERS,
                        help="none: every trial runs all epochs; asha: stop weak trials early (never the "
-                            "reference points) (default: none)")
+                            f"reference points) (default: {default('scheduler')})")
     study.add_argument("--seed", type=int, help="seeds the TPE sampler and the base config's few-shot "
-                                                "sample and initialisation (default: 0)")
+                                                f"sample and initialisation (default: {default('seed')})")
     study.add_argument("--resume", action="store_true",
                        help="continue the study --name (finished trials are kept, running ones continue from "
                             "their last checkpoint); its stored settings apply (default: off)")
@@ -139,16 +144,16 @@ def _add_cluster_flags(cluster) -> None:
     cluster.add_argument("--max-concurrent", type=int, metavar="N",
                          help="trials at once; a resumed study keeps its first value (default: the cluster's "
                               "CPUs / --cpus-per-trial)")
-    cluster.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N",
-                         help="CPUs per trial; also the trial's torch threads (default: 1)")
-    cluster.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N",
-                         help="GPUs per trial, fractions allowed: 0.25 packs 4 trials per GPU (default: 0)")
+    cluster.add_argument("--cpus-per-trial", type=float, default=Resources.cpus_per_trial, metavar="N",
+                         help="CPUs per trial; also the trial's torch threads (default: %(default)g)")
+    cluster.add_argument("--gpus-per-trial", type=float, default=Resources.gpus_per_trial, metavar="N",
+                         help="GPUs per trial, fractions allowed: 0.25 packs 4 trials per GPU (default: %(default)g)")
     cluster.add_argument("--address", help="join a running Ray cluster: 'auto' (from a node of it) or "
                                            "'ray://HOST:10001' (default: start a local Ray)")
     cluster.add_argument("--storage-path", metavar="PATH",
                          help="where Ray Tune keeps trials and checkpoints: a folder, or a URI such as "
                               "s3://bucket/path, which a multi-node cluster needs "
-                              f"(default: {DEFAULT_STORAGE_PATH})")
+                              f"(default: {default('storage_path')})")
     cluster.add_argument("--mlflow-tracking-uri", metavar="URI",
                          help="MLflow store: a server URL on a cluster (default: sqlite:///results/mlflow.db)")
     cluster.add_argument("--register-model", metavar="NAME",
@@ -176,8 +181,8 @@ def request_from_args(args: argparse.Namespace) -> StudyRequest:
 
 def confirm_plan(args: argparse.Namespace) -> tuple[int, int]:
     """(K best configurations, S paired seeds) of the confirmation; K = 0 skips it."""
-    top = 0 if args.no_confirm else DEFAULT_CONFIRM_TOP if args.confirm_top is None else args.confirm_top
-    return top, args.confirm_seeds or DEFAULT_CONFIRM_SEEDS
+    top = 0 if args.no_confirm else default("confirm_top") if args.confirm_top is None else args.confirm_top
+    return top, args.confirm_seeds or default("confirm_seeds")
 
 
 def settings_given(args: argparse.Namespace) -> frozenset[str]:
@@ -193,7 +198,7 @@ def settings_given(args: argparse.Namespace) -> frozenset[str]:
     return frozenset(field for field, flagged in given.items() if flagged)
 
 
-def base_config_from_args(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+def base_config_from_args(args: argparse.Namespace, seed: int) -> MPTConfig:
     """Study defaults < --smoke < --config FILE < --set, checked by MPTConfig."""
     values: dict[str, Any] = {**STUDY_BASE_DEFAULTS, "seed": seed}
     if args.smoke:
@@ -206,7 +211,7 @@ def base_config_from_args(args: argparse.Namespace, seed: int) -> dict[str, Any]
         value = getattr(config, field)
         if not is_uri(value) and Path(value).exists():
             config = config.replace(**{field: str(Path(value).resolve())})
-    return config.to_dict()
+    return config
 
 
 def settings_from_args(args: argparse.Namespace) -> StudySettings:
@@ -214,20 +219,20 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     space = get_space(args.space or DEFAULT_SPACE)
     name = check_name(args.name or (f"{space.name}-smoke" if args.smoke else space.name))
     num_samples = args.num_samples if args.num_samples is not None else (
-        SMOKE_NUM_SAMPLES if args.smoke else DEFAULT_NUM_SAMPLES)
+        SMOKE_NUM_SAMPLES if args.smoke else default("num_samples"))
     if num_samples < len(REFERENCE_POINTS):
         raise StudyError(f"--num-samples {num_samples} is too small: every study first runs the "
                          f"{len(REFERENCE_POINTS)} reference points ({', '.join(REFERENCE_POINTS)}); use at least "
                          f"{len(REFERENCE_POINTS)}")
-    seed = args.seed if args.seed is not None else 0
+    seed = args.seed if args.seed is not None else default("seed")
     if seed < 0:
         raise StudyError(f"--seed {seed} is negative: use an integer >= 0")
     results_root = RESULTS_ROOT.resolve()
     confirm_top, confirm_seeds = confirm_plan(args)
     return StudySettings(
-        name=name, space=space.name, objective=args.objective or "dev_avg", num_samples=num_samples,
-        scheduler=args.scheduler or "none", seed=seed, smoke=args.smoke,
-        storage_path=absolute_storage(args.storage_path or DEFAULT_STORAGE_PATH),
+        name=name, space=space.name, objective=args.objective or default("objective"), num_samples=num_samples,
+        scheduler=args.scheduler or default("scheduler"), seed=seed, smoke=args.smoke,
+        storage_path=absolute_storage(args.storage_path or default("storage_path")),
         mlflow_tracking_uri=args.mlflow_tracking_uri or default_tracking_uri(results_root),
         optuna_storage=absolute_storage(args.optuna_storage) if args.optuna_storage else "",
         base_config=base_config_from_args(args, seed), confirm_top=confirm_top, confirm_seeds=confirm_seeds,

@@ -11,9 +11,10 @@ It prints, at most every `interval_s` seconds and at once when a trial starts, e
     alignment-003 w=0.92 T=1.5 align_bs=4 running     2/6      0.351   0.347    0:21
     ...
 
-The objective is the study's (`--objective`) at the epoch selected so far, `dev en` the latest English dev
-accuracy, `time` the trial's training time; the estimate of the time left follows this session's rate of
-epochs. A failed trial's error is named under the table once; Ray logs its full traceback.
+The objective is the study's (`--objective`) at the epoch selected so far, `dev en` the latest dev accuracy in
+the source language (the base config's `source_language`), `time` the trial's training time; the estimate of
+the time left follows this session's rate of epochs. A failed trial's error is named under the table once; Ray
+logs its full traceback.
 
 `TrialNamer` gives Tune's trials the same names (`trial_name_creator`), so Ray's own messages (a failed
 trial's traceback) name trials as the console and MLflow do. Both take the names from
@@ -30,6 +31,7 @@ from ray.tune import ProgressReporter
 
 from study.results import last_line
 from study.tracking import trial_error_text, trial_run_name
+from trainable.metrics import TrialReport
 
 STATUS = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused", "TERMINATED": "done",
           "ERROR": "FAILED"}
@@ -49,9 +51,11 @@ class TrialNamer:
 class StudyConsole(ProgressReporter):
     """What a researcher reads while a study runs (see the module's docstring)."""
 
-    def __init__(self, study: str, space: str, phase: str, planned: int, epochs: int, interval_s: float = 30.0):
+    def __init__(self, study: str, space: str, phase: str, planned: int, epochs: int, source_language: str,
+                 interval_s: float = 30.0):
         self.study, self.space, self.phase = study, space, phase
         self.planned, self.epochs, self.interval_s = planned, epochs, interval_s
+        self.source_language = source_language
         self._reset()
 
     def _reset(self, start_time: float | None = None) -> None:
@@ -87,7 +91,8 @@ class StudyConsole(ProgressReporter):
         rows = sorted(trials, key=lambda t: (int(t.config.get("trial_number", 0)), t.config.get("seed", 0)))
         width = min(MAX_NAME_WIDTH, max([len("trial"), *(len(self.name(t)) for t in rows)]))
         lines = [self._progress_line(rows, now), self._resources_line(rows, sys_info),
-                 f"{'trial':<{width}}  {'status':<8} {'epoch':>6} {'objective':>10} {'dev en':>7} {'time':>7}"]
+                 f"{'trial':<{width}}  {'status':<8} {'epoch':>6} {'objective':>10} "
+                 f"{'dev ' + self.source_language:>7} {'time':>7}"]
         lines += [self._trial_line(t, width) for t in rows]
         for trial in rows:
             if trial.status == "ERROR" and trial.trial_id not in self._reported_errors:
@@ -132,31 +137,32 @@ class StudyConsole(ProgressReporter):
         for info in sys_info:  # Tune's "Logical resource usage: 2.0/2 CPUs, 0/0 GPUs" (and its scheduler)
             if info.startswith("Logical resource usage:"):
                 parts.append("resources: " + info.split(":", 1)[1].strip())
-        scored = [t for t in trials if isinstance((t.last_result or {}).get("objective"), (int, float))]
+        objectives = {t.trial_id: TrialReport.from_result(t.last_result).objective for t in trials}
+        scored = [t for t in trials if isinstance(objectives[t.trial_id], (int, float))]
         if scored:
-            best = max(scored, key=lambda t: t.last_result["objective"])
-            parts.append(f"best objective {best.last_result['objective']:.3f} ({self.name(best)})")
+            best = max(scored, key=lambda t: objectives[t.trial_id])
+            parts.append(f"best objective {objectives[best.trial_id]:.3f} ({self.name(best)})")
         return " | ".join(parts) if parts else "resources: -"
 
     def _trial_line(self, trial, width: int) -> str:
-        result = trial.last_result or {}
+        report = TrialReport.from_result(trial.last_result)
         name = self.name(trial)
         if len(name) > width:
             name = name[:width - 1] + "…"
-        epoch = f"{_epoch(trial)}/{self._epochs_of(trial)}"
-        seconds = result.get("time_total_s")
+        epoch = f"{report.epoch}/{self._epochs_of(trial)}"
+        seconds = report.time_total_s
         return (f"{name:<{width}}  {STATUS.get(trial.status, trial.status.lower()):<8} {epoch:>6} "
-                f"{_number(result.get('objective')):>10} {_number(result.get('dev_acc_en')):>7} "
+                f"{_number(report.objective):>10} {_number(report.dev_accuracy.get(self.source_language)):>7} "
                 f"{_clock(seconds) if seconds else '-':>7}")
 
     def _epochs_of(self, trial) -> int:
         """The trial's planned epochs: what it reports, else its searched value, else the study's."""
-        result = trial.last_result or {}
-        return int(result.get("planned_epochs") or trial.config.get("epochs") or self.epochs)
+        return int(TrialReport.from_result(trial.last_result).planned_epochs or trial.config.get("epochs")
+                   or self.epochs)
 
 
 def _epoch(trial) -> int:
-    return int((trial.last_result or {}).get("epoch", 0) or 0)
+    return TrialReport.from_result(trial.last_result).epoch
 
 
 def _number(value: Any) -> str:

@@ -40,7 +40,7 @@ class TrainedPromptModel(PythonModel):
     """The pyfunc model: `mpt.pretrained.TrainedPrompt.predict` on a DataFrame of pairs."""
 
     def load_context(self, context) -> None:
-        from mpt.pretrained import TrainedPrompt
+        from mpt.api import TrainedPrompt
 
         self.prompt = TrainedPrompt.from_pretrained(context.artifacts[ARTIFACT])
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import optuna
 from optuna.distributions import BaseDistribution
 
-from study.settings import StudyError
+from study.errors import StudyError
 
 OPTUNA_JOURNAL_FILE = "optuna.log"  # the default storage, in the study's folder
 

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Sequence
 
 from mpt.config import MPTConfig
-from study.settings import (DEFAULT_STORAGE_PATH, StudyError, StudyPaths, StudySettings, is_uri,
-                            local_storage_folder, redact, sqlite_database)
-from trainable import STATE_FILE
+from study.errors import StudyError
+from study.paths import StudyPaths
+from study.settings import StudySettings
+from study.uris import is_uri, local_storage_folder, redact, sqlite_database
+from trainable.spec import STATE_FILE
 
 MLFLOW_CONNECT_TIMEOUT_S = 10
 
@@ -51,8 +53,8 @@ def check_storage(storage_path: str) -> None:
     if path is None:
         return
     check_writable_folder(path, "--storage-path", f"choose a folder you can write (the default is "
-                                                  f"{DEFAULT_STORAGE_PATH}), or on a cluster a shared file system "
-                                                  f"(file:///mnt/shared/path) or s3://bucket/path")
+                                                  f"{StudySettings.storage_path}), or on a cluster a shared file "
+                                                  f"system (file:///mnt/shared/path) or s3://bucket/path")
 
 
 def check_optuna_storage(setting: str) -> None:
@@ -148,8 +150,7 @@ def stored_settings(name: str, paths: StudyPaths) -> StudySettings:
         raise StudyError(f"nothing to resume: there is no study {name!r} ({paths.settings_file} does not "
                          f"exist); start it without --resume, or name an existing study with --name")
     try:
-        stored = StudySettings.from_json(paths.settings_file.read_text(encoding="utf-8"))
-        stored.config  # noqa: B018 (validates the stored base config)
+        stored = StudySettings.from_json(paths.settings_file.read_text(encoding="utf-8"))  # validates its config
     except (ValueError, TypeError) as err:  # JSONDecodeError and ConfigError are ValueErrors
         raise StudyError(f"cannot resume study {name!r}: {paths.settings_file} is damaged ({err}); "
                          f"restore it from a backup (the study's MLflow run has its settings as params), or start "
@@ -209,19 +210,17 @@ def check_tracking_for_address(address: str | None, tracking_uri: str) -> None:
 
 def check_backbone(config: MPTConfig) -> None:
     """Fail on the driver, before anything is written, rather than in every trial: the backbone's config
-    loads (the weights are the trials' job) and it has at least `num_layers` layers."""
-    from transformers import AutoConfig
-
-    from mpt.backbones import BackboneError, backbone_path
+    loads (the weights are the trials' job) and it has at least `num_layers` layers. (Reading a backbone's
+    config takes transformers: this check runs once the command line and the stores have passed theirs.)"""
+    from mpt.api import BackboneError, backbone_layers
 
     try:
-        model_config = AutoConfig.from_pretrained(str(backbone_path(config.backbone)))
-    except (OSError, ValueError) as err:
-        raise BackboneError(f"unknown backbone {config.backbone!r}: it cannot be loaded ({_first_line(err)}): use "
+        layers = backbone_layers(config.backbone)
+    except BackboneError as err:
+        raise BackboneError(f"unknown backbone {config.backbone!r}: it cannot be loaded ({err}): use "
                             f"'e5-small' (embedded), 'tiny-xlmr', a local Hugging Face model directory, or a hub "
                             f"id such as 'xlm-roberta-base' on a machine with hub access (--set backbone=...)"
                             ) from None
-    layers = getattr(model_config, "num_hidden_layers", None)
     if config.num_layers is not None and layers is not None and config.num_layers > layers:
         raise BackboneError(f"num_layers={config.num_layers} but backbone {config.backbone!r} has only {layers} "
                             f"layers: use --set num_layers=N with N in [1, {layers}], or num_layers=none for all")
@@ -232,10 +231,10 @@ def _first_line(err: BaseException) -> str:
 
 
 def damaged_checkpoints(experiment_path: str) -> list[tuple[Path, str]]:
-    """The trial checkpoints of a local Ray Tune experiment that cannot be read, with the reason.
-
-    Read as tensors and plain data only (`weights_only=True`): a checkpoint never runs code."""
-    import torch
+    """The trial checkpoints of a local Ray Tune experiment that cannot be restored, with the reason: each is
+    read as the trial would restore it (`mpt.checkpoint`: tensors and plain data only, never code), so reading
+    takes torch."""
+    from mpt.api import CheckpointError, read_checkpoint
 
     folder = local_storage_folder(experiment_path)
     if folder is None:
@@ -243,12 +242,9 @@ def damaged_checkpoints(experiment_path: str) -> list[tuple[Path, str]]:
     damaged = []
     for state_file in sorted(folder.glob(f"*/checkpoint_*/{STATE_FILE}")):
         try:
-            state = torch.load(state_file, map_location="cpu", weights_only=True)
-        except Exception as err:  # truncated, overwritten or foreign files fail in many ways
-            damaged.append((state_file, f"{type(err).__name__}: {_first_line(err)}"))
-            continue
-        if not isinstance(state, dict) or not {"format", "epoch", "model", "optimizer"} <= set(state):
-            damaged.append((state_file, "not an mpt-study trial checkpoint"))
+            read_checkpoint(state_file)
+        except CheckpointError as err:
+            damaged.append((state_file, str(err)))
     return damaged
 
 
@@ -256,7 +252,7 @@ def check_checkpoints(experiment_path: str) -> None:
     """A resumed trial restores its last checkpoint: refuse to start if one of them is damaged."""
     damaged = damaged_checkpoints(experiment_path)
     if damaged:
-        listing = "; ".join(f"{path} ({reason})" for path, reason in damaged)
+        listing = "; ".join(reason for _, reason in damaged)  # each reason names its file
         raise StudyError(f"cannot resume: {len(damaged)} trial checkpoint(s) are damaged: {listing}. Nothing was "
                          f"changed. Put back intact copies (from a backup), or delete each damaged "
                          f"{STATE_FILE} and run --resume again: an unfinished trial then trains again from its "

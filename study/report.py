@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import importlib.util
 import re
 import sys
 import warnings
@@ -25,8 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a script: Python must import `study` from this very checkout
+    _found = importlib.util.find_spec("study")
+    if _found is None or Path(_found.origin).resolve().parent != Path(__file__).resolve().parent:
+        sys.exit(f"error: {__file__} runs from a checkout that is not installed ('study' imports from "
+                 f"{Path(_found.origin).parent if _found else 'nowhere'}): run `pip install -e .` in "
+                 f"{Path(__file__).resolve().parent.parent}, or put that folder on PYTHONPATH")
 
 import matplotlib
 
@@ -41,8 +46,11 @@ from study.results import (COMPLETE, TrialRow, best_row, completed, load_rows, r
 from study.intervals import Estimate, binomial_interval  # noqa: E402
 from study.verdict import Verdict, build_verdict  # noqa: E402
 from study.verdict_report import console_verdict, markdown_verdict, plot_estimates, verdict_plots  # noqa: E402
-from study.settings import (RESULTS_ROOT, StudyError, StudyPaths, load_study_settings, redact,  # noqa: E402
-                            write_atomically)
+from study.environment import command  # noqa: E402
+from study.errors import StudyError  # noqa: E402
+from study.paths import RESULTS_ROOT, StudyPaths, write_atomically  # noqa: E402
+from study.settings import load_study_settings  # noqa: E402
+from study.uris import redact  # noqa: E402
 
 MIN_TRIALS_FOR_IMPORTANCE = 8  # below this the importances are noise
 
@@ -73,8 +81,8 @@ def single_run_estimate(row: TrialRow | None, lang: str, split: str) -> Estimate
     return binomial_interval(round(accuracy * total), total) if accuracy is not None and total else None
 
 
-def compare(best: TrialRow | None, vanilla: TrialRow | None, paper: TrialRow | None, languages: Sequence[str],
-            split: str = "dev") -> list[LanguageComparison]:
+def compare_search_trials(best: TrialRow | None, vanilla: TrialRow | None, paper: TrialRow | None,
+                          languages: Sequence[str], split: str = "dev") -> list[LanguageComparison]:
     """Per-language accuracy of the best search trial, the vanilla baseline and the paper-like default."""
     return [LanguageComparison(lang, *(single_run_estimate(row, lang, split) for row in (best, vanilla, paper)))
             for lang in languages]
@@ -164,9 +172,9 @@ def write_report(paths: StudyPaths) -> WrittenReport:
     settings = load_study_settings(paths)
     if not paths.trials_file.is_file():
         raise StudyError(f"study {paths.name!r} has no results yet ({paths.trials_file} is missing): resume it "
-                         f"with `python study/run.py --space {settings.space} --name {paths.name} --resume`")
+                         f"with `{command('study')} --space {settings.space} --name {paths.name} --resume`")
     rows = load_rows(paths.trials_file)
-    languages = settings.config.languages
+    languages = settings.base_config.languages
     best = best_row(rows)
     study_dir = paths.study_dir
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -175,7 +183,8 @@ def write_report(paths: StudyPaths) -> WrittenReport:
 
     plots = verdict_plots(study_dir, verdict) if verdict else []
     split = "test" if settings.test_in_search else "dev"
-    comparisons = compare(best, reference_row(rows, VANILLA), reference_row(rows, PAPER_DEFAULT), languages, split)
+    comparisons = compare_search_trials(best, reference_row(rows, VANILLA), reference_row(rows, PAPER_DEFAULT),
+                                        languages, split)
     plot_estimates(study_dir / "search_per_language.png",
                    [(name, {c.label: getattr(c, attribute) for c in comparisons if getattr(c, attribute)})
                     for name, attribute in (("best trial", "best"), ("vanilla", "vanilla"),
@@ -226,7 +235,7 @@ def _verdict_section(verdict: Verdict | None) -> list[str]:
 
 def _settings_lines(paths: StudyPaths, settings, rows: Sequence[TrialRow],
                     searched: SearchedParameters) -> list[str]:
-    config, space = settings.config, get_space(settings.space)
+    config, space = settings.base_config, get_space(settings.space)
     counts = {status: sum(r.status == status for r in rows) for status in sorted({r.status for r in rows})}
     return ["## Study", "",
             f"- space: `{settings.space}` ({space.summary.rstrip('.')}), searching "
@@ -298,7 +307,7 @@ def report_html(name: str, report_markdown: str, study_dir: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python study/report.py", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=command("report"), description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("name", help="the study name (its folder under --results-dir)")
     parser.add_argument("--results-dir", default=str(RESULTS_ROOT), help="where studies are stored")

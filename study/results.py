@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from trainable import CORRECT_PREFIX, META_KEYS, SELECTED_DEV_PREFIX, per_language, trained_all_epochs
+from trainable.metrics import TrialReport
+from trainable.spec import META_KEYS
 
 COMPLETE, FAILED, STOPPED, UNFINISHED = "COMPLETE", "FAILED", "STOPPED", "UNFINISHED"
 
@@ -29,7 +30,6 @@ class TrialRow:
     dev_accuracy: dict[str, float] = field(default_factory=dict)  # at the selected epoch
     dev_rows: dict[str, int] = field(default_factory=dict)
     test_correct: dict[str, str] = field(default_factory=dict)  # language -> "0110..." per test row
-    epochs_done: int = 0
     error: str | None = None
     checkpoint: str | None = None  # the trial's last checkpoint (path or URI)
     seed: int | None = None  # confirmation runs only
@@ -41,30 +41,31 @@ def rows_from_results(result_grid, finished: bool) -> list[TrialRow]:
     rows = []
     for result in result_grid:
         config = dict(result.config or {})
-        metrics = dict(result.metrics or {})
+        report = TrialReport.from_result(result.metrics)
         if result.error is not None:
             status = FAILED
-        elif trained_all_epochs(metrics):
+        elif report.trained_all_epochs:
             status = COMPLETE
         else:
             status = STOPPED if finished else UNFINISHED
-        test, dev = per_language(metrics, "test_acc_"), per_language(metrics, SELECTED_DEV_PREFIX)
+        test = report.test
         checkpoint = result.checkpoint.path if result.checkpoint is not None else None
         rows.append(TrialRow(
-            trial_id=str(metrics.get("trial_id") or _trial_id_from_path(result.path)),
+            trial_id=str(report.trial_id or _trial_id_from_path(result.path)),
             trial_number=int(config.get("trial_number", len(rows))),
             status=status, params={k: v for k, v in config.items() if k not in META_KEYS},
-            reference=config.get("reference"), objective=metrics.get("objective"), test_accuracy=test,
-            test_average=metrics.get("test_acc_avg"), test_average_target=metrics.get("test_acc_avg_target"),
-            dev_accuracy=dev, dev_rows=per_language(metrics, "dev_rows_"),
-            test_correct=per_language(metrics, CORRECT_PREFIX), epochs_done=int(metrics.get("epoch", 0) or 0),
-            error=_error_line(result.error), checkpoint=checkpoint, seed=config.get("seed")))
+            reference=config.get("reference"), objective=report.objective,
+            test_accuracy=test.accuracy if test else {}, test_average=test.average if test else None,
+            test_average_target=test.average_target if test else None,
+            dev_accuracy=report.selected_dev_accuracy, dev_rows=report.dev_rows,
+            test_correct=test.correct if test else {}, error=_error_line(result.error), checkpoint=checkpoint,
+            seed=config.get("seed")))
     return sorted(rows, key=lambda row: (row.trial_number, row.seed or 0))
 
 
 def trial_result(result_grid, trial_id: str):
     """The Tune result of trial `trial_id` in a ResultGrid (None if the grid has none)."""
-    return next((r for r in result_grid if (r.metrics or {}).get("trial_id") == trial_id), None)
+    return next((r for r in result_grid if TrialReport.from_result(r.metrics).trial_id == trial_id), None)
 
 
 def _trial_id_from_path(path: str) -> str:
@@ -86,13 +87,16 @@ def _error_line(error: BaseException | None) -> str | None:
 
 
 def save_rows(path: Path, rows: list[TrialRow]) -> None:
-    from study.settings import write_atomically
+    from study.paths import write_atomically
 
     write_atomically(path, json.dumps([asdict(r) for r in rows], indent=1, ensure_ascii=False))
 
 
 def load_rows(path: Path) -> list[TrialRow]:
-    return [TrialRow(**row) for row in json.loads(path.read_text(encoding="utf-8"))]
+    """The rows `save_rows` wrote; fields an older version stored and this one dropped are ignored."""
+    known = {f.name for f in fields(TrialRow)}
+    return [TrialRow(**{k: v for k, v in row.items() if k in known})
+            for row in json.loads(path.read_text(encoding="utf-8"))]
 
 
 def completed(rows: list[TrialRow]) -> list[TrialRow]:

@@ -2,12 +2,13 @@
 
 `python study/run.py --help` shows the flags, examples and exit statuses (their text is study/cli.py's
 USAGE). This module is the study's outline; its parts are study.cli (the command line), study.preflight
-(the checks before anything is written), study.tuner (Ray and the trials), study.study_run (the study's
-MLflow run) and study.report.
+(the checks before anything is written), study.tuner (Ray and the trials), study.mlflow_parent_run (the
+study's MLflow run) and study.report.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import time
@@ -15,9 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if __package__ in (None, ""):  # run as a script: make `study` (not an installed package) importable
-    sys.path.insert(0, str(REPO_ROOT))
+if __package__ in (None, ""):  # run as a script: Python must import `study` from this very checkout
+    _found = importlib.util.find_spec("study")
+    if _found is None or Path(_found.origin).resolve().parent != Path(__file__).resolve().parent:
+        sys.exit(f"error: {__file__} runs from a checkout that is not installed ('study' imports from "
+                 f"{Path(_found.origin).parent if _found else 'nowhere'}): run `pip install -e .` in "
+                 f"{Path(__file__).resolve().parent.parent}, or put that folder on PYTHONPATH")
 
 # Silence only what is harmless: Ray's notice that it will stop overriding CUDA_VISIBLE_DEVICES for
 # zero-GPU trials in a future release (we ask for the future behaviour explicitly; CPU trials ignore it).
@@ -39,12 +43,15 @@ from mpt.data import DataError  # noqa: E402
 from search_spaces import VANILLA, UnknownSpaceError  # noqa: E402
 from study import cli, preflight, tuner  # noqa: E402
 from study.cli import StudyRequest  # noqa: E402
+from study.environment import command  # noqa: E402
+from study.errors import StudyError  # noqa: E402
+from study.paths import RESULTS_ROOT, StudyPaths, write_atomically  # noqa: E402
 from study.results import TrialRow, best_row, reference_row, rows_from_results, save_rows, trial_result  # noqa: E402
-from study.settings import (RESULTS_ROOT, StudyError, StudyPaths, StudySettings, redact,  # noqa: E402
-                            write_atomically)
+from study.settings import StudySettings  # noqa: E402
+from study.uris import redact  # noqa: E402
 
 if TYPE_CHECKING:  # imported by run_study once the input is known to be good (it imports MLflow)
-    from study.study_run import StudyRun
+    from study.mlflow_parent_run import StudyRun
 
 EXIT_NO_RESULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -53,11 +60,11 @@ def run_study(request: StudyRequest) -> int:
     """The study: check the input, start Ray, run the search (and the confirmation), record and report."""
     settings, paths = checked_settings(request)
     # heavy imports only once the input is known to be good: errors above come back in a second
+    from study.mlflow_parent_run import StudyRun
     from study.report import write_report
-    from study.study_run import StudyRun
 
     data = tuner.load_study_data(settings)
-    preflight.check_backbone(settings.config)
+    preflight.check_backbone(settings.base_config)
     if request.resume:
         preflight.check_checkpoints(paths.experiment_path())
     tuner.start_ray(request.resources.address)
@@ -71,7 +78,7 @@ def run_study(request: StudyRequest) -> int:
     record = StudyRun(settings)  # connects to the MLflow store (a SQLite one is created now)
     if not request.resume:
         write_atomically(paths.settings_file, settings.to_json())
-    record.start(paths.results_root, REPO_ROOT)
+    record.start(paths.results_root)
     started = time.perf_counter()
     grid, finished = tuner.run_search(settings, paths, request.resources,
                                       tuner.make_trainable(settings, request.resources, data, "search"),
@@ -132,7 +139,7 @@ def finish(record: StudyRun, settings: StudySettings, paths: StudyPaths, summary
     completed."""
     record.finish(succeeded)
     uri = redact(settings.mlflow_tracking_uri)
-    browse = f"open {uri}" if uri.startswith(("http://", "https://")) else f"python study/ui.py {settings.name}"
+    browse = f"open {uri}" if uri.startswith(("http://", "https://")) else f"{command('ui')} {settings.name}"
     print(f"\nfinished in {time.perf_counter() - started:.0f} s; MLflow: {browse}")
     print(f"\n{summary}")
     if not succeeded:
@@ -147,7 +154,7 @@ def interrupted(record: StudyRun, settings: StudySettings, rows: list[TrialRow],
     record.interrupted(phase)
     done = sum(r.status != "UNFINISHED" for r in rows)
     print(f"\nstudy {settings.name} interrupted during the {phase} ({done} of {settings.num_samples} search trials "
-          f"ended); continue it with:\n  python study/run.py --space {settings.space} --name {settings.name} "
+          f"ended); continue it with:\n  {command('study')} --space {settings.space} --name {settings.name} "
           f"--resume", file=sys.stderr)
     return EXIT_INTERRUPTED
 
@@ -155,10 +162,10 @@ def interrupted(record: StudyRun, settings: StudySettings, rows: list[TrialRow],
 def input_errors() -> tuple[type[BaseException], ...]:
     """The errors that mean bad input (a message and exit status 2, not a traceback)."""
     errors: list[type[BaseException]] = [StudyError, UnknownSpaceError, ConfigError, DataError]
-    # mpt.backbones imports transformers (seconds): if nothing imported it, nothing raised its error
-    backbones = sys.modules.get("mpt.backbones")
-    if backbones is not None:
-        errors.append(backbones.BackboneError)
+    # mpt.api imports torch and transformers (seconds): if nothing imported it, nothing raised its error
+    api = sys.modules.get("mpt.api")
+    if api is not None:
+        errors.append(api.BackboneError)
     return tuple(errors)
 
 

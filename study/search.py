@@ -26,10 +26,11 @@ from ray.tune.search import Searcher
 
 from search_spaces import REFERENCE_POINTS, SearchSpace, reference_points
 from study.optuna_storage import load_optuna_study, open_storage
-from study.settings import SCHEDULERS, StudyError
-from trainable import SELECTED_DEV_PREFIX, per_language
+from study.errors import StudyError
+from study.settings import SCHEDULERS
+from trainable.metrics import OBJECTIVE, SELECTED_DEV_PREFIX, TrialReport
 
-METRIC, MODE = "objective", "max"
+METRIC, MODE = OBJECTIVE, "max"
 SEARCH_ROLE = "search"  # the role of a trial TPE suggested (a reference trial's role is the reference's name)
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ class StudySearcher(Searcher):
         if trial_id in self._told or trial_id not in self.numbers or self.metric not in result:
             return
         self._last[trial_id] = result
-        step = _epoch(result)
+        step = TrialReport.from_result(result).epoch
         if step in self._steps.setdefault(trial_id, set()):
             return  # an epoch redone after an interruption: Optuna keeps its first value
         self._storage.set_trial_intermediate_value(self._storage_id(self.numbers[trial_id]), step,
@@ -222,11 +223,12 @@ class StudySearcher(Searcher):
     def outcome_attrs(self, trial_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
         """What optuna-dashboard shows of a trial beside its values: dev accuracy per language at the selected
         epoch, and (from `run_info`) where its MLflow run is."""
+        report = TrialReport.from_result(result)
         attrs: dict[str, Any] = {"ray_trial_id": trial_id}
-        if result.get("best_epoch"):
-            attrs["selected_epoch"] = int(result["best_epoch"])
+        if report.best_epoch:
+            attrs["selected_epoch"] = report.best_epoch
         attrs.update({f"{SELECTED_DEV_PREFIX}{lang}": float(acc)
-                      for lang, acc in per_language(result, SELECTED_DEV_PREFIX).items()})
+                      for lang, acc in report.selected_dev_accuracy.items()})
         if self.run_info is not None:
             attrs.update(self.run_info(trial_id))
         return attrs
@@ -238,7 +240,8 @@ class StudySearcher(Searcher):
 
     def stopped_early(self, result: Mapping[str, Any]) -> bool:
         """Whether the trial ended before its last planned epoch (a scheduler stopped it)."""
-        return _epoch(result) < int(result.get("planned_epochs", self.epochs))
+        report = TrialReport.from_result(result)
+        return report.epoch < (report.planned_epochs or self.epochs)
 
     def __getstate__(self) -> dict:
         # Tune pickles the searcher in tuner.pkl: no storage connection, nothing read from the storage
@@ -258,10 +261,6 @@ class StudySearcher(Searcher):
             state = pickle.load(handle)
         self.numbers, self.sampler = state["numbers"], state["sampler"]
         self._forget_storage()
-
-
-def _epoch(result: Mapping[str, Any]) -> int:
-    return int(result.get("epoch") or result.get("training_iteration") or 0)
 
 
 def make_searcher(space: SearchSpace, base_config: dict[str, Any], seed: int, num_samples: int, *,

@@ -14,7 +14,6 @@ import json
 import logging
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -23,10 +22,11 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from ray import tune
 
+from mpt.config import MPTConfig
 from study.results import last_line
-from study.settings import git_state
 from study.ui import run_url, ui_base_url
-from trainable import META_KEYS, RUNTIME_PREFIX, SELECTED_DEV_PREFIX, per_language, trained_all_epochs, trial_config
+from trainable.metrics import TrialReport
+from trainable.spec import META_KEYS, trial_config
 
 ROLE_TAG = "mpt_study.role"  # "study" (parent) or "trial"
 PHASE_TAG = "mpt_study.phase"  # "search" or "confirm"
@@ -38,10 +38,8 @@ DESCRIPTION_TAG = "mlflow.note.content"  # the UI shows it as the description of
 # The MLflow 3 UI opens experiments in its GenAI view unless told otherwise (an experiment's kind, or
 # the "Model training" switch, which `?workflowType=machine_learning` in the URL sets).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-REPORT_ARTIFACT_DIR = "report"  # where the parent run keeps report.md and the plots (study.study_run logs them)
+REPORT_ARTIFACT_DIR = "report"  # the parent run's report.md and plots (study.mlflow_parent_run logs them)
 MAX_TAG_CHARS = 5000
-LOGGED_METRIC_PREFIXES = ("loss", "ce_loss", "kl_loss", "dev_acc_", "selected_dev_acc_", "objective", "best_epoch",
-                          "epoch_seconds", "test_acc_")
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit of params in one log_batch
 SHOWN_PARAMS = 3  # how many searched values a run name shows
 logger = logging.getLogger(__name__)
@@ -70,20 +68,6 @@ def _abbreviated(name: str) -> str:
 
 def _format(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def environment_tags(repo_root: Path) -> dict[str, str]:
-    """Git commit and package versions, so a run can be reproduced."""
-    tags = {}
-    state = git_state(repo_root)
-    if state is not None:  # not a checkout, or no git: the versions still help
-        tags["git_commit"], tags["git_dirty"] = state[0], str(state[1]).lower()
-    for package in ("mpt-study", "torch", "transformers", "ray", "optuna", "mlflow"):
-        try:
-            tags[f"version.{package}"] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            tags[f"version.{package}"] = "not installed"
-    return tags
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -146,24 +130,24 @@ def trial_run_name(space: str, phase: str, config: dict[str, Any]) -> str:
     return run_name(space, int(config.get("trial_number", 0)), params, config.get("reference"), phase)
 
 
-def effective_params(base_config: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+def effective_params(base_config: MPTConfig, config: dict[str, Any]) -> dict[str, Any]:
     """Every field of the trial's MPTConfig (base config, searched values on top), so the MLflow UI can filter
     and compare trials by any field, searched or not; a config that fails validation, as given."""
     try:
         return trial_config(base_config, config).to_dict()
     except ValueError:  # the trial fails on it too; its run still says what it was
-        return {**base_config, **{k: v for k, v in config.items() if k not in META_KEYS}}
+        return {**base_config.to_dict(), **{k: v for k, v in config.items() if k not in META_KEYS}}
 
 
 class StudyTracker(tune.Callback):
     """Tune callback on the driver: one nested MLflow run per trial, metrics per epoch (step = epoch)."""
 
-    def __init__(self, tracking_uri: str, experiment_name: str, space: str, base_config: dict[str, Any],
+    def __init__(self, tracking_uri: str, experiment_name: str, space: str, base_config: MPTConfig,
                  phase: str = "search") -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.space = space
-        self.base_config = dict(base_config)
+        self.base_config = base_config
         self.phase = phase
         self._reset()
 
@@ -233,23 +217,22 @@ class StudyTracker(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         run_id = self.run_id(trial)
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        report = TrialReport.from_result(result)
+        step = report.epoch
         if step <= self._last_step.get(trial.trial_id, 0):
             return  # already logged before an interruption: the resumed trial re-reported it
         now = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), now, step) for key, value in result.items()
-                   if key.startswith(LOGGED_METRIC_PREFIXES) and isinstance(value, (int, float))
-                   and not isinstance(value, bool)]
+        metrics = [Metric(key, value, now, step) for key, value in report.tracked_metrics().items()]
         # the params hold the config as given (device auto, precision auto), the tags what the trial ran on (a
         # trial resumed on another node: the latest)
-        tags = [RunTag(key, str(value)) for key, value in result.items() if key.startswith(RUNTIME_PREFIX)]
+        tags = [RunTag(key, value) for key, value in report.runtime_tags().items()]
         self.client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
         self._last_step[trial.trial_id] = step
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         run_id = self.run_id(trial)
         result = trial.last_result or {}
-        if not trained_all_epochs(result):
+        if not TrialReport.from_result(result).trained_all_epochs:
             self.client.set_tag(run_id, "stopped_early", "true")  # ASHA stopped it before its last epoch
         self._log_trial_artifacts(run_id, trial.config, result)
         self.client.set_terminated(run_id, status="FINISHED")
@@ -264,11 +247,11 @@ class StudyTracker(tune.Callback):
     def _log_trial_artifacts(self, run_id: str, params: dict, result: dict, error: str | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="mpt-mlflow-") as directory:
             folder = Path(directory)
-            config = {"trial": {k: params[k] for k in META_KEYS if k in params}}
+            config = {"trial": {k: params[k] for k in META_KEYS if k in params},
+                      "config": effective_params(self.base_config, params)}
             try:
-                config["config"] = trial_config(self.base_config, params).to_dict()
-            except ValueError as err:  # an invalid config is why the trial failed: record it as given
-                config["config"] = {**self.base_config, **params}
+                trial_config(self.base_config, params)
+            except ValueError as err:  # an invalid config is why the trial failed: it is recorded as given
                 config["config_error"] = str(err)
             (folder / "trial_config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
             rows = per_language_rows(result)
@@ -291,7 +274,8 @@ def trial_error_text(trial) -> str:
 
 def per_language_rows(result: dict) -> list[dict[str, Any]]:
     """Language, dev accuracy (at the selected epoch) and test accuracy, from a trial's final metrics."""
-    dev, test = per_language(result, SELECTED_DEV_PREFIX), per_language(result, "test_acc_")
+    report = TrialReport.from_result(result)
+    dev, test = report.selected_dev_accuracy, report.test.accuracy if report.test else {}
     return [{"language": lang, "dev_accuracy": dev.get(lang, ""), "test_accuracy": test.get(lang, "")}
             for lang in sorted(dev.keys() | test.keys())]
 

@@ -7,16 +7,16 @@ Ray is imported inside the functions that need it: importing this module costs n
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from mpt.config import MPTConfig
-from mpt.data import few_shot
-from search_spaces import PAPER_DEFAULT, REFERENCE_POINTS, VANILLA, get_space
+from search_spaces import PAPER_DEFAULT, VANILLA, get_space
 from study.cli import Resources
+from study.environment import checkout_root
+from study.errors import StudyError
+from study.paths import StudyPaths
 from study.results import COMPLETE, TrialRow, reference_row, rows_from_results, save_rows, top_rows
-from study.settings import StudyError, StudyPaths, StudySettings
+from study.settings import StudySettings
+from trainable.spec import trial_config
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # Ray Tune retries every failure of a trial, deterministic ones too: one retry survives a crash (a killed
 # process, a lost node) and costs a NaN trial one short rerun from its last checkpoint. A trial that fails
 # twice is FAILED; `--resume` gives failed trials another try from their last checkpoints.
@@ -44,8 +44,11 @@ def start_ray(address: str | None) -> None:
                              f"`ray start --head` (then --address auto on its nodes), or leave --address out "
                              f"to run on this machine") from None
     else:
-        # Trial processes import `trainable`; make the checkout importable even without `pip install -e .`.
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        # Trial processes import `trainable` and `mpt`: from a checkout, the very checkout this driver runs (not
+        # another install); an installed package's trial processes find it where the driver did
+        root = checkout_root()
+        if root is not None:
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
         ray.init(num_cpus=available_cpus(), num_gpus=gpus, include_dashboard=False,  # temp files: /tmp/ray
                  logging_config=log_config)
 
@@ -72,12 +75,11 @@ def available_cpus() -> int:
 
 def load_study_data(settings: StudySettings):
     """Load the data once on the driver; Ray shares it with every trial through its object store."""
-    from mpt.training import load_run_data
+    from mpt.api import few_shot, load_run_data
 
-    config = MPTConfig.from_dict(settings.trial_base_config())
-    # parallel pairs whatever the base weight: the paper-like reference and the searches turn alignment on
-    weight = config.alignment_weight or REFERENCE_POINTS["paper_default"]["alignment_weight"]
-    data = load_run_data(config.replace(alignment_weight=weight))
+    config = settings.trial_base_config()
+    # the parallel corpus whatever the base config's weight: the paper-like reference point aligns
+    data = load_run_data(config, parallel=True)
     few_shot(data.train_pool, config.shots_per_class, config.seed)  # fail now, not in every trial
     return data
 
@@ -145,7 +147,8 @@ def run_tuner(settings: StudySettings, paths: StudyPaths, resources: Resources, 
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1,
                 # the legacy engine's reporter (study/run.py sets RAY_AIR_NEW_OUTPUT=0; the new one ignores it)
                 progress_reporter=StudyConsole(settings.name + suffix, tracker.space, tracker.phase, planned,
-                                               settings.config.epochs)))
+                                               settings.base_config.epochs,
+                                               settings.base_config.source_language)))
     grid = tuner.fit()
     finished = len(grid) >= planned and grid.num_terminated + grid.num_errors >= len(grid)
     return grid, finished
@@ -156,20 +159,21 @@ def run_search(settings: StudySettings, paths: StudyPaths, resources: Resources,
     """The study's search: the reference points, then Optuna's suggestions; returns (ResultGrid, finished?)."""
     from study.optuna_storage import optuna_storage_url
     from study.search import make_scheduler, make_searcher, tell_failed
-    from study.settings import redact
     from study.tracking import TrialRunLinks
+    from study.uris import redact
 
     space = get_space(settings.space)
     storage = optuna_storage_url(settings.optuna_storage, paths.study_dir)
     print(f"study {settings.name}: space {space.name} ({space.summary.rstrip('.')}), {settings.num_samples} trials, "
           f"objective {settings.objective}; Optuna study {settings.name!r} in {redact(storage)}"
           + (" (resumed)" if resume else ""))
-    searcher = make_searcher(space, settings.base_config, settings.seed, settings.num_samples,
+    # the searcher (study/search.py) and the spaces take the base config as a dict of its fields
+    searcher = make_searcher(space, settings.base_config.to_dict(), settings.seed, settings.num_samples,
                              storage_url=storage, study_name=settings.name, resume=resume,
                              run_info=TrialRunLinks(settings.mlflow_tracking_uri, settings.name))
     grid, finished = run_tuner(
         settings, paths, resources, trainable, tracker, resume, search_alg=searcher,
-        num_samples=settings.num_samples, scheduler=make_scheduler(settings.scheduler, settings.config.epochs))
+        num_samples=settings.num_samples, scheduler=make_scheduler(settings.scheduler, settings.base_config.epochs))
     if finished:  # failed trials are FAIL in Optuna once the search ends with them failed, not before
         tell_failed(storage, settings.name, [int(r.config["trial_number"]) for r in grid if r.error is not None])
     return grid, finished
@@ -195,8 +199,7 @@ def confirmation_seeds(settings: StudySettings) -> list[int]:
 def expected_cost(settings: StudySettings, row: TrialRow) -> float:
     """A run's relative cost: tokens per sequence (prompt and text), times the alignment task's extra forward
     and backward passes on the parallel pairs when it is on."""
-    config = MPTConfig.from_dict({**settings.base_config, **{k: v for k, v in row.params.items()
-                                                            if k in settings.base_config}})
+    config = trial_config(settings.base_config, row.params)
     aligned = config.alignment_weight > 0
     return (config.prompt_length + 60) * (1 + (config.alignment_batch_size / config.batch_size if aligned else 0))
 

@@ -21,17 +21,25 @@ Exit status: 2 for bad input (unknown study, no store yet, port in use); otherwi
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import socket
 import sys
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a script: Python must import `study` from this very checkout
+    _found = importlib.util.find_spec("study")
+    if _found is None or Path(_found.origin).resolve().parent != Path(__file__).resolve().parent:
+        sys.exit(f"error: {__file__} runs from a checkout that is not installed ('study' imports from "
+                 f"{Path(_found.origin).parent if _found else 'nowhere'}): run `pip install -e .` in "
+                 f"{Path(__file__).resolve().parent.parent}, or put that folder on PYTHONPATH")
 
-from study.settings import (RESULTS_ROOT, StudyError, StudyPaths, load_study_settings, redact,  # noqa: E402
-                            sqlite_database)
+from study.environment import command  # noqa: E402
+from study.errors import StudyError  # noqa: E402
+from study.paths import RESULTS_ROOT, StudyPaths  # noqa: E402
+from study.settings import load_study_settings  # noqa: E402
+from study.uris import redact, sqlite_database  # noqa: E402
 
 HOST = "127.0.0.1"  # loopback only: the UI has no login, and it can change and delete runs
 DEFAULT_PORT = 5000
@@ -61,7 +69,7 @@ def ui_base_url(tracking_uri: str) -> str | None:
 def existing_database(database: Path, name: str) -> Path:
     if not database.is_file():
         raise StudyError(f"study {name!r} has no MLflow store yet ({database} is missing: the study stopped before "
-                         f"its first run, or the results moved): resume it with `python study/run.py --space SPACE "
+                         f"its first run, or the results moved): resume it with `{command('study')} --space SPACE "
                          f"--name {name} --resume`")
     return database
 
@@ -72,7 +80,7 @@ def find_experiment_id(tracking_uri: str, name: str) -> str:
     experiment = MlflowClient(tracking_uri).get_experiment_by_name(name)
     if experiment is None:
         raise StudyError(f"the MLflow store {tracking_uri} has no experiment {name!r}: the study stopped before its "
-                         f"first run; resume it with `python study/run.py --space SPACE --name {name} --resume`")
+                         f"first run; resume it with `{command('study')} --space SPACE --name {name} --resume`")
     return experiment.experiment_id
 
 
@@ -97,7 +105,7 @@ def server_command(tracking_uri: str, port: int, artifacts: Path | None) -> list
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python study/ui.py", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=command("ui"), description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="the study name (its folder under --results-dir and its MLflow experiment)")

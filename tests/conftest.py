@@ -10,6 +10,10 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach a model hub
+# The commands the tests start (`python study/run.py`, `python -m mpt.train`) import this checkout, as they do
+# once it is installed with `pip install -e .`, whatever else the environment has installed
+REPO_ROOT = Path(__file__).resolve().parent.parent
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
 
 from mpt.backbones import load_backbone  # noqa: E402
 

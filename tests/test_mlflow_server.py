@@ -44,7 +44,7 @@ def test_a_trial_run_logs_every_config_field_and_tags_the_searched_ones(tmp_path
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     get_or_create_experiment(MlflowClient(uri), "whole", (tmp_path / "artifacts").as_uri())
-    base = {**MPTConfig().to_dict(), "translator_depth": 2, "num_layers": 4}
+    base = MPTConfig(translator_depth=2, num_layers=4)
     tracker = StudyTracker(uri, "whole", "alignment", base)
     trial = SimpleNamespace(trial_id="abc123", config={"alignment_weight": 0.25, "kl_temperature": 2.0,
                                                        "trial_number": 3, "reference": None})

@@ -36,6 +36,8 @@ def test_config_round_trip_and_cli_parsing():
     assert parse_value("num_layers", "none") is None
     with pytest.raises(ConfigError, match="unknown config field"):
         MPTConfig.from_dict({"promt_length": 3})
+    # the one answer to "is the backbone loaded with its MLM head": every head but the linear one may use it
+    assert [MPTConfig(head=kind).wants_mlm_head for kind in ("auto", "mlm", "linear")] == [True, True, False]
 
 
 def test_translator_depth_zero_is_identity_and_parameters_grow_with_depth():

@@ -69,6 +69,18 @@ def test_parallel_pairs_keep_meaning_on_both_sides(nli_dir):
         load_parallel(str(nli_dir), ["de", "fr"])
 
 
+def test_a_run_loads_the_parallel_corpus_when_it_aligns_or_when_asked(nli_dir):
+    """A study's trials share one load: it asks for the corpus explicitly, whatever its base config's weight."""
+    from mpt.config import MPTConfig
+    from mpt.training import load_run_data
+
+    config = MPTConfig(data=str(nli_dir), parallel=str(nli_dir), target_languages=["de"], alignment_weight=0.0)
+    assert load_run_data(config).parallel == []
+    assert len(load_run_data(config, parallel=True).parallel) == 3
+    assert len(load_run_data(config.replace(alignment_weight=0.5)).parallel) == 3
+    assert load_run_data(config.replace(alignment_weight=0.5), parallel=False).parallel == []
+
+
 def test_parallel_file_with_lang_column_and_unpaired_line(tmp_path):
     good = tmp_path / "corpus.tsv"
     good.write_text("Hello.\tHallo.\tde\nGood night.\tBonne nuit.\tfr\nThanks.\tDanke.\tde\n")

@@ -33,7 +33,6 @@ def run_study(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comp
 
 def no_confirmation() -> list[str]:
     """The search alone, where this version has a confirmation phase (it would add runs this test does not read)."""
-    sys.path.insert(0, str(REPO_ROOT))
     from study.cli import build_parser
 
     return ["--no-confirm"] if "--no-confirm" in build_parser().format_help() else []

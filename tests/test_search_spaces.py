@@ -5,7 +5,6 @@ storage matched again on resume, and importances over trials with different para
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import optuna
@@ -13,13 +12,9 @@ import pytest
 
 from mpt.config import MPTConfig
 from search_spaces import PAPER_DEFAULT, REFERENCE_POINTS, SPACES, VANILLA, UnknownSpaceError, get_space, probe
-from trainable import trial_config
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
-
-from study.optuna_storage import SearchedParameters, load_optuna_study  # noqa: E402
-from study.settings import StudyError  # noqa: E402
+from study.errors import StudyError
+from study.optuna_storage import SearchedParameters, load_optuna_study
+from trainable.spec import trial_config
 
 BASE = MPTConfig(epochs=4).to_dict()
 TRANSLATOR_DETAILS = {"translator_hidden", "translator_residual", "translator_mode"}
@@ -113,7 +108,7 @@ def test_reference_points_come_first_in_every_space_with_only_what_they_search(t
     assert (vanilla["reference"], paper["reference"]) == (VANILLA, PAPER_DEFAULT)
     assert (vanilla["trial_number"], paper["trial_number"]) == (0, 1)
     for config, (depth, weight) in ((vanilla, (0, 0.0)), (paper, (1, 0.5))):
-        run = trial_config(base, config)
+        run = trial_config(MPTConfig.from_dict(base), config)
         assert (run.translator_depth, run.alignment_weight) == (depth, weight)
     recorded = load_optuna_study(url, name).trials
     # vanilla has no translator and no alignment task: nothing of theirs is searched in it

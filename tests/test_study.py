@@ -65,32 +65,7 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-# --- errors: clear message, non-zero exit, nothing written or changed ----------------------------------
-
-def test_unknown_space_lists_the_spaces(tmp_path: Path) -> None:
-    done = run_cli(RUN, "--space", "nope", "--smoke", cwd=tmp_path, timeout=120)
-    assert done.returncode == 2
-    assert "unknown search space 'nope'" in done.stderr
-    for space in ("alignment", "prompt", "translator", "full"):
-        assert space in done.stderr
-    assert not (tmp_path / "results").exists()
-
-
-def test_resume_of_nothing_is_an_error(tmp_path: Path) -> None:
-    done = run_cli(RUN, "--space", "alignment", "--smoke", "--name", "never-ran", "--resume", cwd=tmp_path,
-                   timeout=120)
-    assert done.returncode == 2
-    assert "nothing to resume" in done.stderr and "never-ran" in done.stderr
-    assert not (tmp_path / "results").exists()
-
-
-def test_bad_base_config_is_an_error(tmp_path: Path) -> None:
-    done = run_cli(RUN, "--space", "alignment", "--smoke", "--set", "alignment_weight=7", cwd=tmp_path, timeout=120)
-    assert done.returncode == 2
-    assert "alignment_weight" in done.stderr and "[0, 1]" in done.stderr
-    done = run_cli(RUN, "--space", "alignment", "--smoke", "--set", "num_layers", cwd=tmp_path, timeout=120)
-    assert done.returncode == 2 and "KEY=VALUE" in done.stderr
-    assert not (tmp_path / "results").exists()
+# (bad input: tests/test_faults_input.py)
 
 
 # --- a whole smoke study ---------------------------------------------------------------------------
@@ -253,9 +228,9 @@ def test_asha_study_with_the_strict_english_dev_objective(tmp_path: Path) -> Non
 
 def finished_trials(experiment: Path) -> int:
     """Trials whose result.json already holds their last epoch's report."""
-    from trainable import trained_all_epochs
+    from trainable.metrics import TrialReport
 
-    return sum(bool(lines) and trained_all_epochs(json.loads(lines[-1]))
+    return sum(bool(lines) and TrialReport.from_result(json.loads(lines[-1])).trained_all_epochs
                for lines in (path.read_text().splitlines() for path in experiment.glob("*/result.json")))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,13 +12,10 @@ import pytest
 
 from mpt.config import MPTConfig
 from search_spaces import PAPER_DEFAULT, VANILLA, get_space, probe
-from trainable import trial_config
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # `study` is a folder of scripts, not an installed package
-
-from study.results import COMPLETE, FAILED, TrialRow, save_rows  # noqa: E402
-from study.settings import StudyError, StudyPaths, StudySettings, write_atomically  # noqa: E402
+from study.errors import StudyError
+from study.paths import StudyPaths, write_atomically
+from study.results import COMPLETE, FAILED, TrialRow, save_rows
+from study.settings import StudySettings
 
 SMOKE = {"num_layers": 1, "epochs": 2, "shots_per_class": 4, "max_eval_examples": 12,
          "target_languages": ["de", "fr"]}
@@ -109,8 +105,8 @@ def test_trainable_reports_every_epoch_and_resumes_from_its_checkpoint(tmp_path:
     from mpt.training import load_run_data
     from trainable import mpt_trial
 
-    base = MPTConfig(**SMOKE, dev_all_languages=True, num_threads=1).to_dict()
-    data = load_run_data(MPTConfig.from_dict(base))
+    base = MPTConfig(**SMOKE, dev_all_languages=True, num_threads=1)
+    data = load_run_data(base)
     params = {"alignment_weight": 0.5, "kl_temperature": 2.0, "trial_number": 7, "reference": None}
 
     search = FakeTune(tmp_path / "search")
@@ -164,7 +160,7 @@ def test_tracker_marks_a_failed_trial_and_never_duplicates_runs_or_steps(tmp_pat
     client = MlflowClient(uri)
     experiment = get_or_create_experiment(client, "units", (tmp_path / "artifacts").as_uri())
     parent = start_study_run(client, experiment, "units", {"space": "alignment"}, {})
-    base = MPTConfig(**SMOKE).to_dict()
+    base = MPTConfig(**SMOKE)
     tracker = StudyTracker(uri, "units", "alignment", base)
     tracker.setup()
     error = "Traceback (most recent call last):\n  ...\nNonFiniteLossError: loss is nan at epoch 2, step 1"
@@ -202,13 +198,13 @@ def test_runs_of_trials_the_resumed_study_lost_are_retired_and_the_others_linked
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
 
-    from study.study_run import StudyRun
+    from study.mlflow_parent_run import StudyRun
     from study.tracking import TrialRunLinks
 
     uri = mlflow_uri
     record = StudyRun(StudySettings(name="units", space="alignment", mlflow_tracking_uri=uri,
-                                    base_config=MPTConfig(**SMOKE).to_dict()))
-    record.start(tmp_path, tmp_path)  # results root; a repository root that is no checkout (no git tags)
+                                    base_config=MPTConfig(**SMOKE)))
+    record.start(tmp_path)  # results root
     for phase, trial_ids in (("search", ("kept0001", "kept0002", "lost0003")), ("confirm", ("conf0001",))):
         tracker = record.tracker(phase)
         tracker.setup()
@@ -237,7 +233,7 @@ def synthetic_study(root: Path, trials: int = 10, confirmed: bool = True) -> Stu
     """A study's files as run.py writes them: search rows with dev accuracies, and (confirmed) the confirmation
     rows of the best trial (#9), vanilla and the paper default over 3 seeds, scored per test row."""
     paths = StudyPaths("synthetic", root, str(root / "ray"))
-    base = MPTConfig(**SMOKE).to_dict()
+    base = MPTConfig(**SMOKE)
     write_atomically(paths.settings_file, StudySettings(name="synthetic", space="alignment", num_samples=trials,
                                                         base_config=base, mlflow_tracking_uri="sqlite://").to_json())
     rows = []
@@ -248,11 +244,11 @@ def synthetic_study(root: Path, trials: int = 10, confirmed: bool = True) -> Stu
             trial_id=f"{number:08x}", trial_number=number, status=COMPLETE,
             params={"alignment_weight": weight, "translator_depth": number % 3, "prompt_length": 4 + number},
             reference={0: VANILLA, 1: PAPER_DEFAULT}.get(number), objective=0.3 + weight / 2,
-            dev_accuracy=dev, dev_rows={lang: 40 for lang in dev}, epochs_done=2))
+            dev_accuracy=dev, dev_rows={lang: 40 for lang in dev}))
     rows.append(TrialRow(trial_id="deadbeef", trial_number=trials, status=FAILED, params={"alignment_weight": 0.3},
                          error="NonFiniteLossError: loss is nan"))
     save_rows(paths.trials_file, rows)
-    record_in_optuna(paths, base, rows)
+    record_in_optuna(paths, base.to_dict(), rows)
     if confirmed:
         confirm = []
         for number, reference, lift in ((9, None, 0.2), (0, VANILLA, 0.0), (1, PAPER_DEFAULT, 0.0)):
@@ -262,7 +258,7 @@ def synthetic_study(root: Path, trials: int = 10, confirmed: bool = True) -> Stu
                 correct = {lang: ones + "0" * (40 - len(ones)) for lang, ones in correct.items()}
                 confirm.append(TrialRow(trial_id=f"c{number}{seed}", trial_number=number, status=COMPLETE,
                                         params={"alignment_weight": 0.5, "seed": seed}, reference=reference,
-                                        seed=seed, test_correct=correct, epochs_done=2))
+                                        seed=seed, test_correct=correct))
         save_rows(paths.confirm_file, confirm)
     return paths
 
@@ -339,16 +335,29 @@ def test_report_of_a_study_without_results_says_how_to_continue(tmp_path: Path) 
         write_report(paths)
 
 
-def test_per_language_metrics_leave_the_averages_out() -> None:
+def test_a_trial_report_reads_back_from_its_tune_result_and_leaves_the_averages_out() -> None:
     from study.tracking import per_language_rows
-    from trainable import per_language
+    from trainable.metrics import Runtime, TestResult, TrialReport
 
-    metrics = {"test_acc_en": 0.5, "test_acc_de": 0.4, "test_acc_avg": 0.45, "test_acc_avg_target": 0.4,
-               "selected_dev_acc_en": 0.6, "selected_dev_acc_sw": 0.3, "dev_acc_en": 0.1, "dev_acc_avg": 0.45,
-               "loss": 1.0, "epoch": 3}
-    assert per_language(metrics, "test_acc_") == {"en": 0.5, "de": 0.4}
-    assert per_language(metrics, "dev_acc_") == {"en": 0.1}
-    assert per_language_rows(metrics) == [
+    report = TrialReport(epoch=3, planned_epochs=3, loss=1.0, ce_loss=0.8, kl_loss=0.2,
+                         dev_accuracy={"en": 0.1, "sw": 0.2}, dev_rows={"en": 150, "sw": 150}, dev_average=0.15,
+                         best_epoch=2, selected_dev_accuracy={"en": 0.6, "sw": 0.3}, objective=0.45, epoch_seconds=9.5,
+                         runtime=Runtime("cpu", "bf16", 2),
+                         test=TestResult({"en": 0.5, "de": 0.4}, 0.45, 0.4, {"en": "10", "de": "01"}))
+    metrics = report.to_report()
+    assert metrics["test_acc_avg_target"] == 0.4 and metrics["selected_dev_acc_sw"] == 0.3
+    assert metrics["runtime_precision"] == "bf16" and metrics["test_correct_de"] == "01"
+    tune_result = {**metrics, "trial_id": "0123abcd", "training_iteration": 3, "time_total_s": 30.0}
+    assert TrialReport.from_result(tune_result) == TrialReport(**{**vars(report), "trial_id": "0123abcd",
+                                                                  "time_total_s": 30.0})
+    assert report.trained_all_epochs and not TrialReport(epoch=2, planned_epochs=3).trained_all_epochs
+    assert TrialReport.from_result(None) == TrialReport()  # a trial that failed before its first report
+    assert TrialReport.from_result({"training_iteration": 2}).epoch == 2  # Tune's count: one report an epoch
+    assert set(report.tracked_metrics()) == {"loss", "ce_loss", "kl_loss", "dev_acc_en", "dev_acc_sw", "dev_acc_avg",
+                                             "selected_dev_acc_en", "selected_dev_acc_sw", "objective", "best_epoch",
+                                             "epoch_seconds", "test_acc_en", "test_acc_de", "test_acc_avg",
+                                             "test_acc_avg_target"}
+    assert per_language_rows(tune_result) == [
         {"language": "de", "dev_accuracy": "", "test_accuracy": 0.4},
         {"language": "en", "dev_accuracy": 0.6, "test_accuracy": 0.5},
         {"language": "sw", "dev_accuracy": 0.3, "test_accuracy": ""}]
@@ -357,7 +366,7 @@ def test_per_language_metrics_leave_the_averages_out() -> None:
 def test_git_state_names_the_commit_and_whether_tracked_files_changed(tmp_path: Path) -> None:
     import subprocess
 
-    from study.settings import git_state
+    from study.environment import git_state
 
     assert git_state(tmp_path) is None  # not a checkout
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]

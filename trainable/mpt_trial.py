@@ -4,13 +4,9 @@ Ray 2.60 API (`ray.tune.report`, `ray.tune.get_checkpoint`, `ray.tune.Checkpoint
 config holds the searched `MPTConfig` overrides plus the study's bookkeeping keys (`META_KEYS`); the
 base config, the objective and the loaded data arrive through `tune.with_parameters`.
 
-Every epoch reports `epoch`, `planned_epochs`, `loss`, `ce_loss`, `kl_loss`, `dev_acc_<lang>` and
-`dev_rows_<lang>` (the languages evaluated: English at every evaluation epoch, the targets at the epochs
-English dev selects), `dev_acc_avg` (when every dev language was evaluated), `objective`, `best_epoch`,
-`selected_dev_acc_<lang>` (dev accuracy at the epoch selected so far), `runtime_device`, `runtime_precision`
-and `runtime_num_threads` (what the trial ran on, after placement and `auto`); with `evaluate_test` the last epoch adds `test_acc_<lang>`, `test_acc_avg`, `test_acc_avg_target` and
-`test_correct_<lang>` (test accuracy with the best-dev state, and per row). The checkpoint is the full `Trainer` state, so a trial
-interrupted or moved to another node continues from its last epoch.
+Every epoch reports a `trainable.metrics.TrialReport` (the names are that module's); with `evaluate_test` the
+last epoch's report adds the test accuracies with the best-dev state, and each row's correctness. The checkpoint
+is the full `Trainer` state, so a trial interrupted or moved to another node continues from its last epoch.
 """
 
 from __future__ import annotations
@@ -26,50 +22,42 @@ from ray import tune
 from mpt.backbones import Backbone, load_backbone
 from mpt.config import MPTConfig
 from mpt.training import EpochRecord, FitResult, RunData, Trainer
+from trainable.metrics import Runtime, TestResult, TrialReport, get_objective
 from trainable.placement import place_trial
-from trainable.spec import CORRECT_PREFIX, OBJECTIVES, RUNTIME_PREFIX, SELECTED_DEV_PREFIX, STATE_FILE, trial_config
+from trainable.spec import STATE_FILE, trial_config
 
 logger = logging.getLogger(__name__)
 
 
 def objective_value(trainer: Trainer, objective: str) -> float:
     """The study objective for the epoch selected so far (0 before the first evaluation)."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
+    reads_target_dev = get_objective(objective).reads_target_dev
     selected = trainer.selected_record
     if selected is None:
         return 0.0
-    if objective == "dev_en":
-        return trainer.best_dev_accuracy
-    return selected.dev_average or 0.0
+    return (selected.dev_average or 0.0) if reads_target_dev else trainer.best_dev_accuracy
 
 
-def epoch_metrics(record: EpochRecord, trainer: Trainer, objective: str) -> dict[str, float]:
-    metrics: dict[str, float] = {"epoch": record.epoch, "planned_epochs": trainer.config.epochs,
-                                 "loss": record.loss, "ce_loss": record.ce_loss, "kl_loss": record.kl_loss,
-                                 "best_epoch": record.best_epoch, "epoch_seconds": record.seconds,
-                                 f"{RUNTIME_PREFIX}device": str(trainer.device),
-                                 f"{RUNTIME_PREFIX}precision": trainer.config.precision,
-                                 f"{RUNTIME_PREFIX}num_threads": torch.get_num_threads()}
-    metrics.update({f"dev_acc_{lang}": acc for lang, acc in record.dev_accuracy.items()})
-    metrics.update({f"dev_rows_{lang}": len(examples) for lang, examples in trainer.data.dev.items()})
-    if record.dev_accuracy.keys() == trainer.data.dev.keys():  # an average of every dev language, or none
-        metrics["dev_acc_avg"] = record.dev_average
-    metrics["objective"] = objective_value(trainer, objective)
+def epoch_report(record: EpochRecord, trainer: Trainer, objective: str) -> TrialReport:
     selected = trainer.selected_record
-    if selected is not None:  # the dev accuracies the objective and the trial table use
-        metrics.update({f"{SELECTED_DEV_PREFIX}{lang}": acc for lang, acc in selected.dev_accuracy.items()})
-    return metrics
+    return TrialReport(
+        epoch=record.epoch, planned_epochs=trainer.config.epochs, loss=record.loss, ce_loss=record.ce_loss,
+        kl_loss=record.kl_loss, dev_accuracy=dict(record.dev_accuracy),
+        dev_rows={lang: len(examples) for lang, examples in trainer.data.dev.items()},
+        # an average of every dev language, or none
+        dev_average=record.dev_average if record.dev_accuracy.keys() == trainer.data.dev.keys() else None,
+        best_epoch=record.best_epoch, objective=objective_value(trainer, objective),
+        # the dev accuracies the objective and the trial table use
+        selected_dev_accuracy=dict(selected.dev_accuracy) if selected is not None else {},
+        epoch_seconds=record.seconds,
+        runtime=Runtime(str(trainer.device), trainer.config.precision, torch.get_num_threads()))
 
 
-def test_metrics(result: FitResult) -> dict[str, float | str]:
+def evaluated_test(result: FitResult) -> TestResult:
     """Test accuracy per language and its averages, and each test row's correctness (a string of 0/1 per
     language, in file order) for the study's paired intervals."""
-    metrics: dict[str, float | str] = {f"test_acc_{lang}": acc for lang, acc in result.accuracy.items()}
-    metrics["test_acc_avg"] = result.average
-    metrics["test_acc_avg_target"] = result.average_target
-    metrics.update({f"{CORRECT_PREFIX}{lang}": "".join(map(str, rows)) for lang, rows in result.correct.items()})
-    return metrics
+    return TestResult(dict(result.accuracy), result.average, result.average_target,
+                      {lang: "".join(map(str, rows)) for lang, rows in result.correct.items()})
 
 
 @functools.lru_cache(maxsize=1)
@@ -80,10 +68,10 @@ def _cached_backbone(name: str, num_layers: int | None, want_mlm: bool) -> Backb
 def shared_backbone(config: MPTConfig) -> Backbone:
     """The frozen backbone, loaded once per trial process: Tune reuses a process for the next trial
     (`reuse_actors`), and no trial changes the backbone's weights, so trials can share it."""
-    return _cached_backbone(config.backbone, config.num_layers, config.head != "linear")
+    return _cached_backbone(config.backbone, config.num_layers, config.wants_mlm_head)
 
 
-def train_mpt(params: dict, *, base_config: dict, objective: str, data: RunData | None = None,
+def train_mpt(params: dict, *, base_config: MPTConfig, objective: str, data: RunData | None = None,
               evaluate_test: bool = False) -> None:
     """Tune function trainable: train one MPT run, reporting and checkpointing every epoch; with
     `evaluate_test`, the last epoch's report adds the test metrics (the confirmation runs: search trials
@@ -101,22 +89,18 @@ def train_mpt(params: dict, *, base_config: dict, objective: str, data: RunData 
                 logger.warning("checkpoint %s has no %s: training this trial from its first epoch", directory,
                                STATE_FILE)
     if trainer.done:  # interrupted after its last epoch was checkpointed but before Tune saw it finish
-        _report({**_last_epoch_metrics(trainer, objective), **(test_metrics(trainer.test()) if evaluate_test else {})},
-                trainer)
+        report = epoch_report(trainer.history[-1], trainer, objective)
+        report.test = evaluated_test(trainer.test()) if evaluate_test else None
+        _report(report, trainer)
         return
     while not trainer.done:
-        record = trainer.train_epoch()
-        metrics = epoch_metrics(record, trainer, objective)
+        report = epoch_report(trainer.train_epoch(), trainer, objective)
         if trainer.done and evaluate_test:  # in the last epoch's report, so schedulers stopping at max_t see it
-            metrics.update(test_metrics(trainer.test()))
-        _report(metrics, trainer)
+            report.test = evaluated_test(trainer.test())
+        _report(report, trainer)
 
 
-def _last_epoch_metrics(trainer: Trainer, objective: str) -> dict[str, float]:
-    return epoch_metrics(trainer.history[-1], trainer, objective) if trainer.history else {}
-
-
-def _report(metrics: dict[str, float], trainer: Trainer) -> None:
+def _report(report: TrialReport, trainer: Trainer) -> None:
     with tempfile.TemporaryDirectory(prefix="mpt-checkpoint-") as directory:
         trainer.save(Path(directory) / STATE_FILE)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        tune.report(report.to_report(), checkpoint=tune.Checkpoint.from_directory(directory))

@@ -16,7 +16,7 @@ these variables is set:
                                 (once, or in each of its tries for FAIL), which creates PATH and writes a JSON
                                 line (trial id, epoch, pid, node id)
     MPT_EPOCH_LOG=PATH          every trial appends a JSON line per epoch it actually trains (trial id,
-                                epoch, pid, node id, start and end time)
+                                epoch, pid, node id, start and end time, the file of mpt.training)
 
 The variables (and PYTHONPATH) reach the trials through the environment of the processes that start Ray.
 """
@@ -27,6 +27,7 @@ import functools
 import json
 import os
 import signal
+import sys
 import time
 import warnings
 
@@ -40,7 +41,8 @@ EPOCH_LOG = "MPT_EPOCH_LOG"
 
 
 def where() -> dict:
-    """The current trial, process, Ray node and time (for the records the tests read)."""
+    """The current trial, process, Ray node and time, and the file `mpt.training` came from (for the records the
+    tests read)."""
     import ray
     from ray import tune
 
@@ -48,7 +50,8 @@ def where() -> dict:
         warnings.simplefilter("ignore")
         trial_id = tune.get_context().get_trial_id()
     node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    return {"trial_id": trial_id, "pid": os.getpid(), "node_id": node_id, "time": time.time()}
+    return {"trial_id": trial_id, "pid": os.getpid(), "node_id": node_id, "time": time.time(),
+            "mpt_training": getattr(sys.modules.get("mpt.training"), "__file__", None)}
 
 
 def _append_line(path: str, record: dict) -> None:

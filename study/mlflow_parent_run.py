@@ -10,7 +10,6 @@ Like the rest of the MLflow records it is written by the driver only.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,11 +17,14 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
+from mpt.config import MPTConfig
+from study.environment import environment_tags
 from study.results import COMPLETE, TrialRow
-from study.settings import StudySettings, redacted
-from study.tracking import (MAX_TAG_CHARS, REPORT_ARTIFACT_DIR, StudyTracker, environment_tags, find_runs,
-                            find_study_run, get_or_create_experiment, start_study_run)
-from trainable import STATE_FILE
+from study.settings import StudySettings
+from study.tracking import (MAX_TAG_CHARS, REPORT_ARTIFACT_DIR, StudyTracker, find_runs, find_study_run,
+                            get_or_create_experiment, start_study_run)
+from study.uris import redacted
+from trainable.spec import STATE_FILE
 
 REPORT_SUFFIXES = (".md", ".html", ".png", ".json")  # the study folder's files the parent run keeps
 BEST_MODEL_DIR, CONFIRM_MODELS_DIR = "best_model", "confirm_models"  # trained-prompt directories in the study folder
@@ -38,7 +40,7 @@ class StudyRun:
         self.run_id = ""
         self._backbones: dict = {}  # (name, num_layers, MLM head?) -> the backbone trained prompts are written with
 
-    def start(self, results_root: Path, repo_root: Path) -> None:
+    def start(self, results_root: Path) -> None:
         """Create the experiment and the parent run; a resumed study finds them again and runs on."""
         settings = self.settings
         artifacts = None
@@ -48,7 +50,7 @@ class StudyRun:
         run_id = find_study_run(self.client, self.experiment_id)
         if run_id is None:
             run_id = start_study_run(self.client, self.experiment_id, settings.name, self._params(),
-                                     self._tags(repo_root))
+                                     self._tags())
         else:
             self.client.update_run(run_id, status="RUNNING")
         self.run_id = run_id
@@ -60,18 +62,19 @@ class StudyRun:
                            "seed": settings.seed, "smoke": settings.smoke, "sampler": "TPE(multivariate)",
                            "storage_path": settings.storage_path}
         # no credentials in MLflow: a URI with a token (storage, data, hub repo) is logged without it
-        return redacted({**search_settings, **{f"base.{k}": v for k, v in settings.base_config.items()}})
+        return redacted({**search_settings, **{f"base.{k}": v for k, v in settings.base_config.to_dict().items()}})
 
-    def _tags(self, repo_root: Path) -> dict:
-        config = self.settings.config
-        return redacted({**environment_tags(repo_root), "backbone": config.backbone, "data": config.data,
+    def _tags(self) -> dict:
+        config = self.settings.base_config
+        return redacted({**environment_tags(), "backbone": config.backbone, "data": config.data,
                          "languages": ",".join(config.languages)})
 
     def tracker(self, phase: str) -> StudyTracker:
         """The Tune callback that records the trials of one phase ("search" or "confirm") under this run."""
         settings = self.settings
-        return StudyTracker(settings.mlflow_tracking_uri, settings.name, settings.space,
-                            redacted(settings.trial_base_config(ranked=phase == "search")), phase)
+        # no credentials in MLflow, nor in Tune's experiment state, which keeps the tracker
+        base = MPTConfig.from_dict(redacted(settings.trial_base_config(ranked=phase == "search").to_dict()))
+        return StudyTracker(settings.mlflow_tracking_uri, settings.name, settings.space, base, phase)
 
     def retire_lost_trials(self, rows: list[TrialRow]) -> None:
         """Delete the MLflow runs of search trials the study no longer has, so each trial keeps exactly one run.
@@ -126,11 +129,11 @@ class StudyRun:
         """`export_trained_prompt` on a backbone loaded once per study (every trial of a study shares it)."""
 
         def backbone_for(config):
-            key = (config.backbone, config.num_layers, config.head != "linear")
+            key = (config.backbone, config.num_layers, config.wants_mlm_head)
             if key not in self._backbones:
-                from mpt.backbones import load_backbone
+                from mpt.api import load_backbone_for
 
-                self._backbones[key] = load_backbone(*key[:2], want_mlm=key[2])
+                self._backbones[key] = load_backbone_for(config)
             return self._backbones[key]
 
         training = {"study": self.settings.name, "trial_number": row.trial_number, "seed": row.seed,
@@ -195,21 +198,17 @@ class StudyRun:
 
 
 def export_trained_prompt(checkpoint, directory: Path, training: dict, backbone_for) -> Path | None:
-    """The selected epoch of a trial's Ray checkpoint as a trained-prompt directory (`mpt.pretrained`): the run's
-    config, its trainable weights and its backbone's fingerprint; None, with a warning, when the checkpoint is
-    gone or damaged (the trial's results stand, its weights are lost). `backbone_for(config)` gives the backbone."""
-    from mpt.checkpoint import CheckpointError, read_checkpoint
-    from mpt.config import MPTConfig
-    from mpt.pretrained import TrainedPrompt
+    """The selected epoch of a trial's Ray checkpoint as a trained-prompt directory
+    (`mpt.api.export_trained_prompt`); None, with a warning, when the checkpoint is gone or damaged (the trial's
+    results stand, its weights are lost). `backbone_for(config)` gives the backbone."""
+    from mpt.api import CheckpointError
+    from mpt.api import export_trained_prompt as export
 
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as local:
         try:
-            state = read_checkpoint(Path(local) / STATE_FILE)
+            return export(Path(local) / STATE_FILE, directory, training, backbone_for)
         except CheckpointError as err:  # deleted or damaged
             print(f"warning: no trained prompt written to {directory}: {err}", file=sys.stderr)
             return None
-    config = MPTConfig.from_dict(json.loads(state["config"]))
-    prompt = TrainedPrompt.from_checkpoint(state, backbone_for(config), training, device="cpu")
-    return prompt.save_pretrained(directory)
