@@ -7,8 +7,9 @@ base config, the objective and the loaded data arrive through `tune.with_paramet
 Every epoch reports `epoch`, `planned_epochs`, `loss`, `ce_loss`, `kl_loss`, `dev_acc_<lang>` and
 `dev_rows_<lang>` (the languages evaluated: English at every evaluation epoch, the targets at the epochs
 English dev selects), `dev_acc_avg` (when every dev language was evaluated), `objective`, `best_epoch`,
-`selected_dev_acc_<lang>` (dev accuracy at the epoch selected so far), `runtime_device`, `runtime_precision`
-and `runtime_num_threads` (what the trial ran on, after placement and `auto`); with `evaluate_test` the last epoch adds `test_acc_<lang>`, `test_acc_avg`, `test_acc_avg_target` and
+`selected_dev_acc_<lang>` (dev accuracy at the epoch selected so far), `runtime_device`, `runtime_precision`,
+`runtime_num_threads` and `runtime_node_id` (what the trial ran on, after placement and `auto`, and on which Ray
+node); with `evaluate_test` the last epoch adds `test_acc_<lang>`, `test_acc_avg`, `test_acc_avg_target` and
 `test_correct_<lang>` (test accuracy with the best-dev state, and per row). The checkpoint is the full `Trainer` state, so a trial
 interrupted or moved to another node continues from its last epoch.
 """
@@ -26,7 +27,7 @@ from ray import tune
 from mpt.backbones import Backbone, load_backbone
 from mpt.config import MPTConfig
 from mpt.training import EpochRecord, FitResult, RunData, Trainer
-from trainable.placement import place_trial
+from trainable.placement import place_trial, ray_node_id
 from trainable.spec import CORRECT_PREFIX, OBJECTIVES, RUNTIME_PREFIX, SELECTED_DEV_PREFIX, STATE_FILE, trial_config
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ def epoch_metrics(record: EpochRecord, trainer: Trainer, objective: str) -> dict
                                  "best_epoch": record.best_epoch, "epoch_seconds": record.seconds,
                                  f"{RUNTIME_PREFIX}device": str(trainer.device),
                                  f"{RUNTIME_PREFIX}precision": trainer.config.precision,
-                                 f"{RUNTIME_PREFIX}num_threads": torch.get_num_threads()}
+                                 f"{RUNTIME_PREFIX}num_threads": torch.get_num_threads(),
+                                 # a trial moved off a lost node reports its new one (the MLflow tag keeps the latest)
+                                 f"{RUNTIME_PREFIX}node_id": ray_node_id()}
     metrics.update({f"dev_acc_{lang}": acc for lang, acc in record.dev_accuracy.items()})
     metrics.update({f"dev_rows_{lang}": len(examples) for lang, examples in trainer.data.dev.items()})
     if record.dev_accuracy.keys() == trainer.data.dev.keys():  # an average of every dev language, or none
