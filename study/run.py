@@ -40,7 +40,7 @@ from search_spaces import VANILLA, UnknownSpaceError  # noqa: E402
 from study import cli, preflight, tuner  # noqa: E402
 from study.cli import StudyRequest  # noqa: E402
 from study.results import TrialRow, best_row, reference_row, rows_from_results, save_rows, trial_result  # noqa: E402
-from study.settings import (RESULTS_ROOT, StudyError, StudyPaths, StudySettings, redact,  # noqa: E402
+from study.settings import (StudyError, StudyPaths, StudySettings, redact,  # noqa: E402
                             write_atomically)
 
 if TYPE_CHECKING:  # imported by run_study once the input is known to be good (it imports MLflow)
@@ -68,6 +68,8 @@ def run_study(request: StudyRequest) -> int:
                                               ray.nodes(), request.resources.address)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    if request.resources.address:  # a cluster's nodes need not have what this machine has
+        preflight.check_nodes_run_trials(ray.nodes())
     record = StudyRun(settings)  # connects to the MLflow store (a SQLite one is created now)
     if not request.resume:
         write_atomically(paths.settings_file, settings.to_json())
@@ -106,7 +108,7 @@ def checked_settings(request: StudyRequest) -> tuple[StudySettings, StudyPaths]:
     """The settings the study runs with (a resumed study's stored ones) and its paths, once the checks that
     need no trial data pass. Nothing is written."""
     requested = request.settings
-    paths = StudyPaths(requested.name, RESULTS_ROOT.resolve(), requested.storage_path)
+    paths = StudyPaths(requested.name, request.results_root, requested.storage_path)
     if request.resume:
         settings = preflight.stored_settings(requested.name, paths)
         request.refuse_changes(settings)
