@@ -212,6 +212,36 @@ def check_trial_resources(cpus_per_trial: float, gpus_per_trial: float, nodes: S
     return None
 
 
+RAY_CONNECT_TIMEOUT_S = 10
+
+
+def ray_endpoint(address: str) -> tuple[str, int] | None:
+    """The GCS host and port (or Ray Client's, for ray://) that `--address` names; None where Ray finds it
+    itself (`auto` without RAY_ADDRESS) or the address has no port."""
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "")  # what ray.init(address="auto") reads first (a Ray Job sets it)
+    address = address.removeprefix("ray://")
+    host, _, port = address.rpartition(":")
+    if not host or "://" in address or not port.isdigit():
+        return None
+    return host, int(port)
+
+
+def check_ray_address(address: str | None) -> None:
+    """A cluster named by `--address` accepts connections: `ray.init` would retry an unreachable one for
+    minutes without a word (measured: still waiting after 5 minutes)."""
+    endpoint = ray_endpoint(address) if address else None
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise StudyError(f"cannot reach the Ray cluster at --address {address} ({endpoint[0]}:{endpoint[1]}: "
+                         f"{type(err).__name__}: {err}): start its head node (`ray start --head --port "
+                         f"{endpoint[1]}`), give the address `ray start --head` printed, or leave --address out to "
+                         f"run on this machine") from None
+
+
 NODE_CHECK_TIMEOUT_S = 180  # a node's first worker process imports torch and transformers
 TRIAL_MODULES = ("torch", "transformers", "mpt.training", "trainable.mpt_trial")  # what a trial process imports
 

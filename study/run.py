@@ -125,6 +125,7 @@ def checked_settings(request: StudyRequest) -> tuple[StudySettings, StudyPaths]:
         preflight.check_new_study(requested, paths)
         settings = requested
     preflight.check_tracking_for_address(request.resources.address, settings.mlflow_tracking_uri)
+    preflight.check_ray_address(request.resources.address)
     return settings, paths
 
 
