@@ -11,6 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach a model hub
 
 from mpt.backbones import load_backbone  # noqa: E402
+from tests.services import postgres  # noqa: E402,F401  (the session's PostgreSQL server, started when asked for)
 
 ROWS = [
     ("A man is playing a guitar on the street.", "A person is making music.", "entailment"),
