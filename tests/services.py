@@ -330,7 +330,7 @@ class RayCluster:
     def stop(self) -> None:
         """Every node's processes, workers before the head; then whatever else runs from this cluster's folder."""
         for name in sorted(self.nodes, key=lambda n: n == "head"):
-            stop_group(self.nodes.pop(name).process.pid, grace_s=5)
+            stop_group(self.nodes.pop(name).process.pid, grace_s=1)  # the tests are done with it
         kill_processes_naming(self.root)
 
 
