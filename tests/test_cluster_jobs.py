@@ -217,6 +217,13 @@ def test_each_study_has_exactly_its_trials_runs_and_verdict(team, scenario, name
     [parent] = [r for r in mlflow_runs(team, name) if r.data.tags.get("mpt_study.role") == "study"]
     assert parent.info.status == "FINISHED" and " vs vanilla on the 2 target languages: " in parent.data.tags["verdict"]
     assert "gain_avg_target" in parent.data.metrics
+    from mlflow import MlflowClient
+
+    # the artifacts went through the server's proxy into its artifact store, none around it
+    assert parent.info.artifact_uri.startswith("mlflow-artifacts:/")
+    assert "report/report.md" in {a.path for a in MlflowClient(team.mlflow.url).list_artifacts(parent.info.run_id,
+                                                                                             "report")}
+    assert list(team.mlflow.artifacts.rglob("report.md")) and not (team.shared / "results" / "mlartifacts").exists()
     study_dir = team.shared / "results" / name
     rows = json.loads((study_dir / "trials.json").read_text())
     assert sorted(r["trial_number"] for r in rows) == list(range(PLANNED))
