@@ -36,7 +36,7 @@ USAGE = """Run a hyperparameter study of MPT: Ray Tune trials, an Optuna search,
         --mlflow-tracking-uri http://mlflow.internal:5000 --gpus-per-trial 0.25
 
 Run from the repository root: results go to ./results (results/<name>/report.md, results/ray,
-results/mlflow.db). Every study first evaluates the vanilla prompt-transfer baseline (translator
+results/mlflow.db), or to --results-dir. Every study first evaluates the vanilla prompt-transfer baseline (translator
 depth 0, alignment weight 0) and the paper-like default (depth 1, weight 0.5), then Optuna's TPE
 suggestions, ranked on dev. Then the confirmation retrains the best trial, vanilla and the paper-like
 default with 3 paired seeds and evaluates test: the study ends with a verdict on MPT vs vanilla with a
@@ -65,6 +65,7 @@ class StudyRequest:
     resume: bool
     given: frozenset[str]  # the StudySettings.DEFINING fields that flags set explicitly
     register_model: str | None = None  # register the best trial's MLflow model under this name
+    results_root: Path = RESULTS_ROOT.resolve()  # where results/<name>/ lives (--results-dir)
 
     def refuse_changes(self, stored: StudySettings) -> None:
         """A resume continues `stored`: refuse flags that would change it."""
@@ -153,14 +154,19 @@ def _add_cluster_flags(cluster) -> None:
     cluster.add_argument("--storage-path", metavar="PATH",
                          help="where Ray Tune keeps trials and checkpoints: a folder, or a URI such as "
                               "s3://bucket/path, which a multi-node cluster needs "
-                              f"(default: {default('storage_path')})")
+                              f"(default: {default('storage_path')}; DIR/ray with --results-dir DIR)")
     cluster.add_argument("--mlflow-tracking-uri", metavar="URI",
                          help="MLflow store: a server URL on a cluster (default: sqlite:///results/mlflow.db)")
     cluster.add_argument("--register-model", metavar="NAME",
                          help="register the best trial's MLflow model (its trained prompt) in the Model Registry "
                               "under NAME, as a new version (default: logged on the trial's run, not registered)")
+    cluster.add_argument("--results-dir", metavar="DIR",
+                         help="where the study's folder NAME/ (settings, trials, report) and the default MLflow and "
+                              "Optuna stores go; a Ray Job runs in a temporary copy of its --working-dir, so give it "
+                              f"a folder that outlives the job (default: ./{RESULTS_ROOT})")
     cluster.add_argument("--optuna-storage", metavar="URL",
-                         help="the Optuna study's storage: a database URL on a cluster (postgresql://user@host/db) "
+                         help="the Optuna study's storage: a database URL on a cluster "
+                              "(postgresql+psycopg://user:password@host/db, with the postgres extra) "
                               "or a journal file (default: results/NAME/optuna.log)")
 
 
@@ -176,7 +182,12 @@ def request_from_args(args: argparse.Namespace) -> StudyRequest:
         settings=settings_from_args(args),
         resources=Resources(cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                             max_concurrent=args.max_concurrent, address=args.address),
-        resume=args.resume, given=settings_given(args), register_model=args.register_model)
+        resume=args.resume, given=settings_given(args), register_model=args.register_model,
+        results_root=results_root(args))
+
+
+def results_root(args: argparse.Namespace) -> Path:
+    return Path(args.results_dir or RESULTS_ROOT).expanduser().resolve()
 
 
 def confirm_plan(args: argparse.Namespace) -> tuple[int, int]:
@@ -227,13 +238,12 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     seed = args.seed if args.seed is not None else default("seed")
     if seed < 0:
         raise StudyError(f"--seed {seed} is negative: use an integer >= 0")
-    results_root = RESULTS_ROOT.resolve()
     confirm_top, confirm_seeds = confirm_plan(args)
     return StudySettings(
         name=name, space=space.name, objective=args.objective or default("objective"), num_samples=num_samples,
         scheduler=args.scheduler or default("scheduler"), seed=seed, smoke=args.smoke,
-        storage_path=absolute_storage(args.storage_path or default("storage_path")),
-        mlflow_tracking_uri=args.mlflow_tracking_uri or default_tracking_uri(results_root),
+        storage_path=absolute_storage(args.storage_path or str(results_root(args) / "ray")),
+        mlflow_tracking_uri=args.mlflow_tracking_uri or default_tracking_uri(results_root(args)),
         optuna_storage=absolute_storage(args.optuna_storage) if args.optuna_storage else "",
         base_config=base_config_from_args(args, seed), confirm_top=confirm_top, confirm_seeds=confirm_seeds,
         test_in_search=args.test_in_search)

@@ -4,8 +4,9 @@
     python -c "import optuna; print(optuna.load_study(study_name='NAME', storage=...).trials)"
 
 By default a journal file in the study's folder, results/<study>/optuna.log; `--optuna-storage URL` names a
-database instead (`postgresql://user@host/db` on a cluster, `sqlite:///path.db`) or another journal file. Only
-the study's driver writes to it; the report reads it. No Ray here: the report imports this.
+database instead (`postgresql+psycopg://user:password@host/db` on a cluster, with the postgres extra;
+`sqlite:///path.db`) or another journal file. Only the study's driver writes to it; the report reads it. No Ray
+here: the report imports this.
 """
 
 from __future__ import annotations
@@ -41,16 +42,37 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
     try:
         if is_database_url(url):
-            return optuna.storages.RDBStorage(url)
+            return rdb_storage(url)
         from optuna.storages.journal import JournalFileBackend
 
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     except (ImportError, OSError, ValueError, SQLAlchemyError) as err:
         raise StudyError(f"cannot open the Optuna storage {url!r} ({type(err).__name__}: {err}): give "
-                         f"--optuna-storage a reachable database URL (e.g. postgresql://user@host/db, with its "
-                         f"driver installed) or a writable file path, or leave it out for the study's own "
-                         f"journal file") from None
+                         f"--optuna-storage a reachable database URL (e.g. postgresql+psycopg://user:password@host/db, "
+                         f"with the postgres extra installed) or a writable file path, or leave it out for the "
+                         f"study's own journal file") from None
+
+
+SCHEMA_LOCK = 0x6D7074  # a PostgreSQL advisory lock key ("mpt"): one process at a time creates Optuna's tables
+
+
+def rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's `RDBStorage`. On PostgreSQL, opened under an advisory lock: two studies starting at once on a new
+    database would both create Optuna's tables, and one fails (`duplicate key value violates unique constraint
+    "pg_type_typname_nsp_index"`, seen with three processes on PostgreSQL 15); under the lock the second finds
+    them made."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        if engine.dialect.name != "postgresql":
+            return optuna.storages.RDBStorage(url)
+        with engine.connect() as connection:  # the lock is the session's: released when it closes
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK})
+            return optuna.storages.RDBStorage(url)
+    finally:
+        engine.dispose()
 
 
 def load_optuna_study(url: str, name: str) -> optuna.Study:

@@ -71,11 +71,25 @@ def check_optuna_storage(setting: str) -> None:
     try:
         with sqlalchemy.create_engine(setting).connect():
             pass
-    except Exception as err:  # a bad URL, a missing driver or an unreachable server: all say the same to a user
+    except ImportError as err:  # SQLAlchemy imports a URL's driver when it builds the engine
+        raise StudyError(f"--optuna-storage {redact(setting)}: {missing_driver(err)}") from None
+    except Exception as err:  # a bad URL, a wrong password or database, an unreachable server
         raise StudyError(f"cannot connect to the Optuna storage --optuna-storage {redact(setting)} "
                          f"({type(err).__name__}: {_first_line(err)}): give a reachable database URL (e.g. "
-                         f"postgresql://user@host/db with its driver installed), a journal file path, or leave it "
+                         f"postgresql+psycopg://user:password@host/db), a journal file path, or leave it "
                          f"out for the study's own journal file") from None
+
+
+POSTGRES_EXTRA = "pip install 'mpt-study[postgres]'"  # psycopg 3: URLs postgresql+psycopg://
+
+
+def missing_driver(err: ImportError) -> str:
+    """What to install for a database URL whose driver is missing."""
+    name = err.name or _first_line(err)
+    if name.startswith("psycopg"):
+        return (f"its PostgreSQL driver {name} is not installed: install the postgres extra ({POSTGRES_EXTRA}, or "
+                f"pip install 'psycopg[binary]') and write the URL as postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB")
+    return f"its database driver {name} is not installed: install it, or use another URL"
 
 
 def check_tracking_uri(tracking_uri: str) -> None:
@@ -197,6 +211,83 @@ def check_trial_resources(cpus_per_trial: float, gpus_per_trial: float, nodes: S
                 return f"{problem}: its trials wait until the cluster adds such a node; if it cannot, {fix}"
             raise StudyError(f"{problem}: its trials would wait forever; {fix}")
     return None
+
+
+RAY_CONNECT_TIMEOUT_S = 10
+
+
+def ray_endpoint(address: str) -> tuple[str, int] | None:
+    """The GCS host and port (or Ray Client's, for ray://) that `--address` names; None where Ray finds it
+    itself (`auto` without RAY_ADDRESS) or the address has no port."""
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "")  # what ray.init(address="auto") reads first (a Ray Job sets it)
+    address = address.removeprefix("ray://")
+    host, _, port = address.rpartition(":")
+    if not host or "://" in address or not port.isdigit():
+        return None
+    return host, int(port)
+
+
+def check_ray_address(address: str | None) -> None:
+    """A cluster named by `--address` accepts connections: `ray.init` would retry an unreachable one for
+    minutes without a word (measured: still waiting after 5 minutes)."""
+    endpoint = ray_endpoint(address) if address else None
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise StudyError(f"cannot reach the Ray cluster at --address {address} ({endpoint[0]}:{endpoint[1]}: "
+                         f"{type(err).__name__}: {err}): start its head node (`ray start --head --port "
+                         f"{endpoint[1]}`), give the address `ray start --head` printed, or leave --address out to "
+                         f"run on this machine") from None
+
+
+NODE_CHECK_TIMEOUT_S = 180  # a node's first worker process imports torch and transformers
+TRIAL_MODULES = ("torch", "transformers", "mpt.training", "trainable.mpt_trial")  # what a trial process imports
+
+
+def check_nodes_run_trials(nodes: Sequence[dict], timeout_s: float = NODE_CHECK_TIMEOUT_S) -> None:
+    """Every alive node of a cluster can import what a trial needs: a tiny Ray task pinned to each node imports
+    it, before anything is written (a node without torch or the project would fail every trial sent there)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    def importable(modules: tuple[str, ...]) -> dict:
+        # defined here, so that Ray ships it by value: a node without the project can still run it
+        import importlib
+        import sys
+
+        missing = {}
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception as err:  # ImportError, or a broken install failing at import
+                missing[module] = f"{type(err).__name__}: {err}"
+        return {"python": sys.executable, "missing": missing}
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(importable)  # no CPU: it runs beside a busy node's trials
+    alive = [node for node in nodes if node.get("Alive")]
+    calls = {node["NodeID"]: probe.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(TRIAL_MODULES)
+        for node in alive}
+    problems = []
+    for node in alive:
+        where = f"node {node.get('NodeManagerAddress', '?')} (id {node['NodeID'][:12]})"
+        try:
+            found = ray.get(calls[node["NodeID"]], timeout=timeout_s)
+        except Exception as err:  # the node cannot start a Python worker, or it timed out
+            problems.append(f"{where} cannot run a Python task ({type(err).__name__}: {_first_line(err)})")
+            continue
+        for module, error in found["missing"].items():
+            problems.append(f"{where}, Python {found['python']}, cannot import {module} ({_first_line(error)})")
+    if problems:
+        raise StudyError(f"the Ray cluster has {len(problems)} problem(s) that would fail trials: "
+                         f"{'; '.join(problems)}. "
+                         f"Install the same Python environment on every node (torch, `pip install -e .` of this "
+                         f"project, or its requirements with the project's code shipped by `ray job submit "
+                         f"--working-dir .`), then start the study again; or stop the nodes that lack it "
+                         f"(`ray stop` on them)")
 
 
 def check_tracking_for_address(address: str | None, tracking_uri: str) -> None:

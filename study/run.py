@@ -75,6 +75,8 @@ def run_study(request: StudyRequest) -> int:
                                               ray.nodes(), request.resources.address)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    if request.resources.address:  # a cluster's nodes need not have what this machine has
+        preflight.check_nodes_run_trials(ray.nodes())
     record = StudyRun(settings)  # connects to the MLflow store (a SQLite one is created now)
     if not request.resume:
         write_atomically(paths.settings_file, settings.to_json())
@@ -113,7 +115,7 @@ def checked_settings(request: StudyRequest) -> tuple[StudySettings, StudyPaths]:
     """The settings the study runs with (a resumed study's stored ones) and its paths, once the checks that
     need no trial data pass. Nothing is written."""
     requested = request.settings
-    paths = StudyPaths(requested.name, RESULTS_ROOT.resolve(), requested.storage_path)
+    paths = StudyPaths(requested.name, request.results_root, requested.storage_path)
     if request.resume:
         settings = preflight.stored_settings(requested.name, paths)
         request.refuse_changes(settings)
@@ -130,6 +132,7 @@ def checked_settings(request: StudyRequest) -> tuple[StudySettings, StudyPaths]:
         preflight.check_new_study(requested, paths)
         settings = requested
     preflight.check_tracking_for_address(request.resources.address, settings.mlflow_tracking_uri)
+    preflight.check_ray_address(request.resources.address)
     return settings, paths
 
 

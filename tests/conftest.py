@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
 
 from mpt.backbones import load_backbone  # noqa: E402
+from tests.services import postgres  # noqa: E402,F401  (the session's PostgreSQL server, started when asked for)
 
 ROWS = [
     ("A man is playing a guitar on the street.", "A person is making music.", "entailment"),

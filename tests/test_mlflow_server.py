@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 
 from mpt.config import MPTConfig
 from search_spaces import REFERENCE_POINTS
+from tests.services import running_mlflow_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN = REPO_ROOT / "study" / "run.py"
@@ -58,12 +58,6 @@ def test_a_trial_run_logs_every_config_field_and_tags_the_searched_ones(tmp_path
 
 
 # --- a real tracking server ----------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 class Server:
     """The REST API of an MLflow tracking server (only what the test reads)."""
@@ -128,32 +122,8 @@ def params(run: dict) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'backend.db'}", "--serve-artifacts",
-         "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # its own group: stopped whole
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, (root / "server.log").read_text()[-3000:]
-        time.sleep(0.5)
-    yield Server(url, root)
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=3)
-    except subprocess.TimeoutExpired:  # uvicorn's graceful shutdown can take 10 s: the test is done with it
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    log.close()
+    with running_mlflow_server(root, f"sqlite:///{root / 'backend.db'}") as running:
+        yield Server(running.url, root)
 
 
 def study_command(url: str, *extra: str) -> list[str]:

@@ -53,11 +53,13 @@ def get_objective(name: str) -> Objective:
 
 @dataclass(frozen=True)
 class Runtime:
-    """What a trial ran on, once placed: `device` (cpu, cuda:0), `precision` (resolved: fp32 or bf16) and threads."""
+    """What a trial ran on, once placed: `device` (cpu, cuda:0), `precision` (resolved: fp32 or bf16), threads, and
+    the Ray node (a trial moved off a lost node reports its new one; None outside Ray)."""
 
     device: str
     precision: str
     num_threads: int
+    node_id: str | None = None
 
 
 @dataclass
@@ -131,7 +133,8 @@ class TrialReport:
             dev_average=result.get(f"{DEV_PREFIX}{AVERAGE}"), best_epoch=int(result.get("best_epoch") or 0),
             selected_dev_accuracy=_per_language(result, SELECTED_DEV_PREFIX), objective=result.get(OBJECTIVE),
             epoch_seconds=result.get("epoch_seconds"),
-            runtime=Runtime(str(runtime["device"]), str(runtime["precision"]), int(runtime["num_threads"]))
+            runtime=Runtime(str(runtime["device"]), str(runtime["precision"]), int(runtime["num_threads"]),
+                            runtime.get("node_id"))
             if {"device", "precision", "num_threads"} <= runtime.keys() else None,
             test=TestResult(test, result.get(f"{TEST_PREFIX}{AVERAGE}"), result.get(f"{TEST_PREFIX}{AVERAGE_TARGET}"),
                             _per_language(result, CORRECT_PREFIX)) if test else None,
@@ -145,7 +148,8 @@ class TrialReport:
     def runtime_tags(self) -> dict[str, str]:
         """What the trial ran on, as MLflow tags (`runtime_device`, ...); none before its first report."""
         return {} if self.runtime is None else {key: str(value) for key, value in
-                                                _prefixed(RUNTIME_PREFIX, vars(self.runtime)).items()}
+                                                _prefixed(RUNTIME_PREFIX, vars(self.runtime)).items()
+                                                if value is not None}
 
 
 def _prefixed(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from mpt.backbones import Backbone, load_backbone
 from mpt.config import MPTConfig
 from mpt.training import EpochRecord, FitResult, RunData, Trainer
 from trainable.metrics import Runtime, TestResult, TrialReport, get_objective
-from trainable.placement import place_trial
+from trainable.placement import place_trial, ray_node_id
 from trainable.spec import STATE_FILE, trial_config
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ def epoch_report(record: EpochRecord, trainer: Trainer, objective: str) -> Trial
         # the dev accuracies the objective and the trial table use
         selected_dev_accuracy=dict(selected.dev_accuracy) if selected is not None else {},
         epoch_seconds=record.seconds,
-        runtime=Runtime(str(trainer.device), trainer.config.precision, torch.get_num_threads()))
+        # a trial moved off a lost node reports its new one (the MLflow tag keeps the latest)
+        runtime=Runtime(str(trainer.device), trainer.config.precision, torch.get_num_threads(), ray_node_id()))
 
 
 def evaluated_test(result: FitResult) -> TestResult:

@@ -52,6 +52,13 @@ def ray_assignment() -> Assignment | None:
                       visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
+def ray_node_id() -> str:
+    """The id of the Ray node this process runs on ("" outside Ray)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
 def placed(config: MPTConfig, assignment: Assignment, cuda_available: bool,
            cpu_bf16: bool = False) -> tuple[MPTConfig, str | None]:
     """The config with the device, precision and threads that follow `assignment`, and a warning when a trial

@@ -12,6 +12,12 @@ these variables is set:
     MPT_FAULT_FAIL_AT_EPOCH=K   the trial raises after training epoch K and before reporting it, in every try
                                 Tune gives it, so it ends FAILED (a trial that keeps running out of memory);
                                 without the variable (a `--resume` started without it) it trains
+    MPT_FAULT_HOLD_ON_NODE=ID   with MPT_FAULT_HOLD_AT_EPOCH: only a trial on the Ray node ID holds (the node a
+                                test is about to lose)
+    MPT_FAULT_MEET_NODES=N      after reporting epoch 1 a trial waits (10 minutes at most) until trials on N
+    MPT_FAULT_MEET_DIR=PATH     Ray nodes have reported theirs (each leaves its node id in PATH): a study then runs
+                                trials on N nodes, though one node's trial process could run them all (Tune
+                                reuses a free process before another node's has started)
     MPT_FAULT_MARKER=PATH       required with any of these: the fault fires in the first trial to get there
                                 (once, or in each of its tries for FAIL), which creates PATH and writes a JSON
                                 line (trial id, epoch, pid, node id)
@@ -36,6 +42,9 @@ import patch_on_import
 KILL_AT_EPOCH = "MPT_FAULT_KILL_AT_EPOCH"
 HOLD_AT_EPOCH = "MPT_FAULT_HOLD_AT_EPOCH"
 FAIL_AT_EPOCH = "MPT_FAULT_FAIL_AT_EPOCH"
+HOLD_ON_NODE = "MPT_FAULT_HOLD_ON_NODE"
+MEET_NODES, MEET_DIR = "MPT_FAULT_MEET_NODES", "MPT_FAULT_MEET_DIR"
+MEET_TIMEOUT_S = 600
 MARKER = "MPT_FAULT_MARKER"
 EPOCH_LOG = "MPT_EPOCH_LOG"
 
@@ -117,12 +126,20 @@ def epoch_trained(epoch: int, seconds: float) -> None:
 
 def epoch_reported(epoch: int) -> None:
     """Call after an epoch's report (and checkpoint) went through."""
-    if _epoch_of(HOLD_AT_EPOCH) == epoch and _claim(epoch):
+    meet = os.environ.get(MEET_DIR) if epoch == 1 and int(os.environ.get(MEET_NODES) or 0) > 1 else None
+    if meet:
+        os.makedirs(meet, exist_ok=True)
+        _append_line(os.path.join(meet, where()["node_id"]), {"epoch": epoch})
+    node = os.environ.get(HOLD_ON_NODE)
+    if _epoch_of(HOLD_AT_EPOCH) == epoch and (not node or where()["node_id"] == node) and _claim(epoch):
         while True:  # until the node (and this process with it) goes away
             time.sleep(60)
+    deadline = time.monotonic() + MEET_TIMEOUT_S
+    while meet and len(os.listdir(meet)) < int(os.environ[MEET_NODES]) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
-VARIABLES = (KILL_AT_EPOCH, HOLD_AT_EPOCH, FAIL_AT_EPOCH, EPOCH_LOG)
+VARIABLES = (KILL_AT_EPOCH, HOLD_AT_EPOCH, FAIL_AT_EPOCH, EPOCH_LOG, MEET_NODES)
 
 
 def wrap_train_epoch(train_epoch):
