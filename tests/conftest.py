@@ -10,7 +10,14 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach a model hub
 
+import torch  # noqa: E402
+
 from mpt.backbones import load_backbone  # noqa: E402
+
+# In-process tests run small batches, where torch's threads cost more in synchronisation than they gain, and
+# badly so on a shared machine (issue 21: two method test files 162 s at the default threads, 28 s at one).
+# Trial and CLI processes the tests start set their own threads.
+torch.set_num_threads(1)
 
 ROWS = [
     ("A man is playing a guitar on the street.", "A person is making music.", "entailment"),
