@@ -130,6 +130,11 @@ class MPTConfig:
             _check(_is_int(value) and value >= 1, name, value, "an integer >= 1")
         _check(_is_int(self.ce_only_epochs) and self.ce_only_epochs >= 0, "ce_only_epochs", self.ce_only_epochs,
                "an integer >= 0")
+        # the alignment task starts after the CE-only epochs: at or past the last epoch it would silently never run
+        _check(self.alignment_weight == 0 or self.ce_only_epochs < self.epochs, "ce_only_epochs",
+               self.ce_only_epochs, f"an integer < epochs = {self.epochs} while alignment_weight > 0 (the alignment "
+                                    f"task would never run): lower ce_only_epochs, raise epochs, or set "
+                                    f"alignment_weight=0")
         _check(_is_int(self.max_length) and self.max_length > self.prompt_length + 8,
                "max_length", self.max_length, f"an integer > prompt_length + 8 = {self.prompt_length + 8}")
         _check(_is_real(self.learning_rate) and self.learning_rate > 0, "learning_rate", self.learning_rate,

@@ -25,13 +25,22 @@ ISO3 = {"en": "eng", "ar": "arb", "bg": "bul", "de": "deu", "el": "ell", "es": "
 
 def _lang2vec():
     """lang2vec's module. Version 1.1.2 finds its data files with `pkg_resources`, which setuptools 81+ no
-    longer ships: without it, a stand-in resolves the same files with importlib.resources."""
+    longer ships: without it, a stand-in resolves the same files with importlib.resources. The stand-in is in
+    `sys.modules` only while lang2vec imports (its module keeps its own reference): left there, it would tell
+    other code that the real `pkg_resources` is loaded (pytest's `syspath_prepend` then imports
+    `fixup_namespace_packages` from it and fails)."""
     try:
         import pkg_resources  # noqa: F401
     except ImportError:
         shim = types.ModuleType("pkg_resources")
         shim.resource_filename = lambda package, name: str(importlib.resources.files(package.split(".")[0]) / name)
         sys.modules["pkg_resources"] = shim
+        try:
+            import lang2vec.lang2vec as l2v
+        finally:
+            if sys.modules.get("pkg_resources") is shim:
+                del sys.modules["pkg_resources"]
+        return l2v
     import lang2vec.lang2vec as l2v
 
     return l2v

@@ -15,8 +15,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach a model hu
 REPO_ROOT = Path(__file__).resolve().parent.parent
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
 
+import torch  # noqa: E402
+
 from mpt.backbones import load_backbone  # noqa: E402
 from tests.services import postgres  # noqa: E402,F401  (the session's PostgreSQL server, started when asked for)
+
+# In-process tests run small batches, where torch's threads cost more in synchronisation than they gain, and
+# badly so on a shared machine (issue 21: two method test files 162 s at the default threads, 28 s at one).
+# Trial and CLI processes the tests start set their own threads.
+torch.set_num_threads(1)
 
 ROWS = [
     ("A man is playing a guitar on the street.", "A person is making music.", "entailment"),

