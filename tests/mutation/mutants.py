@@ -91,6 +91,6 @@ MUTANTS: tuple[Mutant, ...] = (
            "            # random start-up trials: Optuna's 10 would leave a 12-trial study almost no TPE trials\n"
            "            n_startup_trials=max(2, min(10, num_samples // 3)))",
            "sampler = optuna.samplers.RandomSampler(seed=seed)",
-           "the study's searcher replaced by random search", ("tests/test_search_spaces.py",
+           "the study's searcher replaced by random search", ("tests/test_searcher.py", "tests/test_search_spaces.py",
                                                               "tests/test_study_units.py")),
 )
