@@ -274,7 +274,10 @@ def test_report_opens_with_the_verdict_then_the_search_on_dev_and_its_plots(tmp_
     report = paths.report_file.read_text()
     verdict = written.verdict.line
     assert verdict.startswith("MPT (trial 9) vs vanilla on the 2 target languages: +20.0 pp [+")
-    assert verdict.endswith("], 3 paired seeds: better than vanilla")  # the same rows in every seed: rows vary
+    # the same rows in every seed: only the rows vary, and no number of seeds gets under what they allow
+    assert "], 3 paired seeds: better than vanilla (with 3 seeds this study detects gains >= " in verdict
+    assert verdict.endswith("no number of seeds would detect 2 pp on these 40 test rows: their variation alone "
+                            "allows >= 15.3 pp)")
     assert report.index("## Verdict") < report.index(verdict) < report.index("## Search")
     assert written.summary.rstrip().endswith(f"Verdict: {verdict}")
     assert "| #0 vanilla | 3 | 60.0 [" in report and "### Transfer gap" in report  # accuracies, the gap
