@@ -65,10 +65,12 @@ class StudySettings:
     confirm_top: int = DEFAULT_CONFIRM_TOP  # the confirmation retrains the K best (0: no confirmation) ...
     confirm_seeds: int = DEFAULT_CONFIRM_SEEDS  # ... with vanilla and the paper default, with S paired seeds
     test_in_search: bool = False  # search trials evaluate test too (by default only the confirmation does)
+    confirm_shots: list[int] = field(default_factory=list)  # a shot-count sweep's K per class ([]: the base's K)
 
     # the flags that define the study: a resume must not change them
     DEFINING = ("space", "objective", "num_samples", "scheduler", "seed", "smoke", "storage_path",
-                "mlflow_tracking_uri", "optuna_storage", "base_config", "confirm_top", "confirm_seeds", "test_in_search")
+                "mlflow_tracking_uri", "optuna_storage", "base_config", "confirm_top", "confirm_seeds",
+                "test_in_search", "confirm_shots")
 
     @property
     def config(self) -> MPTConfig:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from mpt.config import MPTConfig
-from mpt.data import few_shot
+from mpt.data import DataError, few_shot
 from search_spaces import PAPER_DEFAULT, REFERENCE_POINTS, VANILLA, get_space
 from study.cli import Resources
 from study.results import COMPLETE, TrialRow, reference_row, rows_from_results, save_rows, top_rows
@@ -79,6 +79,12 @@ def load_study_data(settings: StudySettings):
     weight = config.alignment_weight or REFERENCE_POINTS["paper_default"]["alignment_weight"]
     data = load_run_data(config.replace(alignment_weight=weight))
     few_shot(data.train_pool, config.shots_per_class, config.seed)  # fail now, not in every trial
+    if settings.confirm_shots:
+        try:
+            few_shot(data.train_pool, max(settings.confirm_shots), config.seed)
+        except DataError as err:
+            raise StudyError(f"--confirm-shots {max(settings.confirm_shots)} is more than the training data has: "
+                             f"{err}") from None
     return data
 
 
@@ -187,13 +193,20 @@ def confirmation_seeds(settings: StudySettings) -> list[int]:
     return [settings.seed + 1 + i for i in range(settings.confirm_seeds)]
 
 
-def expected_cost(settings: StudySettings, row: TrialRow) -> float:
+def confirmation_shots(settings: StudySettings) -> list[int | None]:
+    """The shot counts the confirmation runs at: a sweep's (`--confirm-shots`), else None (the base config's)."""
+    return list(settings.confirm_shots) or [None]
+
+
+def expected_cost(settings: StudySettings, row: TrialRow, shots: int | None = None) -> float:
     """A run's relative cost: tokens per sequence (prompt and text), times the alignment task's extra forward
-    and backward passes on the parallel pairs when it is on."""
-    config = MPTConfig.from_dict({**settings.base_config, **{k: v for k, v in row.params.items()
-                                                            if k in settings.base_config}})
+    and backward passes on the parallel pairs when it is on, times its training examples."""
+    overrides = {k: v for k, v in row.params.items() if k in settings.base_config}
+    config = MPTConfig.from_dict({**settings.base_config, **overrides,
+                                  **({"shots_per_class": shots} if shots else {})})
     aligned = config.alignment_weight > 0
-    return (config.prompt_length + 60) * (1 + (config.alignment_batch_size / config.batch_size if aligned else 0))
+    return (config.prompt_length + 60) * (1 + (config.alignment_batch_size / config.batch_size if aligned else 0)) \
+        * config.shots_per_class
 
 
 def run_confirmation(settings: StudySettings, paths: StudyPaths, resources: Resources, rows: list[TrialRow],
@@ -202,16 +215,20 @@ def run_confirmation(settings: StudySettings, paths: StudyPaths, resources: Reso
     from study.search import FixedConfigs
 
     candidates = confirmation_candidates(rows, settings.confirm_top)
-    seeds = confirmation_seeds(settings)
-    # the longest runs first (alignment on, longer prompts), so the phase does not end on one long run while
-    # the other CPUs idle; the order changes nothing else (each run's seed fixes it)
-    ordered = sorted(candidates, key=lambda row: expected_cost(settings, row), reverse=True)
+    seeds, shots = confirmation_seeds(settings), confirmation_shots(settings)
+    # the longest runs first (alignment on, longer prompts, more shots), so the phase does not end on one long run
+    # while the other CPUs idle; the order changes nothing else (each run's seed fixes it)
+    ordered = sorted(((row, k) for row in candidates for k in shots), key=lambda pair: expected_cost(settings, *pair),
+                     reverse=True)
     points = [{**row.params, "seed": seed, "trial_number": row.trial_number,
-               **({"reference": row.reference} if row.reference else {})}
-              for row in ordered for seed in seeds]
+               **({"reference": row.reference} if row.reference else {}), **({"shots_per_class": k} if k else {})}
+              for row, k in ordered for seed in seeds]
     suffix = f"{CONFIRM_SUFFIX}-top{settings.confirm_top}x{settings.confirm_seeds}"
+    if settings.confirm_shots:
+        suffix += "-shots" + "-".join(map(str, settings.confirm_shots))
     names = ", ".join(f"#{row.trial_number}" + (f" {row.reference}" if row.reference else "") for row in candidates)
-    print(f"\nconfirming {len(candidates)} configurations ({names}) x {len(seeds)} paired seeds {seeds}: "
+    sweep = f" x {len(shots)} shot counts {shots}" if settings.confirm_shots else ""
+    print(f"\nconfirming {len(candidates)} configurations ({names}) x {len(seeds)} paired seeds {seeds}{sweep}: "
           f"{len(points)} runs, the only ones that evaluate test")
     grid, finished = run_tuner(settings, paths, resources, trainable, tracker_for("confirm"), resume, suffix=suffix,
                                search_alg=FixedConfigs(points),

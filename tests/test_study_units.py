@@ -372,3 +372,24 @@ def test_a_failed_trials_error_is_read_from_its_local_folder_before_storage_has_
     assert trial_error_text(trial).rstrip().endswith("loss is nan at epoch 2, step 3")
     lost = SimpleNamespace(error_file=str(tmp_path / "missing.txt"), get_error=lambda: None)
     assert "see the Ray logs" in trial_error_text(lost)
+
+
+def test_confirm_shots_are_parsed_checked_and_kept_by_a_resume() -> None:
+    from study import cli, tuner
+
+    request = cli.request_from_args(cli.parse_args(["--smoke", "--confirm-shots", "16,4,16"]))
+    assert request.settings.confirm_shots == [4, 16]
+    assert cli.request_from_args(cli.parse_args(["--smoke"])).settings.confirm_shots == []  # the base config's K
+    for bad in ("4,x", "0,4", ","):
+        with pytest.raises(StudyError, match="--confirm-shots"):
+            cli.request_from_args(cli.parse_args(["--smoke", "--confirm-shots", bad]))
+    with pytest.raises(StudyError, match="--no-confirm contradicts"):
+        cli.request_from_args(cli.parse_args(["--smoke", "--no-confirm", "--confirm-shots", "4"]))
+    stored = StudySettings.from_json(request.settings.to_json())  # as study.json keeps it
+    assert stored.confirm_shots == [4, 16]
+    cli.request_from_args(cli.parse_args(["--smoke", "--resume"])).refuse_changes(stored)  # the stored list applies
+    with pytest.raises(StudyError, match="confirm_shots"):
+        cli.request_from_args(cli.parse_args(["--smoke", "--resume", "--confirm-shots", "4,8"])).refuse_changes(stored)
+    too_many = cli.request_from_args(cli.parse_args(["--smoke", "--confirm-shots", "4,100000"])).settings
+    with pytest.raises(StudyError, match="--confirm-shots 100000 is more than the training data has"):
+        tuner.load_study_data(too_many)  # before anything is written

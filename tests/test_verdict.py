@@ -1,8 +1,10 @@
 """The verdict built from confirmation rows (fixed arrays: no training): its line, what the study could detect,
-Holm's marks, the transfer gap and the distance analysis. The statistics themselves:
+Holm's marks, the transfer gap, the distance analysis and a shot-count sweep. The statistics themselves:
 tests/test_intervals.py."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from search_spaces import PAPER_DEFAULT, VANILLA
 from study.language_distance import distance_from
 from study.results import COMPLETE, TrialRow
 from study.intervals import Estimate
+from study.shot_sweep import PLOT_FILE, build_sweep, markdown_sweep, sweep_metrics, sweep_plots
 from study.verdict import TARGETS, build_verdict
 from study.verdict_report import HOLM_MARK, markdown_verdict, metrics
 
@@ -142,3 +145,25 @@ def test_the_verdict_says_what_the_study_could_detect():
     assert one_seed.line.endswith("1 paired seeds: not distinguishable from vanilla (one seed: the interval leaves "
                                   "out the seeds' variation, and what the study could detect is unknown)")
     assert "mde_avg_target" not in metrics(one_seed)
+
+
+def test_a_shot_sweep_gives_a_verdict_per_k_and_the_learning_curve(tmp_path: Path):
+    rows = []
+    for shots, lift in ((4, 0.0), (16, 0.2)):  # MPT gains only with more shots
+        vanilla = {"en": 0.4 + shots / 100, "de": 0.35, "zh": 0.35, "sw": 0.35}
+        rows += _rows(0, VANILLA, vanilla, shots=shots) + _rows(1, PAPER_DEFAULT, vanilla, shots=shots)
+        rows += _rows(5, None, {**vanilla, "de": 0.35 + lift, "zh": 0.35 + lift, "sw": 0.35 + lift}, noise=0.01,
+                      shots=shots)
+    sweep = build_sweep(rows, LANGUAGES, best_trial=5, shots=[16, 4], base_shots=64)
+    assert list(sweep.verdicts) == [4, 16] and sweep.headline_shots == 16  # the base K is not swept: the largest
+    assert sweep.verdicts[4].headline.conclusion() == "not distinguishable from vanilla"
+    assert sweep.verdicts[16].headline.conclusion() == "better than vanilla"
+    assert sweep.headline.line.startswith("16 shots per class: MPT (trial 5) vs vanilla on the 3 target languages: +20.")
+    assert build_sweep(rows, LANGUAGES, 5, [4, 16], base_shots=4).headline_shots == 4
+    steps = {(name, step): value for name, value, step in sweep_metrics(sweep)}
+    assert steps[("sweep_gain_avg_target", 16)] == pytest.approx(0.2, abs=0.01)
+    assert steps[("sweep_trial0_vanilla_test_acc_en", 4)] == pytest.approx(0.44, abs=0.01)
+    assert ("sweep_mde_avg_target", 4) in steps
+    assert sweep_plots(tmp_path, sweep) and (tmp_path / PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
+    section = "\n".join(markdown_sweep(sweep))
+    assert "| 16 | MPT (trial 5) | +20." in section and "| #0 vanilla | 4 | 44.4 [" in section
