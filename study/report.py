@@ -231,7 +231,7 @@ def write_report(paths: StudyPaths) -> WrittenReport:
         console.append("Verdict: none: the study ran without the confirmation (--no-confirm), so no test accuracy "
                        "was measured")
     else:
-        console += [*(console_sweep(sweep) if sweep else []), console_verdict(verdict)]
+        console.append(console_verdict(verdict, console_sweep(sweep) if sweep else ()))
     return WrittenReport("\n".join(console), verdict, sweep)
 
 

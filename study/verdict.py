@@ -25,6 +25,7 @@ from study.intervals import (MAX_SEEDS, Estimate, VarianceComponents, holm_disti
 
 TARGETS, AVERAGE = "targets", "average"
 EFFECT_OF_INTEREST = 0.02  # the gain the verdict says how many seeds would detect (2 pp)
+ACCURACY, DIFFERENCE = (0.0, 1.0), (-1.0, 1.0)  # where a true accuracy, and a difference of two, lie
 
 
 @dataclass
@@ -74,16 +75,20 @@ class Comparison:
     @property
     def detectable(self) -> float | None:
         """The target average's minimum detectable effect (80% power, two-sided 5%) with these seeds and test
-        rows; None with one seed, whose variation is unknown."""
+        rows; None with one seed, whose variation is unknown, or where every paired run agreed on every row
+        (no variation to size the study by)."""
         components = self.components[TARGETS]
-        return components.detectable() if components.seeds > 1 else None
+        return components.detectable() if components.seeds > 1 and components.variance() > 0 else None
 
     def power_note(self, effect: float = EFFECT_OF_INTEREST) -> str:
         """What the study could have detected, e.g. `with 3 seeds this study detects gains >= 6.2 pp; ~14 seeds
         would detect 2 pp`."""
         components = self.components[TARGETS]
-        if self.detectable is None:
+        if components.seeds < 2:
             return "one seed: the interval leaves out the seeds' variation, and what the study could detect is unknown"
+        if self.detectable is None:
+            return ("the two agreed on every test row in every seed: no variation to say what the study could "
+                    "detect")
         note = f"with {components.seeds} seeds this study detects gains >= {100 * self.detectable:.1f} pp"
         if self.detectable <= effect:
             return note
@@ -168,7 +173,8 @@ def summarise(configuration: Configuration, languages: Sequence[str]) -> Summary
     per_seed = np.array([s.mean(axis=1) for s in scores])  # [languages, seeds]
     per_seed = np.vstack([per_seed, per_seed.mean(axis=0), per_seed[1:].mean(axis=0)])
     labels = [*languages, AVERAGE, TARGETS]
-    return Summary(configuration, {label: c.interval() for label, c in _labelled(scores, languages).items()},
+    intervals = {label: c.interval(bounds=ACCURACY) for label, c in _labelled(scores, languages).items()}
+    return Summary(configuration, intervals,
                    {label: seed_std(per_seed[i]) for i, label in enumerate(labels)})
 
 
@@ -183,8 +189,8 @@ def compare(name: str, configuration: Configuration, vanilla: Configuration,
     differences = [pick(configuration, lang) - pick(vanilla, lang) for lang in languages]
     components = _labelled(differences, languages)
     holm = holm_distinguishable([components[lang].p_value() for lang in languages])
-    return Comparison(name, configuration, {label: c.interval() for label, c in components.items()}, components,
-                      seeds, dict(zip(languages, holm)))
+    return Comparison(name, configuration, {label: c.interval(bounds=DIFFERENCE) for label, c in components.items()},
+                      components, seeds, dict(zip(languages, holm)))
 
 
 def build_verdict(rows: Sequence[TrialRow], languages: Sequence[str], best_trial: int | None) -> Verdict:
@@ -227,8 +233,9 @@ def _add_gaps(verdict: Verdict, vanilla: Configuration) -> None:
     """English minus each target, for vanilla and the headline configuration, paired by seed and test row."""
     source = verdict.languages[0]
     for lang in verdict.targets:
-        verdict.gaps.append(Gap(lang, *(variance_components([c.correct[source], c.correct[lang]], (1, -1)).interval()
-                                        for c in (vanilla, verdict.headline.configuration))))
+        gaps = [variance_components([c.correct[source], c.correct[lang]], (1, -1)).interval(bounds=DIFFERENCE)
+                for c in (vanilla, verdict.headline.configuration)]
+        verdict.gaps.append(Gap(lang, *gaps))
 
 
 def _add_distances(verdict: Verdict) -> None:

@@ -1,8 +1,11 @@
-"""The verdict as the report and the console show it: tables, the verdict line, and its two plots."""
+"""The verdict as the report and the console show it: tables (gains marked by Holm's correction, accuracies, the
+transfer gap), what the study could detect and the trade of seeds against it, the verdict line, and its two plots."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: studies run on headless machines
@@ -50,12 +53,16 @@ def markdown_power(verdict: Verdict) -> list[str]:
         plan = f"{effect:.0f} pp is out of reach of more seeds: it needs more test rows."
     else:
         plan = f"More than {MAX_SEEDS} seeds would be needed for {effect:.0f} pp."
+    if components.row > 0:
+        rows = (f"More seeds shrink only the seed term ({1e4 * components.seed:.2f} pp² per seed); the row term "
+                f"({1e4 * components.row:.2f} pp²) stays, so on these {components.rows} test rows no number of "
+                f"seeds detects less than {floor:.1f} pp.")
+    else:
+        rows = (f"The row term is 0 here, so more seeds shrink the whole variance (the seed term: "
+                f"{1e4 * components.seed:.2f} pp² per seed).")
     lines = [f"**What this study could detect** (target average, {100 * POWER:.0f}% power, two-sided "
              f"{100 * (1 - CONFIDENCE):.0f}%, from the variances it estimated): gains of "
-             f"{100 * headline.detectable:.1f} pp or more with its {components.seeds} seeds. More seeds shrink only "
-             f"the seed term ({1e4 * components.seed:.2f} pp² per seed); the row term ({1e4 * components.row:.2f} "
-             f"pp²) stays, so on these {components.rows} test rows no number of seeds detects less than "
-             f"{floor:.1f} pp. {plan}", "",
+             f"{100 * headline.detectable:.1f} pp or more with its {components.seeds} seeds. {rows} {plan}", "",
              "| seeds | detects gains >= (pp) | confirmation runs |", "|---:|---:|---:|"]
     for seeds in sorted({*SEED_TRADE, components.seeds, *([needed] if needed else [])}):
         mark = " (this study)" if seeds == components.seeds else ""
@@ -112,10 +119,11 @@ def markdown_verdict(verdict: Verdict) -> list[str]:
     return lines
 
 
-def console_verdict(verdict: Verdict) -> str:
-    """What `study/run.py` prints last: the per-language gains with intervals, then the verdict line."""
+def console_verdict(verdict: Verdict, before: Sequence[str] = ()) -> str:
+    """What `study/run.py` prints last: the per-language gains with intervals, then `before` (a shot-count
+    sweep's other verdicts) and the verdict line."""
     if verdict.headline is None:
-        return f"Verdict: {verdict.line}"
+        return "\n".join([*before, f"Verdict: {verdict.line}"])
     labels = [*verdict.languages, AVERAGE, TARGETS]
     names = [s.configuration.label for s in verdict.summaries] + [f"{c.name} - vanilla" for c in verdict.comparisons]
     width = max(map(len, names)) + 2
@@ -130,7 +138,7 @@ def console_verdict(verdict: Verdict) -> str:
     rho = verdict.rank_correlation
     if rho is not None:
         lines.append(f"gain vs distance from English (Spearman, descriptive): {rho:+.2f}")
-    lines += ["", *([f"({verdict.note})"] if verdict.note else []), f"Verdict: {verdict.line}"]
+    lines += ["", *([f"({verdict.note})"] if verdict.note else []), *before, f"Verdict: {verdict.line}"]
     return "\n".join(lines)
 
 

@@ -103,6 +103,8 @@ def test_p_value_agrees_with_the_interval():
     at_the_edge = VarianceComponents(mean=interval.high - interval.mean, seeds=3, seed=0.0009, row=0.0001, rows=450)
     assert at_the_edge.p_value() == pytest.approx(0.05, abs=1e-6)
     assert VarianceComponents(0.0, 3, 0.0, 0.0, 450).p_value() == 1.0
+    few = VarianceComponents(mean=0.05, seeds=2, seed=0.01, row=0.0, rows=12)  # t with 1 df: far below 0
+    assert few.interval().low < 0 == few.interval(bounds=(0.0, 1.0)).low  # an accuracy is cut to [0, 1]
     assert VarianceComponents(0.1, 3, 0.0, 0.0, 450).p_value() == 0.0
 
 

@@ -227,8 +227,7 @@ def test_confirmation_reruns_the_best_vanilla_and_the_paper_default_with_paired_
     report = (study_dir / "report.md").read_text()
     lines = done.stdout.rstrip().splitlines()
     verdict = lines[-1][len("Verdict: "):]  # the base config's K, 4, is the headline; K = 8 is said just before
-    assert verdict.startswith("4 shots per class: ") and any(line.startswith("Verdict at 8 shots per class: ")
-                                                              for line in lines)
+    assert verdict.startswith("4 shots per class: ") and lines[-2].startswith("Verdict at 8 shots per class: ")
     assert f"**{verdict}**" in report and "2 paired seeds" in verdict and "### Transfer gap" in report
     assert "this study detects gains >= " in verdict and "**What this study could detect**" in report
     assert "### Shot-count sweep" in report and "](shot_sweep.png)" in report

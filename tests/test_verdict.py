@@ -67,6 +67,7 @@ def test_a_clearly_better_configuration_is_called_better_with_its_gap_closed():
     assert verdict.rank_correlation == pytest.approx(1.0)  # the gain grows with distance: de < zh < sw
     paper = next(c for c in verdict.comparisons if c.configuration.reference == PAPER_DEFAULT)
     assert paper.gain[TARGETS] == Estimate(0.0, 0.0, 0.0) and paper.conclusion() == "not distinguishable from vanilla"
+    assert paper.detectable is None and "agreed on every test row in every seed" in paper.power_note()
     report = "\n".join(markdown_verdict(verdict))
     assert f"| {100 * headline.gain['de'].mean:+.1f} [" in report and f"] {HOLM_MARK} |" in report
     assert "after Holm's correction over the row's 4 per-language gains" in report
