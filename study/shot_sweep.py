@@ -67,8 +67,10 @@ def plot_sweep(path: Path, sweep: ShotSweep, source: str) -> None:
     shots = list(sweep.verdicts)
     for axes, label, title in ((panels[0], source, "English (the source language)"),
                                (panels[1], TARGETS, "target languages' average")):
-        for name, points in _curves(sweep, label).items():
-            xs, estimates = [k for k, _ in points], [e for _, e in points]
+        curves = _curves(sweep, label)
+        for index, (name, points) in enumerate(curves.items()):
+            shift = 1 + 0.04 * (index - (len(curves) - 1) / 2)  # side by side on the log axis, not on top
+            xs, estimates = [k * shift for k, _ in points], [e for _, e in points]
             errors = [[100 * (e.mean - e.low) for e in estimates], [100 * (e.high - e.mean) for e in estimates]]
             axes.errorbar(xs, [100 * e.mean for e in estimates], yerr=errors, capsize=3, marker="o", label=name)
         axes.axhline(100 * CHANCE, color="grey", linestyle="--", linewidth=1, label="chance (33.3%)")
