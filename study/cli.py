@@ -31,6 +31,7 @@ USAGE = """Run a hyperparameter study of MPT: Ray Tune trials, an Optuna search,
     python study/run.py --space alignment --resume   # continue the interrupted study of that name
     python study/run.py --space full --name full-40 --num-samples 40 --set num_layers=12 --set epochs=8
     python study/run.py --space alignment --confirm-top 3 --confirm-seeds 5   # a wider confirmation
+    python study/run.py --space alignment --confirm-shots 4,16,64   # the confirmation at 3 shot counts
     python study/run.py --space alignment --no-confirm   # the search alone: no test accuracy, no verdict
     python study/run.py --space full --address auto --storage-path s3://bucket/mpt \\
         --mlflow-tracking-uri http://mlflow.internal:5000 --gpus-per-trial 0.25
@@ -105,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                               f"intervals (default: {default('confirm_top')})")
     confirm.add_argument("--confirm-seeds", type=int, metavar="S",
                          help=f"paired seeds per confirmed configuration (default: {default('confirm_seeds')})")
+    confirm.add_argument("--confirm-shots", metavar="K,K,...",
+                         help="a shot-count sweep: run the confirmation at each K (English training examples per "
+                              "class, e.g. 4,16,64) with the same paired seeds (their samples are nested across K), "
+                              "with a verdict per K and accuracy plotted against K (default: the base config's "
+                              "shots_per_class only)")
     confirm.add_argument("--no-confirm", action="store_true",
                          help="skip the confirmation: the study ends after the search, with dev accuracies and no "
                               "test accuracy or verdict (default: off)")
@@ -205,7 +211,8 @@ def settings_given(args: argparse.Namespace) -> frozenset[str]:
              "optuna_storage": args.optuna_storage is not None,
              "base_config": bool(args.set or args.config or args.smoke or args.seed is not None),
              "confirm_top": args.confirm_top is not None or args.no_confirm,
-             "confirm_seeds": args.confirm_seeds is not None, "test_in_search": args.test_in_search}
+             "confirm_seeds": args.confirm_seeds is not None, "test_in_search": args.test_in_search,
+             "confirm_shots": args.confirm_shots is not None}
     return frozenset(field for field, flagged in given.items() if flagged)
 
 
@@ -246,7 +253,21 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
         mlflow_tracking_uri=args.mlflow_tracking_uri or default_tracking_uri(results_root(args)),
         optuna_storage=absolute_storage(args.optuna_storage) if args.optuna_storage else "",
         base_config=base_config_from_args(args, seed), confirm_top=confirm_top, confirm_seeds=confirm_seeds,
-        test_in_search=args.test_in_search)
+        test_in_search=args.test_in_search, confirm_shots=shot_counts(args.confirm_shots))
+
+
+def shot_counts(text: str | None) -> list[int]:
+    """`--confirm-shots 4,16,64` as sorted distinct shot counts ([] without the flag)."""
+    if text is None:
+        return []
+    try:
+        shots = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        shots = []
+    if not shots or shots[0] < 1:
+        raise StudyError(f"--confirm-shots {text!r} is not a list of shot counts: give positive integers separated "
+                         f"by commas, e.g. --confirm-shots 4,16,64 (English training examples per class)")
+    return shots
 
 
 def check_resources(args: argparse.Namespace) -> None:
@@ -260,8 +281,8 @@ def check_resources(args: argparse.Namespace) -> None:
         raise StudyError(f"--max-concurrent {args.max_concurrent} must be >= 1 (or leave it out)")
     if args.confirm_top is not None and args.confirm_top < 0:
         raise StudyError(f"--confirm-top {args.confirm_top} must be >= 0 (0 skips the confirmation, as --no-confirm)")
-    if args.no_confirm and (args.confirm_top or args.confirm_seeds is not None):
-        raise StudyError("--no-confirm contradicts --confirm-top/--confirm-seeds: drop one of them")
+    if args.no_confirm and (args.confirm_top or args.confirm_seeds is not None or args.confirm_shots is not None):
+        raise StudyError("--no-confirm contradicts --confirm-top/--confirm-seeds/--confirm-shots: drop one of them")
     if args.confirm_seeds is not None and args.confirm_seeds < 2:
         raise StudyError(f"--confirm-seeds {args.confirm_seeds} must be >= 2: an interval over seeds needs at least "
                          f"two (3 is the default)")

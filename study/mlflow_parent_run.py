@@ -165,18 +165,19 @@ class StudyRun:
                 metrics.append(Metric(f"vanilla_dev_acc_{lang}", vanilla.dev_accuracy[lang], now, 0))
         self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
 
-    def log_verdict(self, verdict) -> None:
+    def log_verdict(self, verdict, steps=()) -> None:
         """The verdict on the study's run: the tag `verdict` (its line), the gains with their interval ends
-        (`gain_avg_target`, `gain_avg_target_low`, `gain_avg_target_high`, per language alike) and each confirmed
-        configuration's accuracy."""
+        (`gain_avg_target`, `gain_avg_target_low`, `gain_avg_target_high`, per language alike), what the study
+        could detect (`mde_avg_target`, `seeds_for_2pp`) and each confirmed configuration's accuracy; `steps`,
+        (name, value, step) triples, are logged at their steps (a shot-count sweep's, step = K)."""
         from study.verdict_report import metrics as verdict_metrics
 
         now = int(time.time() * 1000)
         self.client.set_tag(self.run_id, "verdict", verdict.line[:MAX_TAG_CHARS])
-        values = verdict_metrics(verdict)
-        if values:
-            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()],
-                                  synchronous=True)
+        metrics = [Metric(k, v, now, 0) for k, v in verdict_metrics(verdict).items()]
+        metrics += [Metric(k, v, now, step) for k, v, step in steps]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
 
     def log_report(self, study_dir: Path) -> None:
         """The report, its plots and the study's JSON files, under the parent run's artifacts `report/`."""

@@ -8,7 +8,8 @@ stored results.
 It reads results/NAME/study.json (settings), trials.json (every search trial) and, unless the study ran with
 `--no-confirm`, confirm.json (the confirmation runs); `python study/run.py` writes them and calls this at the end
 of a study. The report opens with the verdict (study.verdict: MPT vs vanilla over paired seeds, with intervals,
-the transfer gap and the gain against distance from English), then the search: its best trial against the
+what the study could detect, the transfer gap and the gain against distance from English; with --confirm-shots a
+verdict per K and the learning curve, study.shot_sweep), then the search: its best trial against the
 reference points on dev (one seed), every trial, the objective against every searched hyperparameter and, with
 enough trials, Optuna's parameter importances.
 """
@@ -44,6 +45,8 @@ from search_spaces import PAPER_DEFAULT, VANILLA, get_space  # noqa: E402
 from study.optuna_storage import SearchedParameters, optuna_storage_url, searched_parameters  # noqa: E402
 from study.results import (COMPLETE, TrialRow, best_row, completed, load_rows, reference_row)  # noqa: E402
 from study.intervals import Estimate, binomial_interval  # noqa: E402
+from study.shot_sweep import (ShotSweep, build_sweep, console_sweep, markdown_sweep, sweep_metrics,  # noqa: E402
+                              sweep_plots)
 from study.verdict import Verdict, build_verdict  # noqa: E402
 from study.verdict_report import console_verdict, markdown_verdict, plot_estimates, verdict_plots  # noqa: E402
 from study.environment import command  # noqa: E402
@@ -163,7 +166,13 @@ def plot_importances(path: Path, importances: dict[str, float]) -> None:
 @dataclass
 class WrittenReport:
     summary: str  # what the console shows: it ends with the verdict line
-    verdict: Verdict | None  # None without a confirmation
+    verdict: Verdict | None  # None without a confirmation; the headline K's in a shot-count sweep
+    sweep: ShotSweep | None = None  # a shot-count sweep's verdicts (--confirm-shots)
+
+    @property
+    def metric_steps(self) -> list[tuple[str, float, int]]:
+        """(name, value, step) of the metrics logged against a step (a sweep's, step = K)."""
+        return sweep_metrics(self.sweep) if self.sweep is not None else []
 
 
 def write_report(paths: StudyPaths) -> WrittenReport:
@@ -178,10 +187,19 @@ def write_report(paths: StudyPaths) -> WrittenReport:
     best = best_row(rows)
     study_dir = paths.study_dir
     study_dir.mkdir(parents=True, exist_ok=True)
-    verdict = (build_verdict(load_rows(paths.confirm_file), languages, best.trial_number if best else None)
-               if paths.confirm_file.is_file() else None)
+    verdict, sweep = None, None
+    if paths.confirm_file.is_file():
+        confirm_rows, best_number = load_rows(paths.confirm_file), best.trial_number if best else None
+        if settings.confirm_shots:
+            sweep = build_sweep(confirm_rows, languages, best_number, settings.confirm_shots,
+                                settings.base_config.shots_per_class)
+            verdict = sweep.headline
+        else:
+            verdict = build_verdict(confirm_rows, languages, best_number)
 
     plots = verdict_plots(study_dir, verdict) if verdict else []
+    if sweep is not None:
+        plots += sweep_plots(study_dir, sweep)
     split = "test" if settings.test_in_search else "dev"
     comparisons = compare_search_trials(best, reference_row(rows, VANILLA), reference_row(rows, PAPER_DEFAULT),
                                         languages, split)
@@ -204,7 +222,7 @@ def write_report(paths: StudyPaths) -> WrittenReport:
         plot_importances(study_dir / "importances.png", importances)
         plots.append(("Optuna parameter importances (PED-ANOVA)", "importances.png"))
 
-    lines = [f"# Study `{paths.name}`", "", *_verdict_section(verdict),
+    lines = [f"# Study `{paths.name}`", "", *_verdict_section(verdict), *(markdown_sweep(sweep) if sweep else []),
              *_settings_lines(paths, settings, rows, searched),
              *_search_section(rows, best, comparisons, split, searched), "## Plots", ""]
     for title, name in plots:
@@ -222,8 +240,8 @@ def write_report(paths: StudyPaths) -> WrittenReport:
         console.append("Verdict: none: the study ran without the confirmation (--no-confirm), so no test accuracy "
                        "was measured")
     else:
-        console.append(console_verdict(verdict))
-    return WrittenReport("\n".join(console), verdict)
+        console.append(console_verdict(verdict, console_sweep(sweep) if sweep else ()))
+    return WrittenReport("\n".join(console), verdict, sweep)
 
 
 def _verdict_section(verdict: Verdict | None) -> list[str]:
@@ -247,7 +265,9 @@ def _settings_lines(paths: StudyPaths, settings, rows: Sequence[TrialRow],
             f"- trials: {len(rows)} of {settings.num_samples} planned ("
             + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()) + ")",
             f"- confirmation: the {settings.confirm_top} best, vanilla and the paper default x "
-            f"{settings.confirm_seeds} paired seeds" if settings.confirm_top else "- confirmation: none",
+            f"{settings.confirm_seeds} paired seeds"
+            + (f" x {', '.join(map(str, settings.confirm_shots))} shots per class" if settings.confirm_shots else "")
+            if settings.confirm_top else "- confirmation: none",
             f"- base config: backbone `{config.backbone}` (num_layers {config.num_layers}), data `{config.data}`, "
             f"{config.shots_per_class} shots per class, {config.epochs} epochs, "
             f"max_eval_examples {config.max_eval_examples}",

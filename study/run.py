@@ -106,7 +106,7 @@ def run_study(request: StudyRequest) -> int:
 
     report = write_report(paths)
     if report.verdict is not None:
-        record.log_verdict(report.verdict)
+        record.log_verdict(report.verdict, report.metric_steps)
     record.log_report(paths.study_dir)
     return finish(record, settings, paths, report.summary, started, succeeded=best is not None)
 

@@ -57,11 +57,12 @@ class StudySettings:
     confirm_top: int = 1  # the confirmation retrains the K best (0: no confirmation) ...
     confirm_seeds: int = 3  # ... with vanilla and the paper default, with S paired seeds
     test_in_search: bool = False  # search trials evaluate test too (by default only the confirmation does)
+    confirm_shots: list[int] = field(default_factory=list)  # a shot-count sweep's K per class ([]: the base's K)
 
     # the flags that define the study: a resume must not change them
     DEFINING = ("space", "objective", "num_samples", "scheduler", "seed", "smoke", "storage_path",
                 "mlflow_tracking_uri", "optuna_storage", "base_config", "confirm_top", "confirm_seeds",
-                "test_in_search")
+                "test_in_search", "confirm_shots")
 
     def trial_base_config(self, num_threads: int | None = None, ranked: bool = True) -> MPTConfig:
         """What every trial starts from: the base config, evaluating the dev languages the objective ranks

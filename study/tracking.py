@@ -51,10 +51,12 @@ def run_name(space: str, trial_number: int, params: dict[str, Any], reference: s
     prefix = f"{space}-{trial_number:03d}" if phase == "search" else f"{space}-confirm-{trial_number:03d}"
     if phase == "confirm" and "seed" in params:
         prefix += f"-seed{params['seed']}"
+    if phase == "confirm" and "shots_per_class" in params:  # a shot-count sweep's run (study.tuner)
+        prefix += f"-k{params['shots_per_class']}"
     if reference:
         return f"{prefix} {reference}"
     shown = [f"{_abbreviated(k)}={_format(v)}" for k, v in params.items()
-             if k not in (*META_KEYS, "seed")][:SHOWN_PARAMS]
+             if k not in (*META_KEYS, "seed", "shots_per_class" if phase == "confirm" else "")][:SHOWN_PARAMS]
     return " ".join([prefix, *shown])
 
 

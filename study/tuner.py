@@ -76,11 +76,18 @@ def available_cpus() -> int:
 def load_study_data(settings: StudySettings):
     """Load the data once on the driver; Ray shares it with every trial through its object store."""
     from mpt.api import few_shot, load_run_data
+    from mpt.data import DataError
 
     config = settings.trial_base_config()
     # the parallel corpus whatever the base config's weight: the paper-like reference point aligns
     data = load_run_data(config, parallel=True)
     few_shot(data.train_pool, config.shots_per_class, config.seed)  # fail now, not in every trial
+    if settings.confirm_shots:
+        try:
+            few_shot(data.train_pool, max(settings.confirm_shots), config.seed)
+        except DataError as err:
+            raise StudyError(f"--confirm-shots {max(settings.confirm_shots)} is more than the training data has: "
+                             f"{err}") from None
     return data
 
 
@@ -196,12 +203,20 @@ def confirmation_seeds(settings: StudySettings) -> list[int]:
     return [settings.seed + 1 + i for i in range(settings.confirm_seeds)]
 
 
-def expected_cost(settings: StudySettings, row: TrialRow) -> float:
+def confirmation_shots(settings: StudySettings) -> list[int | None]:
+    """The shot counts the confirmation runs at: a sweep's (`--confirm-shots`), else None (the base config's)."""
+    return list(settings.confirm_shots) or [None]
+
+
+def expected_cost(settings: StudySettings, row: TrialRow, shots: int | None = None) -> float:
     """A run's relative cost: tokens per sequence (prompt and text), times the alignment task's extra forward
     and backward passes on the parallel pairs when it is on."""
     config = trial_config(settings.base_config, row.params)
+    if shots:
+        config = config.replace(shots_per_class=shots)
     aligned = config.alignment_weight > 0
-    return (config.prompt_length + 60) * (1 + (config.alignment_batch_size / config.batch_size if aligned else 0))
+    return (config.prompt_length + 60) * (1 + (config.alignment_batch_size / config.batch_size if aligned else 0)) \
+        * config.shots_per_class
 
 
 def run_confirmation(settings: StudySettings, paths: StudyPaths, resources: Resources, rows: list[TrialRow],
@@ -210,16 +225,20 @@ def run_confirmation(settings: StudySettings, paths: StudyPaths, resources: Reso
     from study.search import FixedConfigs
 
     candidates = confirmation_candidates(rows, settings.confirm_top)
-    seeds = confirmation_seeds(settings)
-    # the longest runs first (alignment on, longer prompts), so the phase does not end on one long run while
-    # the other CPUs idle; the order changes nothing else (each run's seed fixes it)
-    ordered = sorted(candidates, key=lambda row: expected_cost(settings, row), reverse=True)
+    seeds, shots = confirmation_seeds(settings), confirmation_shots(settings)
+    # the longest runs first (alignment on, longer prompts, more shots), so the phase does not end on one long run
+    # while the other CPUs idle; the order changes nothing else (each run's seed fixes it)
+    ordered = sorted(((row, k) for row in candidates for k in shots), key=lambda pair: expected_cost(settings, *pair),
+                     reverse=True)
     points = [{**row.params, "seed": seed, "trial_number": row.trial_number,
-               **({"reference": row.reference} if row.reference else {})}
-              for row in ordered for seed in seeds]
+               **({"reference": row.reference} if row.reference else {}), **({"shots_per_class": k} if k else {})}
+              for row, k in ordered for seed in seeds]
     suffix = f"{CONFIRM_SUFFIX}-top{settings.confirm_top}x{settings.confirm_seeds}"
+    if settings.confirm_shots:
+        suffix += "-shots" + "-".join(map(str, settings.confirm_shots))
     names = ", ".join(f"#{row.trial_number}" + (f" {row.reference}" if row.reference else "") for row in candidates)
-    print(f"\nconfirming {len(candidates)} configurations ({names}) x {len(seeds)} paired seeds {seeds}: "
+    sweep = f" x {len(shots)} shot counts {shots}" if settings.confirm_shots else ""
+    print(f"\nconfirming {len(candidates)} configurations ({names}) x {len(seeds)} paired seeds {seeds}{sweep}: "
           f"{len(points)} runs, the only ones that evaluate test")
     grid, finished = run_tuner(settings, paths, resources, trainable, tracker_for("confirm"), resume, suffix=suffix,
                                search_alg=FixedConfigs(points),

@@ -5,7 +5,9 @@ the same S paired seeds and scored per test row. For each configuration and lang
 over seeds, its seed standard deviation and a 95% interval; for MPT (the search's best) and the paper-like
 default against vanilla: the paired difference per language and on the target average; the transfer gap
 (English minus each language) and the share of it MPT closes; MPT's gain against each language's
-typological distance from English. The intervals are `study.intervals`'s two-level paired bootstrap.
+typological distance from English (a descriptive rank correlation); what the study could have detected (its
+minimum detectable effect, and the seeds that would detect 2 pp); which per-language gains survive Holm's
+correction. The intervals are `study.intervals`'s variance-components intervals over seeds and test rows.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import numpy as np
 from search_spaces import PAPER_DEFAULT, VANILLA
 from study.language_distance import FEATURE_SET, distance_from
 from study.results import COMPLETE, TrialRow
-from study.intervals import Estimate, bootstrap_means, percentile_interval, rank_correlation, seed_std
+from study.intervals import (MAX_SEEDS, Estimate, VarianceComponents, holm_distinguishable, rank_correlation, seed_std,
+                             variance_components)
 
 TARGETS, AVERAGE = "targets", "average"
+EFFECT_OF_INTEREST = 0.02  # the gain the verdict says how many seeds would detect (2 pp)
+ACCURACY, DIFFERENCE = (0.0, 1.0), (-1.0, 1.0)  # where a true accuracy, and a difference of two, lie
 
 
 @dataclass
@@ -46,7 +51,6 @@ class Summary:
     configuration: Configuration
     accuracy: dict[str, Estimate]
     std: dict[str, float]
-    draws: np.ndarray  # [resamples, languages]: the bootstrap draws of each language's accuracy
 
 
 @dataclass
@@ -56,8 +60,9 @@ class Comparison:
     name: str  # e.g. "MPT (trial 5)"
     configuration: Configuration
     gain: dict[str, Estimate]
-    draws: np.ndarray  # [resamples, languages]: the bootstrap draws of each language's gain
+    components: dict[str, VarianceComponents]  # what each gain's interval and detectable effect come from
     seeds: list[int]
+    holm: dict[str, bool] = field(default_factory=dict)  # language -> distinguishable after Holm (per-language gains)
 
     def conclusion(self, label: str = TARGETS) -> str:
         gain = self.gain[label]
@@ -66,6 +71,35 @@ class Comparison:
         if gain.high < 0:
             return "worse than vanilla"
         return "not distinguishable from vanilla"
+
+    @property
+    def detectable(self) -> float | None:
+        """The target average's minimum detectable effect (80% power, two-sided 5%) with these seeds and test
+        rows; None with one seed, whose variation is unknown, or where every paired run agreed on every row
+        (no variation to size the study by)."""
+        components = self.components[TARGETS]
+        return components.detectable() if components.seeds > 1 and components.variance() > 0 else None
+
+    def power_note(self, effect: float = EFFECT_OF_INTEREST) -> str:
+        """What the study could have detected, e.g. `with 3 seeds this study detects gains >= 6.2 pp; ~14 seeds
+        would detect 2 pp`."""
+        components = self.components[TARGETS]
+        if components.seeds < 2:
+            return "one seed: the interval leaves out the seeds' variation, and what the study could detect is unknown"
+        if self.detectable is None:
+            return ("the two agreed on every test row in every seed: no variation to say what the study could "
+                    "detect")
+        note = f"with {components.seeds} seeds this study detects gains >= {100 * self.detectable:.1f} pp"
+        if self.detectable <= effect:
+            return note
+        needed = components.seeds_to_detect(effect)
+        if needed is not None:
+            return f"{note}; ~{needed} seeds would detect {100 * effect:.0f} pp"
+        floor = components.detectable_with_unlimited_seeds()
+        if floor >= effect:
+            return (f"{note}; no number of seeds would detect {100 * effect:.0f} pp on these {components.rows} test "
+                    f"rows: their variation alone allows >= {100 * floor:.1f} pp")
+        return f"{note}; more than {MAX_SEEDS} seeds would be needed for {100 * effect:.0f} pp"
 
 
 @dataclass
@@ -90,8 +124,9 @@ class Verdict:
     comparisons: list[Comparison]
     gaps: list[Gap] = field(default_factory=list)
     distances: dict[str, float] = field(default_factory=dict)  # target language -> distance from English
-    rank_correlation: Estimate | None = None  # Spearman: headline gain vs distance
+    rank_correlation: float | None = None  # Spearman: headline gain vs distance (descriptive)
     note: str = ""  # why the headline is what it is (e.g. the best trial was vanilla itself)
+    shots: int | None = None  # shots per class, in a shot-count sweep (study.shot_sweep)
 
     @property
     def targets(self) -> list[str]:
@@ -100,13 +135,15 @@ class Verdict:
     @property
     def line(self) -> str:
         """The study's answer in one line, e.g. `MPT (trial 5) vs vanilla on the 2 target languages: +1.3 pp
-        [-0.8, +3.4], 3 paired seeds: not distinguishable from vanilla`."""
+        [-0.8, +3.4], 3 paired seeds: not distinguishable from vanilla (with 3 seeds this study detects gains >=
+        6.2 pp; ~14 seeds would detect 2 pp)`, opening with `8 shots per class: ` in a shot-count sweep."""
+        shots = "" if self.shots is None else f"{self.shots} shots per class: "
         if self.headline is None:
-            return f"no verdict: {self.note}"
+            return f"{shots}no verdict: {self.note}"
         gain = self.headline.gain[TARGETS]
-        return (f"{self.headline.name} vs vanilla on the {len(self.targets)} target languages: "
+        return (f"{shots}{self.headline.name} vs vanilla on the {len(self.targets)} target languages: "
                 f"{100 * gain.mean:+.1f} pp [{100 * gain.low:+.1f}, {100 * gain.high:+.1f}], "
-                f"{len(self.headline.seeds)} paired seeds: {self.headline.conclusion()}")
+                f"{len(self.headline.seeds)} paired seeds: {self.headline.conclusion()} ({self.headline.power_note()})")
 
 
 def configurations(rows: Sequence[TrialRow], languages: Sequence[str]) -> list[Configuration]:
@@ -122,35 +159,38 @@ def configurations(rows: Sequence[TrialRow], languages: Sequence[str]) -> list[C
     return found
 
 
-def _with_averages(per_language: np.ndarray, points: np.ndarray, targets: slice) -> tuple[np.ndarray, np.ndarray]:
-    """Draws and points of each language extended with the average over all languages and over the targets."""
-    draws = np.column_stack([per_language, per_language.mean(axis=1), per_language[:, targets].mean(axis=1)])
-    return draws, np.concatenate([points, [points.mean(), points[targets].mean()]])
+def _labelled(arrays: list[np.ndarray], languages: Sequence[str]) -> dict[str, VarianceComponents]:
+    """Each language's mean of its [seeds, rows] array, the average over all languages and over the targets
+    (the source language first), each with its variance components."""
+    found = {lang: variance_components([array]) for lang, array in zip(languages, arrays)}
+    found[AVERAGE] = variance_components(arrays)
+    found[TARGETS] = variance_components(arrays[1:])
+    return found
 
 
 def summarise(configuration: Configuration, languages: Sequence[str]) -> Summary:
     scores = [configuration.correct[lang] for lang in languages]
-    draws, points = _with_averages(bootstrap_means(scores), np.array([s.mean() for s in scores]), slice(1, None))
     per_seed = np.array([s.mean(axis=1) for s in scores])  # [languages, seeds]
     per_seed = np.vstack([per_seed, per_seed.mean(axis=0), per_seed[1:].mean(axis=0)])
     labels = [*languages, AVERAGE, TARGETS]
-    return Summary(configuration, {label: percentile_interval(draws[:, i], points[i]) for i, label in enumerate(labels)},
-                   {label: seed_std(per_seed[i]) for i, label in enumerate(labels)}, draws)
+    intervals = {label: c.interval(bounds=ACCURACY) for label, c in _labelled(scores, languages).items()}
+    return Summary(configuration, intervals,
+                   {label: seed_std(per_seed[i]) for i, label in enumerate(labels)})
 
 
 def compare(name: str, configuration: Configuration, vanilla: Configuration,
             languages: Sequence[str]) -> Comparison | None:
-    """`configuration` minus `vanilla` on the seeds both completed (None without one in common)."""
+    """`configuration` minus `vanilla` on the seeds both completed (None without one in common), paired by seed
+    and test row; Holm's correction over the per-language gains."""
     seeds = [s for s in configuration.seeds if s in vanilla.seeds]
     if not seeds:
         return None
     pick = lambda c, lang: c.correct[lang][[c.seeds.index(s) for s in seeds]]  # noqa: E731
     differences = [pick(configuration, lang) - pick(vanilla, lang) for lang in languages]
-    draws, points = _with_averages(bootstrap_means(differences), np.array([d.mean() for d in differences]),
-                                   slice(1, None))
-    labels = [*languages, AVERAGE, TARGETS]
-    return Comparison(name, configuration, {label: percentile_interval(draws[:, i], points[i])
-                                            for i, label in enumerate(labels)}, draws, seeds)
+    components = _labelled(differences, languages)
+    holm = holm_distinguishable([components[lang].p_value() for lang in languages])
+    return Comparison(name, configuration, {label: c.interval(bounds=DIFFERENCE) for label, c in components.items()},
+                      components, seeds, dict(zip(languages, holm)))
 
 
 def build_verdict(rows: Sequence[TrialRow], languages: Sequence[str], best_trial: int | None) -> Verdict:
@@ -181,22 +221,20 @@ def build_verdict(rows: Sequence[TrialRow], languages: Sequence[str], best_trial
     if verdict.headline is None:
         verdict.note = verdict.note or "no configuration besides vanilla completed its confirmation runs"
         return verdict
+    if best is None and best_trial is not None:  # the search's best has no complete confirmation: say so
+        verdict.note = (f"the search's best trial (#{best_trial}) has no complete confirmation run; the headline "
+                        f"is {verdict.headline.name}")
     _add_gaps(verdict, vanilla)
     _add_distances(verdict)
     return verdict
 
 
 def _add_gaps(verdict: Verdict, vanilla: Configuration) -> None:
-    """English minus each target, for vanilla and the headline configuration, from their accuracy draws."""
-    by_configuration = {id(s.configuration): s for s in verdict.summaries}
-    vanilla_summary = by_configuration[id(vanilla)]
-    mpt_summary = by_configuration[id(verdict.headline.configuration)]
-    for index, lang in enumerate(verdict.languages[1:], start=1):
-        gaps = []
-        for summary in (vanilla_summary, mpt_summary):
-            draws = summary.draws[:, 0] - summary.draws[:, index]
-            gaps.append(percentile_interval(draws, summary.accuracy[verdict.languages[0]].mean
-                                            - summary.accuracy[lang].mean))
+    """English minus each target, for vanilla and the headline configuration, paired by seed and test row."""
+    source = verdict.languages[0]
+    for lang in verdict.targets:
+        gaps = [variance_components([c.correct[source], c.correct[lang]], (1, -1)).interval(bounds=DIFFERENCE)
+                for c in (vanilla, verdict.headline.configuration)]
         verdict.gaps.append(Gap(lang, *gaps))
 
 
@@ -204,10 +242,8 @@ def _add_distances(verdict: Verdict) -> None:
     """Each target's distance from English, and the rank correlation of the headline gain with it."""
     verdict.distances = distance_from(verdict.languages[0], verdict.targets)
     known = [lang for lang in verdict.targets if lang in verdict.distances]
-    columns = [verdict.languages.index(lang) for lang in known]
-    gains = [verdict.headline.gain[lang].mean for lang in known]
     verdict.rank_correlation = rank_correlation([verdict.distances[lang] for lang in known],
-                                                verdict.headline.draws[:, columns], gains)
+                                                [verdict.headline.gain[lang].mean for lang in known])
 
 
 DISTANCE_NOTE = (f"distance: cosine distance of URIEL `{FEATURE_SET}` vectors from English (lang2vec; "

@@ -1,22 +1,73 @@
-"""The verdict as the report and the console show it: tables, the verdict line, and its two plots."""
+"""The verdict as the report and the console show it: tables (gains marked by Holm's correction, accuracies, the
+transfer gap), what the study could detect and the trade of seeds against it, the verdict line, and its two plots."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: studies run on headless machines
 import matplotlib.pyplot as plt  # noqa: E402
 
-from study.intervals import CONFIDENCE, Estimate  # noqa: E402
-from study.verdict import AVERAGE, DISTANCE_NOTE, TARGETS, Verdict  # noqa: E402
+from study.intervals import CONFIDENCE, MAX_SEEDS, POWER, Estimate  # noqa: E402
+from study.verdict import AVERAGE, DISTANCE_NOTE, EFFECT_OF_INTEREST, TARGETS, Comparison, Verdict  # noqa: E402
 
 CHANCE = 1 / 3  # three NLI labels
+HOLM_MARK = "†"
+SEED_TRADE = (2, 3, 5, 10, 20)  # the numbers of seeds whose detectable effect the report lists
 
 
 def _pp(estimate: Estimate, signed: bool = False) -> str:
     sign = "+" if signed else ""
     return f"{100 * estimate.mean:{sign}.1f} [{100 * estimate.low:{sign}.1f}, {100 * estimate.high:{sign}.1f}]"
+
+
+def _gain_cell(comparison: Comparison, label: str) -> str:
+    """A gain with its interval, marked where it stays distinguishable after Holm's correction."""
+    return _pp(comparison.gain[label], True) + (f" {HOLM_MARK}" if comparison.holm.get(label) else "")
+
+
+def holm_note(verdict: Verdict) -> str:
+    return (f"{HOLM_MARK}: distinguishable from 0 after Holm's correction over the row's {len(verdict.languages)} "
+            f"per-language gains (family-wise {100 * (1 - CONFIDENCE):.0f}%, statsmodels' multipletests); an "
+            "unmarked interval that excludes 0 may be one of several comparisons' chance findings. The target "
+            "average, the headline, is the one comparison fixed in advance and needs no correction.")
+
+
+def markdown_power(verdict: Verdict) -> list[str]:
+    """What the study could have detected on the target average, and the trade of seeds against it."""
+    headline = verdict.headline
+    components = headline.components[TARGETS]
+    if headline.detectable is None:
+        return [f"**What this study could detect**: unknown ({headline.power_note()}).", ""]
+    effect, floor = 100 * EFFECT_OF_INTEREST, 100 * components.detectable_with_unlimited_seeds()
+    needed = components.seeds_to_detect(EFFECT_OF_INTEREST)
+    configurations = len(verdict.summaries)
+    if headline.detectable <= EFFECT_OF_INTEREST:
+        plan = f"It can see {effect:.0f} pp."
+    elif needed is not None:
+        plan = f"About {needed} seeds ({configurations * needed} confirmation runs) would detect {effect:.0f} pp."
+    elif floor >= effect:
+        plan = f"{effect:.0f} pp is out of reach of more seeds: it needs more test rows."
+    else:
+        plan = f"More than {MAX_SEEDS} seeds would be needed for {effect:.0f} pp."
+    if components.row > 0:
+        rows = (f"More seeds shrink only the seed term ({1e4 * components.seed:.2f} pp² per seed); the row term "
+                f"({1e4 * components.row:.2f} pp²) stays, so on these {components.rows} test rows no number of "
+                f"seeds detects less than {floor:.1f} pp.")
+    else:
+        rows = (f"The row term is 0 here, so more seeds shrink the whole variance (the seed term: "
+                f"{1e4 * components.seed:.2f} pp² per seed).")
+    lines = [f"**What this study could detect** (target average, {100 * POWER:.0f}% power, two-sided "
+             f"{100 * (1 - CONFIDENCE):.0f}%, from the variances it estimated): gains of "
+             f"{100 * headline.detectable:.1f} pp or more with its {components.seeds} seeds. {rows} {plan}", "",
+             "| seeds | detects gains >= (pp) | confirmation runs |", "|---:|---:|---:|"]
+    for seeds in sorted({*SEED_TRADE, components.seeds, *([needed] if needed else [])}):
+        mark = " (this study)" if seeds == components.seeds else ""
+        lines.append(f"| {seeds}{mark} | {100 * components.detectable(seeds):.1f} | {configurations * seeds} |")
+    return [*lines, ""]
 
 
 def markdown_verdict(verdict: Verdict) -> list[str]:
@@ -32,14 +83,15 @@ def markdown_verdict(verdict: Verdict) -> list[str]:
     seeds = ", ".join(map(str, verdict.headline.seeds))
     lines += [f"Test accuracy differences in percentage points against vanilla prompt transfer (translator depth 0, "
               f"no alignment), paired by seed (seeds {seeds}: the same few-shot sample, batch order and "
-              f"initialisation of the prompt and head) and by test row, with {level} intervals from a two-level "
-              f"bootstrap over seeds and test rows (study/intervals.py says why). An interval that contains 0 "
-              f"means the study cannot tell the two apart.", "",
+              f"initialisation of the prompt and head) and by test row, with {level} intervals from the variance "
+              f"of seeds and test rows (a crossed random-effects model; docs/statistics.md and study/intervals.py "
+              f"say why). An interval that contains 0 means the study cannot tell the two apart.", "",
               "| vs vanilla | " + " | ".join(labels) + " | verdict |", "|---|" + "---:|" * len(labels) + "---|"]
     for c in verdict.comparisons:
-        lines.append(f"| {c.name} | " + " | ".join(_pp(c.gain[label], True) for label in labels)
+        lines.append(f"| {c.name} | " + " | ".join(_gain_cell(c, label) for label in labels)
                      + f" | {c.conclusion()} |")
-    lines += ["", f"Test accuracy (%) per configuration: mean over seeds [{level} interval], and the seed standard "
+    lines += ["", holm_note(verdict), "", *markdown_power(verdict)]
+    lines += [f"Test accuracy (%) per configuration: mean over seeds [{level} interval], and the seed standard "
                   "deviation.", "", "| configuration | seeds | " + " | ".join(labels) + " |",
               "|---|---|" + "---:|" * len(labels)]
     for s in verdict.summaries:
@@ -61,30 +113,32 @@ def markdown_verdict(verdict: Verdict) -> list[str]:
     if rho is None:
         lines += ["", "Spearman rank correlation: needs at least three target languages with a known distance.", ""]
     else:
-        lines += ["", f"Spearman rank correlation of the gain with the distance: {rho.mean:+.2f} [{rho.low:+.2f}, "
-                      f"{rho.high:+.2f}] ({level} interval over the same bootstrap). The paper's claim (MPT helps "
-                      "most on distant languages) predicts a positive correlation.", ""]
+        lines += ["", f"Spearman rank correlation of the gain with the distance: {rho:+.2f}, descriptive (a rank "
+                      f"over {len(verdict.distances)} languages, each gain itself uncertain: no interval is claimed). "
+                      "The paper's claim (MPT helps most on distant languages) predicts a positive correlation.", ""]
     return lines
 
 
-def console_verdict(verdict: Verdict) -> str:
-    """What `study/run.py` prints last: the per-language gains with intervals, then the verdict line."""
+def console_verdict(verdict: Verdict, before: Sequence[str] = ()) -> str:
+    """What `study/run.py` prints last: the per-language gains with intervals, then `before` (a shot-count
+    sweep's other verdicts) and the verdict line."""
     if verdict.headline is None:
-        return f"Verdict: {verdict.line}"
+        return "\n".join([*before, f"Verdict: {verdict.line}"])
     labels = [*verdict.languages, AVERAGE, TARGETS]
     names = [s.configuration.label for s in verdict.summaries] + [f"{c.name} - vanilla" for c in verdict.comparisons]
     width = max(map(len, names)) + 2
     lines = ["Confirmation: test accuracy (%) over paired seeds, mean [95% interval]",
-             f"{'':<{width}}" + "".join(f"{label:>22}" for label in labels)]
+             f"{'':<{width}}" + "".join(f"{label:>24}" for label in labels)]
     for s in verdict.summaries:
-        lines.append(f"{s.configuration.label:<{width}}" + "".join(f"{_pp(s.accuracy[label]):>22}" for label in labels))
+        lines.append(f"{s.configuration.label:<{width}}" + "".join(f"{_pp(s.accuracy[label]):>24}" for label in labels))
     for c in verdict.comparisons:
         lines.append(f"{c.name + ' - vanilla':<{width}}"
-                     + "".join(f"{_pp(c.gain[label], True):>22}" for label in labels))
+                     + "".join(f"{_gain_cell(c, label):>24}" for label in labels))
+    lines.append(f"({HOLM_MARK}: distinguishable after Holm's correction over the per-language gains)")
     rho = verdict.rank_correlation
     if rho is not None:
-        lines.append(f"gain vs distance from English (Spearman): {rho.mean:+.2f} [{rho.low:+.2f}, {rho.high:+.2f}]")
-    lines += ["", *([f"({verdict.note})"] if verdict.note else []), f"Verdict: {verdict.line}"]
+        lines.append(f"gain vs distance from English (Spearman, descriptive): {rho:+.2f}")
+    lines += ["", *([f"({verdict.note})"] if verdict.note else []), *before, f"Verdict: {verdict.line}"]
     return "\n".join(lines)
 
 
@@ -124,8 +178,7 @@ def plot_gain_vs_distance(path: Path, verdict: Verdict) -> None:
     axes.set_xlabel("distance from English (URIEL syntax, cosine)")
     axes.set_ylabel(f"{verdict.headline.name} - vanilla (pp)")
     rho = verdict.rank_correlation
-    axes.set_title("Gain against distance" + (f": Spearman {rho.mean:+.2f} [{rho.low:+.2f}, {rho.high:+.2f}]"
-                                               if rho else ""))
+    axes.set_title("Gain against distance" + (f": Spearman {rho:+.2f} (descriptive)" if rho is not None else ""))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -149,12 +202,20 @@ def verdict_plots(study_dir: Path, verdict: Verdict) -> list[tuple[str, str]]:
 
 def metrics(verdict: Verdict) -> dict[str, float]:
     """The verdict's numbers for the study's MLflow run: gains (and their interval ends) per language and on
-    the target average, and each configuration's confirmed accuracy."""
+    the target average, what the study could detect on the target average (`mde_avg_target`) and how many seeds
+    would detect 2 pp (`seeds_for_2pp`, left out where no number up to MAX_SEEDS would), and each configuration's
+    confirmed accuracy."""
     values: dict[str, float] = {}
-    if verdict.headline is not None:
-        for label, gain in verdict.headline.gain.items():
+    headline = verdict.headline
+    if headline is not None:
+        for label, gain in headline.gain.items():
             key = "gain_avg_target" if label == TARGETS else "gain_avg" if label == AVERAGE else f"gain_{label}"
             values.update({key: gain.mean, f"{key}_low": gain.low, f"{key}_high": gain.high})
+        if headline.detectable is not None:
+            values["mde_avg_target"] = headline.detectable
+            needed = headline.components[TARGETS].seeds_to_detect(EFFECT_OF_INTEREST)
+            if needed is not None:
+                values[f"seeds_for_{100 * EFFECT_OF_INTEREST:.0f}pp"] = needed
     for summary in verdict.summaries:
         name = summary.configuration.label.replace("#", "trial").replace(" ", "_")
         values.update({f"confirmed_{name}_test_acc_{label}": e.mean for label, e in summary.accuracy.items()})

@@ -73,7 +73,9 @@ def digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     cwd = tmp_path_factory.mktemp("smoke")
-    done = run_cli(RUN, "--space", "alignment", "--smoke", "--confirm-top", "1", "--confirm-seeds", "2", cwd=cwd)
+    # the confirmation as a shot-count sweep: at the smoke base's 4 shots per class and at 8
+    done = run_cli(RUN, "--space", "alignment", "--smoke", "--confirm-top", "1", "--confirm-seeds", "2",
+                   "--confirm-shots", "4,8", cwd=cwd)
     assert done.returncode == 0, done.stderr[-4000:]
     return cwd, done
 
@@ -143,7 +145,7 @@ def test_smoke_study_writes_the_report_and_the_trained_prompts(smoke_study) -> N
     best = TrainedPrompt.from_pretrained(study_dir / "best_model")  # the best trial's trained prompt
     assert best.config.prompt_length >= 1
     assert sorted(p.name for p in (study_dir / "confirm_models").iterdir()) == sorted(
-        f"alignment-confirm-{r['trial_number']:03d}-seed{r['seed']}"
+        f"alignment-confirm-{r['trial_number']:03d}-seed{r['seed']}-k{r['params']['shots_per_class']}"
         for r in json.loads((study_dir / "confirm.json").read_text()))
 
 
@@ -187,22 +189,36 @@ def test_confirmation_reruns_the_best_vanilla_and_the_paper_default_with_paired_
     best = max((r for r in rows if r["status"] == "COMPLETE"), key=lambda r: (r["objective"], -r["trial_number"]))
     confirm = json.loads((study_dir / "confirm.json").read_text())
     configurations = {best["trial_number"], 0, 1}  # 0: vanilla, 1: the paper default
-    assert {(r["trial_number"], r["seed"]) for r in confirm} == {(n, s) for n in configurations for s in (1, 2)}
+    assert {(r["trial_number"], r["seed"], r["params"]["shots_per_class"]) for r in confirm} == {
+        (n, s, k) for n in configurations for s in (1, 2) for k in (4, 8)}
     assert all(r["status"] == "COMPLETE" and r["test_accuracy"] for r in confirm)
     for row in confirm:  # scored per test row, for the paired intervals
         assert all(row["test_correct"][lang].count("1") / len(row["test_correct"][lang]) ==
                    pytest.approx(row["test_accuracy"][lang]) for lang in SMOKE_LANGUAGES)
-    for row in confirm:  # the confirmed configuration itself, with only the seed changed
+    for row in confirm:  # the confirmed configuration itself, with only the seed and the shots changed
         original = next(r for r in rows if r["trial_number"] == row["trial_number"])
-        assert {k: v for k, v in row["params"].items() if k != "seed"} == {
+        assert {k: v for k, v in row["params"].items() if k not in ("seed", "shots_per_class")} == {
             k: v for k, v in original["params"].items() if k != "seed"}
     report = (study_dir / "report.md").read_text()
-    verdict = done.stdout.rstrip().splitlines()[-1][len("Verdict: "):]
+    lines = done.stdout.rstrip().splitlines()
+    verdict = lines[-1][len("Verdict: "):]  # the base config's K, 4, is the headline; K = 8 is said just before
+    assert verdict.startswith("4 shots per class: ") and lines[-2].startswith("Verdict at 8 shots per class: ")
     assert f"**{verdict}**" in report and "2 paired seeds" in verdict and "### Transfer gap" in report
+    assert "this study detects gains >= " in verdict and "**What this study could detect**" in report
+    assert "### Shot-count sweep" in report and "](shot_sweep.png)" in report
+    assert (study_dir / "shot_sweep.png").read_bytes()[:4] == b"\x89PNG"
     parents, confirm_runs = mlflow_runs(cwd, "alignment-smoke", phase="confirm")
     assert parents[0].data.tags["verdict"] == verdict
     gain = [parents[0].data.metrics[f"gain_avg_target{end}"] for end in ("_low", "", "_high")]
     assert gain == sorted(gain) and f"{100 * gain[1]:+.1f} pp" in verdict
+    assert f"{100 * parents[0].data.metrics['mde_avg_target']:.1f} pp" in verdict
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{cwd / 'results' / 'mlflow.db'}")
+    for name in ("sweep_gain_avg_target", "sweep_trial0_vanilla_test_acc_targets"):  # charted against K
+        assert sorted(m.step for m in client.get_metric_history(parents[0].info.run_id, name)) == [4, 8]
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert "report/shot_sweep.png" in artifacts
     assert len(confirm_runs) == len(confirm)
     assert all(run.info.run_name.startswith("alignment-confirm-") for run in confirm_runs)
 

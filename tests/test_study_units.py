@@ -285,7 +285,10 @@ def test_report_opens_with_the_verdict_then_the_search_on_dev_and_its_plots(tmp_
     report = paths.report_file.read_text()
     verdict = written.verdict.line
     assert verdict.startswith("MPT (trial 9) vs vanilla on the 2 target languages: +20.0 pp [+")
-    assert verdict.endswith("], 3 paired seeds: better than vanilla")  # the same rows in every seed: rows vary
+    # the same rows in every seed: only the rows vary, and no number of seeds gets under what they allow
+    assert "], 3 paired seeds: better than vanilla (with 3 seeds this study detects gains >= " in verdict
+    assert verdict.endswith("no number of seeds would detect 2 pp on these 40 test rows: their variation alone "
+                            "allows >= 15.3 pp)")
     assert report.index("## Verdict") < report.index(verdict) < report.index("## Search")
     assert written.summary.rstrip().endswith(f"Verdict: {verdict}")
     assert "| #0 vanilla | 3 | 60.0 [" in report and "### Transfer gap" in report  # accuracies, the gap
@@ -393,3 +396,24 @@ def test_a_failed_trials_error_is_read_from_its_local_folder_before_storage_has_
     assert trial_error_text(trial).rstrip().endswith("loss is nan at epoch 2, step 3")
     lost = SimpleNamespace(error_file=str(tmp_path / "missing.txt"), get_error=lambda: None)
     assert "see the Ray logs" in trial_error_text(lost)
+
+
+def test_confirm_shots_are_parsed_checked_and_kept_by_a_resume() -> None:
+    from study import cli, tuner
+
+    request = cli.request_from_args(cli.parse_args(["--smoke", "--confirm-shots", "16,4,16"]))
+    assert request.settings.confirm_shots == [4, 16]
+    assert cli.request_from_args(cli.parse_args(["--smoke"])).settings.confirm_shots == []  # the base config's K
+    for bad in ("4,x", "0,4", ","):
+        with pytest.raises(StudyError, match="--confirm-shots"):
+            cli.request_from_args(cli.parse_args(["--smoke", "--confirm-shots", bad]))
+    with pytest.raises(StudyError, match="--no-confirm contradicts"):
+        cli.request_from_args(cli.parse_args(["--smoke", "--no-confirm", "--confirm-shots", "4"]))
+    stored = StudySettings.from_json(request.settings.to_json())  # as study.json keeps it
+    assert stored.confirm_shots == [4, 16]
+    cli.request_from_args(cli.parse_args(["--smoke", "--resume"])).refuse_changes(stored)  # the stored list applies
+    with pytest.raises(StudyError, match="confirm_shots"):
+        cli.request_from_args(cli.parse_args(["--smoke", "--resume", "--confirm-shots", "4,8"])).refuse_changes(stored)
+    too_many = cli.request_from_args(cli.parse_args(["--smoke", "--confirm-shots", "4,100000"])).settings
+    with pytest.raises(StudyError, match="--confirm-shots 100000 is more than the training data has"):
+        tuner.load_study_data(too_many)  # before anything is written

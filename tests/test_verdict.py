@@ -1,74 +1,21 @@
-"""The verdict's statistics against values computed independently here, and the verdict built from
-confirmation rows (fixed arrays: no training)."""
+"""The verdict built from confirmation rows (fixed arrays: no training): its line, what the study could detect,
+Holm's marks, the transfer gap, the distance analysis and a shot-count sweep. The statistics themselves:
+tests/test_intervals.py."""
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from search_spaces import PAPER_DEFAULT, VANILLA
 from study.language_distance import distance_from
 from study.results import COMPLETE, TrialRow
-from study.intervals import (Estimate, binomial_interval, bootstrap_means, percentile_interval, rank_correlation,
-                              seed_std)
+from study.intervals import Estimate
+from study.shot_sweep import PLOT_FILE, build_sweep, markdown_sweep, sweep_metrics, sweep_plots
 from study.verdict import TARGETS, build_verdict
-
-RNG = np.random.default_rng(7)
-
-
-def test_row_level_spread_matches_the_binomial_standard_error():
-    rows = (RNG.random(400) < 0.4).astype(float)
-    draws = bootstrap_means([rows[None, :]])[:, 0]  # one seed: only the rows vary
-    p = rows.mean()
-    assert draws.mean() == pytest.approx(p, abs=0.005)
-    assert draws.std() == pytest.approx(math.sqrt(p * (1 - p) / rows.size), rel=0.06)
-
-
-def test_seed_level_spread_matches_the_spread_of_a_resampled_mean_of_seeds():
-    per_seed = np.array([0.30, 0.36, 0.42, 0.39, 0.33])
-    scores = np.repeat(per_seed[:, None], 50, axis=1)  # constant within a seed: only the seeds vary
-    draws = bootstrap_means([scores])[:, 0]
-    # the bootstrap distribution of a mean of S values resampled with replacement: population sd / sqrt(S)
-    assert draws.std() == pytest.approx(per_seed.std(ddof=0) / math.sqrt(per_seed.size), rel=0.06)
-
-
-def test_a_paired_difference_of_identical_runs_is_exactly_zero_and_languages_share_items():
-    runs = (RNG.random((3, 60)) < 0.5).astype(float)
-    draws = bootstrap_means([runs - runs, runs, runs.copy()])
-    assert np.all(draws[:, 0] == 0)
-    assert np.array_equal(draws[:, 1], draws[:, 2])  # the same items drawn for every language
-    assert percentile_interval(draws[:, 0], 0.0) == Estimate(0.0, 0.0, 0.0)
-    unequal = bootstrap_means([runs, runs[:, :40]])  # different sizes: each language's rows on their own
-    assert unequal.shape == (draws.shape[0], 2)
-
-
-def test_percentile_interval_and_seed_std():
-    draws = np.arange(1, 1001, dtype=float)
-    interval = percentile_interval(draws, 500.0)
-    assert interval.low == pytest.approx(np.percentile(draws, 2.5)) and interval.high == pytest.approx(975.025)
-    assert seed_std([0.3, 0.4, 0.5]) == pytest.approx(0.1) and seed_std([0.4]) == 0.0
-
-
-def test_wilson_interval_matches_its_formula():
-    correct, total = 60, 150
-    z, p = stats.norm.ppf(0.975), correct / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z / (1 + z * z / total) * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
-    interval = binomial_interval(correct, total)
-    assert interval.mean == p
-    assert interval.low == pytest.approx(centre - half) and interval.high == pytest.approx(centre + half)
-
-
-def test_rank_correlation_with_its_interval():
-    distances = [0.1, 0.3, 0.5, 0.7]
-    monotone = np.tile([0.0, 0.01, 0.02, 0.03], (200, 1))
-    assert rank_correlation(distances, monotone, [0.0, 0.01, 0.02, 0.03]) == Estimate(1.0, 1.0, 1.0)
-    reversed_ = rank_correlation(distances, monotone[:, ::-1], [0.03, 0.02, 0.01, 0.0])
-    assert reversed_.mean == -1.0
-    assert rank_correlation(distances[:2], monotone[:, :2], [0.0, 0.1]) is None  # two points say nothing
+from study.verdict_report import HOLM_MARK, markdown_verdict, metrics
 
 
 def test_uriel_distance_puts_german_nearer_english_than_swahili():
@@ -83,7 +30,7 @@ LANGUAGES = ["en", "de", "zh", "sw"]
 
 
 def _rows(trial_number: int, reference: str | None, accuracy: dict[str, float], seeds=(1, 2, 3), rows=90,
-          noise: float = 0.0) -> list[TrialRow]:
+          noise: float = 0.0, shots: int | None = None) -> list[TrialRow]:
     """Confirmation rows whose per-row correctness has the given accuracy per language (first rows right)."""
     result = []
     for seed in seeds:
@@ -91,8 +38,10 @@ def _rows(trial_number: int, reference: str | None, accuracy: dict[str, float], 
         for lang, acc in accuracy.items():
             right = max(0, min(rows, round(rows * (acc + noise * (seed - 2)))))
             correct[lang] = "1" * right + "0" * (rows - right)
-        result.append(TrialRow(trial_id=f"t{trial_number}{seed}", trial_number=trial_number, status=COMPLETE,
-                               params={"translator_depth": 0 if reference == VANILLA else 1, "seed": seed},
+        params = {"translator_depth": 0 if reference == VANILLA else 1, "seed": seed,
+                  **({"shots_per_class": shots} if shots else {})}
+        result.append(TrialRow(trial_id=f"t{trial_number}{seed}{shots}", trial_number=trial_number, status=COMPLETE,
+                               params=params,
                                reference=reference, test_correct=correct, seed=seed,
                                test_accuracy={k: v.count("1") / rows for k, v in correct.items()}))
     return result
@@ -108,13 +57,29 @@ def test_a_clearly_better_configuration_is_called_better_with_its_gap_closed():
     assert headline.gain[TARGETS].mean == pytest.approx(np.mean([0.1, 0.15, 0.2]), abs=0.01)
     assert headline.gain[TARGETS].low > 0 and headline.conclusion() == "better than vanilla"
     assert verdict.line.startswith("MPT (trial 5) vs vanilla on the 3 target languages: +15.")
-    assert verdict.line.endswith("3 paired seeds: better than vanilla")
+    assert f"3 paired seeds: better than vanilla (with 3 seeds this study detects gains >= " \
+           f"{100 * headline.detectable:.1f} pp" in verdict.line
+    assert headline.holm == {"en": False, "de": True, "zh": True, "sw": True}  # English gained nothing
     gaps = {g.language: g for g in verdict.gaps}
-    assert gaps["sw"].vanilla.mean == pytest.approx(0.2, abs=0.01) and gaps["sw"].mpt.mean == pytest.approx(0.0, abs=0.02)
+    assert gaps["sw"].vanilla.mean == pytest.approx(0.2, abs=0.01)
+    assert gaps["sw"].mpt.mean == pytest.approx(0.0, abs=0.02)
     assert gaps["sw"].share_closed == pytest.approx(1.0, abs=0.1)
-    assert verdict.rank_correlation.mean == pytest.approx(1.0)  # the gain grows with distance: de < zh < sw
+    assert verdict.rank_correlation == pytest.approx(1.0)  # the gain grows with distance: de < zh < sw
     paper = next(c for c in verdict.comparisons if c.configuration.reference == PAPER_DEFAULT)
     assert paper.gain[TARGETS] == Estimate(0.0, 0.0, 0.0) and paper.conclusion() == "not distinguishable from vanilla"
+    assert paper.detectable is None and "agreed on every test row in every seed" in paper.power_note()
+    report = "\n".join(markdown_verdict(verdict))
+    assert f"| {100 * headline.gain['de'].mean:+.1f} [" in report and f"] {HOLM_MARK} |" in report
+    assert "after Holm's correction over the row's 4 per-language gains" in report
+    assert "descriptive" in report  # the rank correlation claims no interval
+
+
+def test_worse_than_vanilla_is_said_so():
+    vanilla = {"en": 0.6, "de": 0.5, "zh": 0.5, "sw": 0.5}
+    rows = _rows(0, VANILLA, vanilla) + _rows(4, None, {**vanilla, "de": 0.3, "zh": 0.3, "sw": 0.35}, noise=0.01)
+    verdict = build_verdict(rows, LANGUAGES, best_trial=4)
+    assert verdict.headline.gain[TARGETS].high < 0
+    assert "3 paired seeds: worse than vanilla (" in verdict.line
 
 
 def test_noise_is_not_distinguishable_and_a_vanilla_best_trial_is_said_so():
@@ -125,10 +90,81 @@ def test_noise_is_not_distinguishable_and_a_vanilla_best_trial_is_said_so():
     assert "best trial was vanilla itself" in verdict.note
     assert verdict.headline.configuration.reference == PAPER_DEFAULT
     assert verdict.headline.gain[TARGETS].low < 0 < verdict.headline.gain[TARGETS].high
-    assert verdict.line.endswith("not distinguishable from vanilla")
+    assert "paired seeds: not distinguishable from vanilla (with 3 seeds" in verdict.line
+
+
+def test_an_unconfirmed_best_trial_is_said_so():
+    base = {"en": 0.5, "de": 0.4, "zh": 0.4, "sw": 0.4}
+    rows = _rows(0, VANILLA, base) + _rows(1, PAPER_DEFAULT, base)  # no confirmation rows of trial 7, the best
+    verdict = build_verdict(rows, LANGUAGES, best_trial=7)
+    assert verdict.headline.configuration.reference == PAPER_DEFAULT
+    assert "best trial (#7) has no complete confirmation run" in verdict.note
 
 
 def test_no_verdict_without_a_complete_vanilla():
     rows = _rows(5, None, {"en": 0.5, "de": 0.4, "zh": 0.4, "sw": 0.4})
     verdict = build_verdict(rows, LANGUAGES, best_trial=5)
     assert verdict.headline is None and verdict.line.startswith("no verdict: the vanilla baseline")
+
+
+def test_share_closed_only_where_vanilla_has_a_gap():
+    vanilla = {"en": 0.6, "de": 0.6, "zh": 0.7, "sw": 0.4}  # de: no gap; zh: the target beats English
+    mpt = {"en": 0.6, "de": 0.65, "zh": 0.7, "sw": 0.5}
+    verdict = build_verdict(_rows(0, VANILLA, vanilla) + _rows(2, None, mpt), LANGUAGES, best_trial=2)
+    gaps = {g.language: g for g in verdict.gaps}
+    assert gaps["de"].vanilla == Estimate(0.0, 0.0, 0.0) and gaps["de"].share_closed is None
+    assert gaps["zh"].vanilla.high < 0 and gaps["zh"].share_closed is None
+    assert gaps["sw"].share_closed == pytest.approx(0.5)  # 20 points of gap, 10 closed
+
+
+def test_the_verdict_says_what_the_study_could_detect():
+    rng = np.random.default_rng(11)
+    base = {"en": 0.6, "de": 0.45, "zh": 0.45, "sw": 0.45}
+    rows = []
+    for row in _rows(0, VANILLA, base, rows=450) + _rows(3, None, base, rows=450):
+        # every (seed, row) right with its own chance, MPT's seeds 3 points apart: seed and residual noise
+        lift = 0.03 * (row.seed - 2) if row.trial_number == 3 else 0.0
+        row.test_correct = {lang: "".join("1" if rng.random() < acc + lift else "0" for _ in range(450))
+                            for lang, acc in base.items()}
+        rows.append(row)
+    verdict = build_verdict(rows, LANGUAGES, best_trial=3)
+    components = verdict.headline.components[TARGETS]
+    needed = components.seeds_to_detect(0.02)
+    assert verdict.headline.detectable > 0.02 and needed > 3
+    assert verdict.line.endswith(f"(with 3 seeds this study detects gains >= {100 * verdict.headline.detectable:.1f}"
+                                 f" pp; ~{needed} seeds would detect 2 pp)")
+    values = metrics(verdict)
+    assert values["mde_avg_target"] == verdict.headline.detectable and values["seeds_for_2pp"] == needed
+    report = "\n".join(markdown_verdict(verdict))
+    assert f"| 3 (this study) | {100 * verdict.headline.detectable:.1f} | 6 |" in report  # 2 configurations x 3
+    # 40 rows that disagree across languages: the row term alone is larger than 2 pp
+    few = _rows(0, VANILLA, base, rows=40) + _rows(3, None, {"en": 0.6, "de": 0.3, "zh": 0.5, "sw": 0.6}, rows=40)
+    note = build_verdict(few, LANGUAGES, best_trial=3).headline.power_note()
+    assert "no number of seeds would detect 2 pp on these 40 test rows: their variation alone allows >= " in note
+    assert "seeds_for_2pp" not in metrics(build_verdict(few, LANGUAGES, best_trial=3))
+    one_seed = build_verdict(_rows(0, VANILLA, base, seeds=(1,)) + _rows(3, None, base, seeds=(1,)), LANGUAGES, 3)
+    assert one_seed.line.endswith("1 paired seeds: not distinguishable from vanilla (one seed: the interval leaves "
+                                  "out the seeds' variation, and what the study could detect is unknown)")
+    assert "mde_avg_target" not in metrics(one_seed)
+
+
+def test_a_shot_sweep_gives_a_verdict_per_k_and_the_learning_curve(tmp_path: Path):
+    rows = []
+    for shots, lift in ((4, 0.0), (16, 0.2)):  # MPT gains only with more shots
+        vanilla = {"en": 0.4 + shots / 100, "de": 0.35, "zh": 0.35, "sw": 0.35}
+        rows += _rows(0, VANILLA, vanilla, shots=shots) + _rows(1, PAPER_DEFAULT, vanilla, shots=shots)
+        rows += _rows(5, None, {**vanilla, "de": 0.35 + lift, "zh": 0.35 + lift, "sw": 0.35 + lift}, noise=0.01,
+                      shots=shots)
+    sweep = build_sweep(rows, LANGUAGES, best_trial=5, shots=[16, 4], base_shots=64)
+    assert list(sweep.verdicts) == [4, 16] and sweep.headline_shots == 16  # the base K is not swept: the largest
+    assert sweep.verdicts[4].headline.conclusion() == "not distinguishable from vanilla"
+    assert sweep.verdicts[16].headline.conclusion() == "better than vanilla"
+    assert sweep.headline.line.startswith("16 shots per class: MPT (trial 5) vs vanilla on the 3 target languages: +20.")
+    assert build_sweep(rows, LANGUAGES, 5, [4, 16], base_shots=4).headline_shots == 4
+    steps = {(name, step): value for name, value, step in sweep_metrics(sweep)}
+    assert steps[("sweep_gain_avg_target", 16)] == pytest.approx(0.2, abs=0.01)
+    assert steps[("sweep_trial0_vanilla_test_acc_en", 4)] == pytest.approx(0.44, abs=0.01)
+    assert ("sweep_mde_avg_target", 4) in steps
+    assert sweep_plots(tmp_path, sweep) and (tmp_path / PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
+    section = "\n".join(markdown_sweep(sweep))
+    assert "| 16 | MPT (trial 5) | +20." in section and "| #0 vanilla | 4 | 44.4 [" in section
