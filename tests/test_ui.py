@@ -176,9 +176,9 @@ def study_runs(server: Server) -> StudyRuns:
                           experiment_name=STUDY)["experiment"]
     runs = post_json(server.base_url, "/api/2.0/mlflow/runs/search",
                      {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000})["runs"]
-    parents = [r for r in runs if tags(r).get("mpt_study.role") == "study"]
+    parents = [r for r in runs if tags(r).get("mpt_study.run_type") == "study"]
     assert len(parents) == 1, [r["info"]["run_name"] for r in runs]
-    trials = [r for r in runs if tags(r).get("mpt_study.role") == "trial"]
+    trials = [r for r in runs if tags(r).get("mpt_study.run_type") == "trial"]
     return StudyRuns(experiment["experiment_id"], parents[0], sorted(trials, key=lambda r: r["info"]["run_name"]))
 
 
