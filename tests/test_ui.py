@@ -305,6 +305,14 @@ def test_rest_api_marks_the_best_trial_and_the_references(server: Server, study_
     assert json.loads(view["state"])["searchFilter"] == "tags.`mpt_study.role` IS NOT NULL"
 
 
+@pytest.mark.slow
+def test_the_report_says_in_words_what_chance_level_is(server: Server) -> None:
+    study_dir = server.cwd / "results" / STUDY
+    said = "Chance level is 33.3%.** NLI has three labels, balanced in XNLI and in the mini set"
+    assert said in (study_dir / "report.md").read_text()
+    assert "Chance level is 33.3%.</strong> NLI has three labels" in (study_dir / "report.html").read_text()
+
+
 # --- the UI in headless Chromium ---------------------------------------------------------------------------
 
 class DevToolsError(RuntimeError):
