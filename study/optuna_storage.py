@@ -21,6 +21,7 @@ from optuna.distributions import BaseDistribution
 from study.errors import StudyError
 
 OPTUNA_JOURNAL_FILE = "optuna.log"  # the default storage, in the study's folder
+MIN_TRIALS_FOR_IMPORTANCE = 8  # complete trials below which parameter importances are noise (the report shows none)
 
 
 def optuna_storage_url(setting: str, study_dir: Path) -> str:
@@ -93,6 +94,22 @@ def set_study_attributes(url: str, name: str, attributes: Mapping[str, Any]) -> 
     study = load_optuna_study(url, name)
     for key, value in attributes.items():
         study.set_user_attr(key, value)
+
+
+def annotate_study(url: str, name: str, verdict: str, links: Mapping[str, str]) -> dict[str, Any]:
+    """What optuna-dashboard shows on the study's page once the study ended: the verdict, where the study is in
+    MLflow (`links`, e.g. `mlflow_experiment_url`), and, with fewer complete trials than the report's importances
+    need, a caveat against the dashboard's importance chart. Returns the attributes set."""
+    study = load_optuna_study(url, name)
+    attributes: dict[str, Any] = {"verdict": verdict, **links}
+    complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    if complete < MIN_TRIALS_FOR_IMPORTANCE:
+        attributes["importance_caveat"] = (
+            f"only {complete} complete trials: parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} to mean "
+            f"anything (the report shows none), so read the dashboard's importance chart as noise")
+    for key, value in attributes.items():
+        study.set_user_attr(key, value)
+    return attributes
 
 
 @dataclass

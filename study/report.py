@@ -42,20 +42,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
 from search_spaces import PAPER_DEFAULT, VANILLA, get_space  # noqa: E402
-from study.optuna_storage import SearchedParameters, optuna_storage_url, searched_parameters  # noqa: E402
+from study.optuna_storage import (MIN_TRIALS_FOR_IMPORTANCE, SearchedParameters, optuna_storage_url,  # noqa: E402
+                                  searched_parameters)
 from study.results import (COMPLETE, TrialRow, best_row, completed, load_rows, reference_row)  # noqa: E402
 from study.intervals import Estimate, binomial_interval  # noqa: E402
 from study.shot_sweep import (ShotSweep, build_sweep, console_sweep, markdown_sweep, sweep_metrics,  # noqa: E402
                               sweep_plots)
 from study.verdict import Verdict, build_verdict  # noqa: E402
-from study.verdict_report import console_verdict, markdown_verdict, plot_estimates, verdict_plots  # noqa: E402
+from study.verdict_report import CHANCE, console_verdict, markdown_verdict, plot_estimates, verdict_plots  # noqa: E402
 from study.environment import command  # noqa: E402
 from study.errors import StudyError  # noqa: E402
 from study.paths import RESULTS_ROOT, StudyPaths, write_atomically  # noqa: E402
 from study.settings import load_study_settings  # noqa: E402
 from study.uris import redact  # noqa: E402
 
-MIN_TRIALS_FOR_IMPORTANCE = 8  # below this the importances are noise
+NO_VERDICT = "none: the study ran without the confirmation (--no-confirm), so no test accuracy was measured"
 
 
 @dataclass
@@ -170,6 +171,11 @@ class WrittenReport:
     sweep: ShotSweep | None = None  # a shot-count sweep's verdicts (--confirm-shots)
 
     @property
+    def verdict_line(self) -> str:
+        """The study's answer in one line (what the console prints last, after `Verdict: `)."""
+        return self.verdict.line if self.verdict is not None else NO_VERDICT
+
+    @property
     def metric_steps(self) -> list[tuple[str, float, int]]:
         """(name, value, step) of the metrics logged against a step (a sweep's, step = K)."""
         return sweep_metrics(self.sweep) if self.sweep is not None else []
@@ -222,7 +228,8 @@ def write_report(paths: StudyPaths) -> WrittenReport:
         plot_importances(study_dir / "importances.png", importances)
         plots.append(("Optuna parameter importances (PED-ANOVA)", "importances.png"))
 
-    lines = [f"# Study `{paths.name}`", "", *_verdict_section(verdict), *(markdown_sweep(sweep) if sweep else []),
+    lines = [f"# Study `{paths.name}`", "", *_verdict_section(verdict), *chance_note(),
+             *(markdown_sweep(sweep) if sweep else []),
              *_settings_lines(paths, settings, rows, searched),
              *_search_section(rows, best, comparisons, split, searched), "## Plots", ""]
     for title, name in plots:
@@ -237,8 +244,7 @@ def write_report(paths: StudyPaths) -> WrittenReport:
 
     console = [f"report: {paths.report_file}", ""]
     if verdict is None:
-        console.append("Verdict: none: the study ran without the confirmation (--no-confirm), so no test accuracy "
-                       "was measured")
+        console.append(f"Verdict: {NO_VERDICT}")
     else:
         console.append(console_verdict(verdict, console_sweep(sweep) if sweep else ()))
     return WrittenReport("\n".join(console), verdict, sweep)
@@ -249,6 +255,14 @@ def _verdict_section(verdict: Verdict | None) -> list[str]:
         return ["## Verdict", "", "**No verdict: the study ran without the confirmation (`--no-confirm`).** The search "
                 "ranks trials on dev with one seed each; the test set was not looked at.", ""]
     return markdown_verdict(verdict)
+
+
+def chance_note() -> list[str]:
+    """What an accuracy near chance means, in words (the plots draw it as a dashed line)."""
+    return [f"**Chance level is {100 * CHANCE:.1f}%.** NLI has three labels, balanced in XNLI and in the mini set, "
+            f"so a model that guesses scores about {100 * CHANCE:.0f}%: an accuracy near it (here, in any table "
+            "below) means the model learned little or nothing that shows on that language, and a gain between two "
+            "such accuracies is real only where its interval says so.", ""]
 
 
 def _settings_lines(paths: StudyPaths, settings, rows: Sequence[TrialRow],

@@ -40,13 +40,13 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 from mpt.config import ConfigError  # noqa: E402
 from mpt.data import DataError  # noqa: E402
-from search_spaces import VANILLA, UnknownSpaceError  # noqa: E402
+from search_spaces import UnknownSpaceError  # noqa: E402
 from study import cli, preflight, tuner  # noqa: E402
 from study.cli import StudyRequest  # noqa: E402
 from study.environment import command  # noqa: E402
 from study.errors import StudyError  # noqa: E402
 from study.paths import RESULTS_ROOT, StudyPaths, write_atomically  # noqa: E402
-from study.results import TrialRow, best_row, reference_row, rows_from_results, save_rows, trial_result  # noqa: E402
+from study.results import TrialRow, best_row, rows_from_results, save_rows, trial_result  # noqa: E402
 from study.settings import StudySettings  # noqa: E402
 from study.uris import redact  # noqa: E402
 
@@ -61,6 +61,7 @@ def run_study(request: StudyRequest) -> int:
     settings, paths = checked_settings(request)
     # heavy imports only once the input is known to be good: errors above come back in a second
     from study.mlflow_parent_run import StudyRun
+    from study.optuna_storage import annotate_study, optuna_storage_url
     from study.report import write_report
 
     data = tuner.load_study_data(settings)
@@ -93,8 +94,7 @@ def run_study(request: StudyRequest) -> int:
 
     best = best_row(rows)
     if best is not None:
-        record.log_best(best, reference_row(rows, VANILLA), trial_result(grid, best.trial_id), paths.study_dir,
-                        register_as=request.register_model)
+        record.log_best(best, trial_result(grid, best.trial_id), paths.study_dir, register_as=request.register_model)
     if settings.confirm_top and best is not None:
         confirm_rows, confirmed = tuner.run_confirmation(settings, paths, request.resources, rows,
                                                          tuner.make_trainable(settings, request.resources, data,
@@ -108,6 +108,9 @@ def run_study(request: StudyRequest) -> int:
     if report.verdict is not None:
         record.log_verdict(report.verdict, report.metric_steps)
     record.log_report(paths.study_dir)
+    record.describe(report, rows, best)  # what the study run's page opens with
+    annotate_study(optuna_storage_url(settings.optuna_storage, paths.study_dir), settings.name, report.verdict_line,
+                   record.links())  # what optuna-dashboard shows of the study
     return finish(record, settings, paths, report.summary, started, succeeded=best is not None)
 
 

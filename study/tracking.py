@@ -1,14 +1,17 @@
 """MLflow records of a study, written only by the driver (SQLite tolerates one writer).
 
 One experiment per study, one parent run for the study, one nested child run per trial. Runs are
-found again by tags (`mpt_study.role`, `ray.trial_id`), never by in-memory state, so a resumed study
+found again by tags (`mpt_study.run_type`, `ray.trial_id`), never by in-memory state, so a resumed study
 continues the same runs instead of creating duplicates, and a metric step already logged is never
-logged twice. The experiment and the parent run carry descriptions that the MLflow UI shows
-(`python study/ui.py NAME` opens it on the study's store).
+logged twice. The best trial's runs and the reference configurations' carry `mpt_study.role`, which the runs
+table shows and filters; every trial run has a colour of its own configuration. The experiment and the parent
+run carry descriptions that the MLflow UI shows (`python study/ui.py NAME` opens it on the study's store;
+`study.mlflow_views` writes the study run's final description and the per-language view).
 """
 
 from __future__ import annotations
 
+import colorsys
 import csv
 import json
 import logging
@@ -23,18 +26,25 @@ from mlflow.exceptions import MlflowException
 from ray import tune
 
 from mpt.config import MPTConfig
+from search_spaces import REFERENCE_POINTS
 from study.results import last_line
 from study.ui import run_url, ui_base_url
 from trainable.metrics import TrialReport
 from trainable.spec import META_KEYS, trial_config
 
-ROLE_TAG = "mpt_study.role"  # "study" (parent) or "trial"
+RUN_TYPE_TAG = "mpt_study.run_type"  # "study" (parent) or "trial"
+ROLE_TAG = "mpt_study.role"  # a trial's configuration to the study: "best", a reference's name, or both
+BEST_ROLE = "best"
 PHASE_TAG = "mpt_study.phase"  # "search" or "confirm"
 TRIAL_ID_TAG = "ray.trial_id"
 REFERENCE_TAG = "mpt_study.reference"
 SEARCHED_TAG = "mpt_study.searched"  # the fields this trial set (the rest are the base config's)
 PARENT_TAG = "mlflow.parentRunId"  # what makes MLflow show a run nested under another
 DESCRIPTION_TAG = "mlflow.note.content"  # the UI shows it as the description of a run or an experiment
+# A run's colour in the UI's table and charts, as its colour picker sets it; by default the UI hashes run ids
+# into a small palette, so unrelated runs share colours.
+COLOUR_TAG = "mlflow.runColor"
+GOLDEN_RATIO = (5 ** 0.5 - 1) / 2
 # The MLflow 3 UI opens experiments in its GenAI view unless told otherwise (an experiment's kind, or
 # the "Model training" switch, which `?workflowType=machine_learning` in the URL sets).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -76,12 +86,8 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_location:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location, tags={
-        EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
-        DESCRIPTION_TAG: f"MPT hyperparameter study {name}. The run named {name} is the study (settings as "
-                         f"params, headline metrics, the report and plots under its artifacts "
-                         f"`{REPORT_ARTIFACT_DIR}/`); the trials are the runs nested under it, named "
-                         f"`<space>-<trial number> <key values>`."})
+    return client.create_experiment(name, artifact_location=artifact_location,
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})  # its description: mlflow_views
 
 
 def find_runs(client: MlflowClient, experiment_id: str, **tags: str) -> list:
@@ -91,7 +97,7 @@ def find_runs(client: MlflowClient, experiment_id: str, **tags: str) -> list:
 
 
 def find_study_run(client: MlflowClient, experiment_id: str) -> str | None:
-    runs = find_runs(client, experiment_id, mpt_study__role="study")
+    runs = find_runs(client, experiment_id, mpt_study__run_type="study")
     return runs[0].info.run_id if runs else None
 
 
@@ -99,20 +105,24 @@ def start_study_run(client: MlflowClient, experiment_id: str, name: str, params:
                     tags: dict[str, str]) -> str:
     """The parent run of a new study."""
     run = client.create_run(experiment_id, run_name=name,
-                            tags={ROLE_TAG: "study", DESCRIPTION_TAG: study_description(name, params), **tags})
+                            tags={RUN_TYPE_TAG: "study", DESCRIPTION_TAG: study_description(name, params), **tags})
     log_params(client, run.info.run_id, params)
     return run.info.run_id
 
 
 def study_description(name: str, params: dict[str, Any]) -> str:
-    """What the parent run is, for its page in the MLflow UI (Markdown)."""
+    """What the parent run is, for its page in the MLflow UI (Markdown); the study's answer goes before it once
+    the study ends (`study.mlflow_views.final_description`)."""
     labels = {"space": "space {}", "objective": "objective {}", "num_samples": "{} trials", "scheduler": "scheduler {}",
               "seed": "seed {}"}
     settings = ", ".join(label.format(params[key]) for key, label in labels.items() if key in params)
+    references = ", ".join(f"`{reference}`" for reference in REFERENCE_POINTS)
     return (f"Study **{name}**" + (f" ({settings})" if settings else "") + ". Its trials are the runs nested under "
-            f"this one, named `<space>-<trial number> <key values>` (the reference points: `vanilla`, "
-            f"`paper_default`). The report is this run's artifact `{REPORT_ARTIFACT_DIR}/report.html` (the plots inline; "
-            f"`{REPORT_ARTIFACT_DIR}/report.md` and `{REPORT_ARTIFACT_DIR}/*.png` hold the same).")
+            f"this one, named `<space>-<trial number> <key values>` (the reference configurations: {references}); "
+            f"the confirmation's are `<space>-confirm-<trial number>-seed<seed>`. The tag `{ROLE_TAG}` marks the "
+            f"runs of the best trial and of the references. The report is this run's artifact "
+            f"`{REPORT_ARTIFACT_DIR}/report.html` (the plots inline; `{REPORT_ARTIFACT_DIR}/report.md` and "
+            f"`{REPORT_ARTIFACT_DIR}/*.png` hold the same).")
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
@@ -132,6 +142,21 @@ def trial_run_name(space: str, phase: str, config: dict[str, Any]) -> str:
     return run_name(space, int(config.get("trial_number", 0)), params, config.get("reference"), phase)
 
 
+def run_role(reference: str | None, best: bool) -> str:
+    """A trial run's `mpt_study.role`: "best", the reference configuration's name, both ("best (vanilla)": the
+    search found nothing better than that reference), or "" (none: no tag)."""
+    if best and reference:
+        return f"{BEST_ROLE} ({reference})"
+    return BEST_ROLE if best else reference or ""
+
+
+def run_colour(trial_number: int) -> str:
+    """The colour of a configuration's runs (its search trial and its confirmation runs alike): hues a golden
+    ratio apart, so no two configurations of a study share one and neighbouring trials differ most."""
+    red, green, blue = colorsys.hsv_to_rgb((trial_number * GOLDEN_RATIO) % 1.0, 0.75, 0.8)
+    return "#" + "".join(f"{round(255 * channel):02x}" for channel in (red, green, blue))
+
+
 def effective_params(base_config: MPTConfig, config: dict[str, Any]) -> dict[str, Any]:
     """Every field of the trial's MPTConfig (base config, searched values on top), so the MLflow UI can filter
     and compare trials by any field, searched or not; a config that fails validation, as given."""
@@ -145,12 +170,13 @@ class StudyTracker(tune.Callback):
     """Tune callback on the driver: one nested MLflow run per trial, metrics per epoch (step = epoch)."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, space: str, base_config: MPTConfig,
-                 phase: str = "search") -> None:
+                 phase: str = "search", best_trial: int | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.space = space
         self.base_config = base_config
         self.phase = phase
+        self.best_trial = best_trial  # the search's best (its trial number): its confirmation runs' role says so
         self._reset()
 
     def _reset(self) -> None:
@@ -202,13 +228,17 @@ class StudyTracker(tune.Callback):
     def _create_trial_run(self, trial) -> str:
         config = dict(trial.config)
         reference = config.get("reference")
+        number = int(config.get("trial_number", 0))
         searched = [k for k in config if k not in META_KEYS]
-        tags = {ROLE_TAG: "trial", PHASE_TAG: self.phase, TRIAL_ID_TAG: trial.trial_id,
-                "trial_number": str(int(config.get("trial_number", 0))), SEARCHED_TAG: ",".join(searched)}
+        tags = {RUN_TYPE_TAG: "trial", PHASE_TAG: self.phase, TRIAL_ID_TAG: trial.trial_id,
+                "trial_number": str(number), SEARCHED_TAG: ",".join(searched), COLOUR_TAG: run_colour(number)}
         if self._parent_run_id:
             tags[PARENT_TAG] = self._parent_run_id
         if reference:
             tags[REFERENCE_TAG] = reference
+        role = run_role(reference, self.best_trial is not None and number == self.best_trial)
+        if role:
+            tags[ROLE_TAG] = role
         run = self.client.create_run(self._experiment_id, run_name=trial_run_name(self.space, self.phase, config),
                                      tags=tags)
         log_params(self.client, run.info.run_id, effective_params(self.base_config, config))
@@ -224,7 +254,8 @@ class StudyTracker(tune.Callback):
         if step <= self._last_step.get(trial.trial_id, 0):
             return  # already logged before an interruption: the resumed trial re-reported it
         now = int(time.time() * 1000)
-        metrics = [Metric(key, value, now, step) for key, value in report.tracked_metrics().items()]
+        metrics = [Metric(key, value, now, step)
+                   for key, value in report.tracked_metrics(ranked=self.phase == "search").items()]
         # the params hold the config as given (device auto, precision auto), the tags what the trial ran on (a
         # trial resumed on another node: the latest)
         tags = [RunTag(key, value) for key, value in report.runtime_tags().items()]
@@ -275,11 +306,16 @@ def trial_error_text(trial) -> str:
 
 
 def per_language_rows(result: dict) -> list[dict[str, Any]]:
-    """Language, dev accuracy (at the selected epoch) and test accuracy, from a trial's final metrics."""
+    """Language, dev accuracy (at the selected epoch) and test accuracy, from a trial's final metrics: a column only
+    where every language has a value (a search trial has no test; a confirmation run's dev is English alone,
+    its metric `selected_dev_acc_en`), so no column is empty."""
     report = TrialReport.from_result(result)
-    dev, test = report.selected_dev_accuracy, report.test.accuracy if report.test else {}
-    return [{"language": lang, "dev_accuracy": dev.get(lang, ""), "test_accuracy": test.get(lang, "")}
-            for lang in sorted(dev.keys() | test.keys())]
+    measures = {"dev_accuracy": report.selected_dev_accuracy,
+                "test_accuracy": report.test.accuracy if report.test else {}}
+    languages = sorted(set().union(*measures.values()))
+    complete = {column: values for column, values in measures.items() if values and set(values) == set(languages)}
+    return [{"language": lang, **{column: values[lang] for column, values in complete.items()}}
+            for lang in languages] if complete else []
 
 
 def write_language_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:

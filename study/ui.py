@@ -5,16 +5,21 @@
     python study/ui.py NAME --results-dir DIR        # a study stored under DIR instead of ./results
 
 Run from the repository root, like study/run.py. The study's settings (results/NAME/study.json) name its
-MLflow store; for the default SQLite store this starts
+MLflow store, and its experiment there names where its artifacts are; for the default SQLite store this starts
 
-    mlflow server --backend-store-uri sqlite:///<abs>/results/mlflow.db --host 127.0.0.1 --port 5000
+    mlflow server --backend-store-uri sqlite:///<abs>/results/mlflow.db
+        --default-artifact-root file:///<abs>/results/mlartifacts --no-serve-artifacts
+        --host 127.0.0.1 --port 5000 --workers 1
 
-and prints the address of the study's runs in the UI's "Model training" view: the study is the parent
-run, its trials are nested under it (expand it with the + next to its name), "Columns" adds the searched
-parameters and `selected_dev_acc_<lang>` (the confirmation runs also `test_acc_<lang>`) to the table, a trial's "Model metrics" tab charts `loss`,
-`ce_loss`, `kl_loss` and `dev_acc_<lang>` per epoch, and the parent run's "Artifacts" tab holds
-`report/report.html` (plots inline), `report/report.md` and the plots. A study tracked on an MLflow server (`--mlflow-tracking-uri http://...`)
-is already browsable there: this prints that server's address and starts nothing.
+(the runs' artifacts are files under results/mlartifacts/NAME/, which the server reads where they are) and prints
+the address of the study's runs in the UI's "Model training" view. The study run (the parent; its trials are
+nested under it, the + next to its name unfolds them) opens with the verdict, the best trial, the references and
+a link to the saved view "Best vs references, per language" (also under "Views"), which lists their runs
+grouped by role and phase with `test_acc_<lang>` and `selected_dev_acc_<lang>` as columns. A trial's "Model
+metrics" tab charts `loss`, `ce_loss`, `kl_loss` and `dev_acc_<lang>` per epoch; the study run's "Artifacts"
+tab holds `report/report.html` (plots inline), `report/report.md` and the plots. A study tracked on an MLflow
+server (`--mlflow-tracking-uri http://...`) is already browsable there: this prints that server's address and
+starts nothing.
 Exit status: 2 for bad input (unknown study, no store yet, port in use); otherwise the server's own.
 """
 
@@ -48,14 +53,25 @@ EXIT_BAD_INPUT = 2
 TRAINING_VIEW = "workflowType=machine_learning"
 
 
-def experiment_url(base_url: str, experiment_id: str) -> str:
-    """Where the study's runs table is in the UI (a hash route, as the UI's own links are)."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"
+def experiment_route(experiment_id: str, query: str = "") -> str:
+    """The UI's route to the study's runs table (a hash route, as the UI's own links are; `query` adds to it),
+    relative to the UI's address: a link in a description works on whatever host and port serve it."""
+    return f"#/experiments/{experiment_id}/runs?{TRAINING_VIEW}" + (f"&{query}" if query else "")
+
+
+def run_route(experiment_id: str, run_id: str) -> str:
+    """The UI's route to a run's page."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def experiment_url(base_url: str, experiment_id: str, query: str = "") -> str:
+    """Where the study's runs table is in the UI."""
+    return f"{base_url.rstrip('/')}/{experiment_route(experiment_id, query)}"
 
 
 def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
     """A run's page in the UI."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base_url.rstrip('/')}/{run_route(experiment_id, run_id)}"
 
 
 def ui_base_url(tracking_uri: str) -> str | None:
@@ -74,14 +90,31 @@ def existing_database(database: Path, name: str) -> Path:
     return database
 
 
-def find_experiment_id(tracking_uri: str, name: str) -> str:
+def find_experiment(tracking_uri: str, name: str):
+    """The study's MLflow experiment (its id, and where its runs' artifacts are)."""
     from mlflow import MlflowClient
 
     experiment = MlflowClient(tracking_uri).get_experiment_by_name(name)
     if experiment is None:
         raise StudyError(f"the MLflow store {tracking_uri} has no experiment {name!r}: the study stopped before its "
                          f"first run; resume it with `{command('study')} --space SPACE --name {name} --resume`")
-    return experiment.experiment_id
+    return experiment
+
+
+def artifact_root(experiment_location: str) -> str:
+    """The folder (URI) the study's experiment keeps its artifacts under, one per study: where run.py put them
+    (`results/mlartifacts/<study>` beside a SQLite store), and where a new experiment created in the UI goes."""
+    return experiment_location.rstrip("/").rsplit("/", 1)[0]
+
+
+def missing_artifacts(experiment_location: str) -> Path | None:
+    """The experiment's local artifact folder when it is missing (moved or deleted), else None."""
+    if not experiment_location.startswith("file:"):
+        return None
+    from urllib.parse import unquote, urlparse
+
+    folder = Path(unquote(urlparse(experiment_location).path))
+    return None if folder.is_dir() else folder
 
 
 def check_port_free(port: int) -> None:
@@ -96,12 +129,14 @@ def check_port_free(port: int) -> None:
                              f"or pass another port, e.g. --port {port + 1}") from None
 
 
-def server_command(tracking_uri: str, port: int, artifacts: Path | None) -> list[str]:
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri, "--host", HOST,
-               "--port", str(port), "--workers", "1"]  # one user: one worker is enough on a small machine
-    if artifacts is not None:  # where run.py keeps artifacts for a SQLite store, rather than ./mlartifacts
-        command += ["--artifacts-destination", str(artifacts)]
-    return command
+def server_command(tracking_uri: str, port: int, artifacts: str) -> list[str]:
+    """`mlflow server` on the study's store. Its runs' artifacts are where their artifact URIs say (files under
+    `artifacts`, the study's artifact root), which the server reads directly: it proxies none (the
+    `mlflow-artifacts:` scheme is an MLflow server's own), and a new experiment made in the UI goes to the same
+    root, not to ./mlruns of wherever this runs."""
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
+            "--default-artifact-root", artifacts, "--no-serve-artifacts", "--host", HOST, "--port", str(port),
+            "--workers", "1"]  # one user: one worker is enough on a small machine
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,18 +159,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"study {settings.name} is tracked on the MLflow server {tracking_uri}: open {tracking_uri} "
                   f"(\"Model training\" view) and its experiment {settings.name!r}; nothing to start here")
             return 0
-        artifacts = None
         database = sqlite_database(tracking_uri)
         if database is not None:
-            artifacts = existing_database(database, settings.name).parent / "mlartifacts"
-        experiment_id = find_experiment_id(tracking_uri, settings.name)
+            existing_database(database, settings.name)
+        experiment = find_experiment(tracking_uri, settings.name)
         check_port_free(args.port)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    command = server_command(tracking_uri, args.port, artifacts)
-    print(f"MLflow UI for study {settings.name}: {experiment_url(f'http://{HOST}:{args.port}', experiment_id)}\n"
+    missing = missing_artifacts(experiment.artifact_location)
+    if missing is not None:  # the runs are still worth browsing: say why their artifacts will not show
+        print(f"warning: the study's artifacts folder {missing} is missing (moved or deleted, or nothing was logged "
+              f"yet): its runs show without artifacts (report, trial configs, models); put the folder back there "
+              f"to see them", file=sys.stderr)
+    command = server_command(tracking_uri, args.port, artifact_root(experiment.artifact_location))
+    print(f"MLflow UI for study {settings.name}: "
+          f"{experiment_url(f'http://{HOST}:{args.port}', experiment.experiment_id)}\n"
           f"  (starting: {' '.join(command[2:])}; Ctrl+C stops it)", flush=True)
     # Job execution serves GenAI features (judges, trace jobs) and starts seven worker processes: not for
     # browsing a study. An explicit setting in the environment still wins.

@@ -31,7 +31,7 @@ HOOKS = REPO_ROOT / "tests" / "hooks"
 STUDY_A, STUDY_B = "team-a", "team-b"
 PLANNED, EPOCHS, SEEDS = 4, 3, 2
 JOB_TIMEOUT_S = 600
-EPOCH_METRICS = ("loss", "ce_loss", "objective", "dev_acc_en")
+EPOCH_METRICS = ("loss", "ce_loss", "selected_dev_acc_en", "dev_acc_en")  # search and confirmation runs alike
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 DATABASE_ERRORS = ("database is locked", "deadlock detected", "OperationalError", "could not serialize",
                    "UniqueViolation", "IntegrityError")
@@ -90,7 +90,7 @@ def mlflow_runs(team, name: str) -> list:
 
 
 def trial_runs(team, name: str, phase: str | None = None) -> list:
-    return [run for run in mlflow_runs(team, name) if run.data.tags.get("mpt_study.role") == "trial"
+    return [run for run in mlflow_runs(team, name) if run.data.tags.get("mpt_study.run_type") == "trial"
             and (phase is None or run.data.tags.get("mpt_study.phase") == phase)]
 
 
@@ -214,7 +214,7 @@ def test_each_study_has_exactly_its_trials_runs_and_verdict(team, scenario, name
         assert run.info.status == "FINISHED", run.info.run_name
         for key in EPOCH_METRICS:  # every epoch once: none lost by the stop, the node or the other study
             assert steps(team, run, key) == list(range(1, EPOCHS + 1)), (run.info.run_name, key)
-    [parent] = [r for r in mlflow_runs(team, name) if r.data.tags.get("mpt_study.role") == "study"]
+    [parent] = [r for r in mlflow_runs(team, name) if r.data.tags.get("mpt_study.run_type") == "study"]
     assert parent.info.status == "FINISHED" and " vs vanilla on the 2 target languages: " in parent.data.tags["verdict"]
     assert "gain_avg_target" in parent.data.metrics
     from mlflow import MlflowClient

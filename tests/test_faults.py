@@ -108,8 +108,8 @@ def study_runs(cwd: Path, experiment: str) -> tuple[list, list]:
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no MLflow experiment {experiment}"
     runs = client.search_runs([found.experiment_id], max_results=1000)
-    return ([r for r in runs if r.data.tags.get("mpt_study.role") == "study"],
-            [r for r in runs if r.data.tags.get("mpt_study.role") == "trial"])
+    return ([r for r in runs if r.data.tags.get("mpt_study.run_type") == "study"],
+            [r for r in runs if r.data.tags.get("mpt_study.run_type") == "trial"])
 
 
 def metric_history(cwd: Path, run_id: str, key: str) -> list[tuple[int, float]]:

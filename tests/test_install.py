@@ -105,7 +105,7 @@ def test_study_console_shows_the_trials_progress_and_errors_and_not_ray_noise(in
     client = MlflowClient(f"sqlite:///{cwd / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("console")
     names = sorted(r.info.run_name for r in client.search_runs([experiment.experiment_id])
-                   if r.data.tags.get("mpt_study.role") == "trial")
+                   if r.data.tags.get("mpt_study.run_type") == "trial")
     assert names == ["translator-000 vanilla", "translator-001 paper_default"]
     tables = out.split("study console (search): ")[1:]
     assert len(tables) >= 3  # pending, running, ended: the console speaks while the study runs

@@ -147,7 +147,7 @@ def served_study(server, tmp_path_factory):
         except OSError:  # the experiment does not exist yet
             return {}
         return {tags(r)["ray.trial_id"]: r["info"]["end_time"] for r in runs
-                if tags(r).get("mpt_study.role") == "trial" and r["info"]["status"] == "FINISHED"}
+                if tags(r).get("mpt_study.run_type") == "trial" and r["info"]["status"] == "FINISHED"}
 
     while not finished_runs() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -167,8 +167,8 @@ def served_study(server, tmp_path_factory):
 @pytest.mark.slow
 def test_parent_and_trial_runs_arrive_with_their_configs_and_epochs(server, served_study) -> None:
     runs = served_study.runs
-    parents = [r for r in runs if tags(r).get("mpt_study.role") == "study"]
-    trials = [r for r in runs if tags(r).get("mpt_study.role") == "trial"]
+    parents = [r for r in runs if tags(r).get("mpt_study.run_type") == "study"]
+    trials = [r for r in runs if tags(r).get("mpt_study.run_type") == "trial"]
     assert len(parents) == 1 and parents[0]["info"]["status"] == "FINISHED"
     assert params(parents[0])["space"] == "alignment" and params(parents[0])["num_samples"] == str(PLANNED)
     # one run per trial, the resume included, each nested under the study and finished
@@ -193,10 +193,31 @@ def test_parent_and_trial_runs_arrive_with_their_configs_and_epochs(server, serv
 
 
 @pytest.mark.slow
+def test_the_resumed_study_run_opens_with_its_answer_and_links_optuna_to_the_server(server, served_study) -> None:
+    """The best trial's run is marked, the study run's description opens with the verdict (its links are routes
+    of whatever UI serves it), and optuna-dashboard's study links to the experiment on the server."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    runs = served_study.runs
+    parent = next(r for r in runs if tags(r).get("mpt_study.run_type") == "study")
+    [best] = [r for r in runs if tags(r).get("best_trial") == "true"]
+    assert tags(best)["mpt_study.role"] in ("best", f"best ({tags(best).get('mpt_study.reference')})")
+    description = tags(parent)["mlflow.note.content"]
+    assert description.startswith("**Verdict:** none: the study ran without the confirmation (--no-confirm)")
+    assert f"(#/experiments/{parent['info']['experiment_id']}/runs/{best['info']['run_id']})" in description
+    journal = JournalFileBackend(str(served_study.cwd / "results" / STUDY / "optuna.log"))
+    study = optuna.load_study(study_name=STUDY, storage=JournalStorage(journal))
+    assert study.user_attrs["mlflow_experiment_url"] == (f"{server.url}/#/experiments/{parent['info']['experiment_id']}"
+                                                         f"/runs?workflowType=machine_learning")
+
+
+@pytest.mark.slow
 def test_the_report_and_every_artifact_arrive_through_the_server(server, served_study) -> None:
     runs = served_study.runs
-    parent = next(r for r in runs if tags(r).get("mpt_study.role") == "study")
-    trials = [r for r in runs if tags(r).get("mpt_study.role") == "trial"]
+    parent = next(r for r in runs if tags(r).get("mpt_study.run_type") == "study")
+    trials = [r for r in runs if tags(r).get("mpt_study.run_type") == "trial"]
     study_dir = served_study.cwd / "results" / STUDY
 
     report = server.artifacts(artifact_uri(parent))

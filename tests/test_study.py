@@ -48,8 +48,8 @@ def mlflow_runs(cwd: Path, experiment: str, phase: str = "search") -> tuple[list
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no MLflow experiment {experiment}"
     runs = client.search_runs([found.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("mpt_study.role") == "study"]
-    children = [r for r in runs if r.data.tags.get("mpt_study.role") == "trial"
+    parents = [r for r in runs if r.data.tags.get("mpt_study.run_type") == "study"]
+    children = [r for r in runs if r.data.tags.get("mpt_study.run_type") == "trial"
                 and r.data.tags.get("mpt_study.phase") == phase]
     return parents, children
 

@@ -178,7 +178,7 @@ def test_tracker_marks_a_failed_trial_and_never_duplicates_runs_or_steps(tmp_pat
     restored.on_trial_result(0, [], trial, {"epoch": 2, "loss": float("nan"), "objective": 0.3})
     restored.on_trial_error(0, [], trial)
 
-    runs = find_runs(client, experiment, mpt_study__role="trial")
+    runs = find_runs(client, experiment, mpt_study__run_type="trial")
     assert len(runs) == 1
     run = client.get_run(runs[0].info.run_id)
     assert run.info.run_name == "alignment-005 w=0.25"
@@ -360,10 +360,16 @@ def test_a_trial_report_reads_back_from_its_tune_result_and_leaves_the_averages_
                                              "selected_dev_acc_en", "selected_dev_acc_sw", "objective", "best_epoch",
                                              "epoch_seconds", "test_acc_en", "test_acc_de", "test_acc_avg",
                                              "test_acc_avg_target"}
-    assert per_language_rows(tune_result) == [
-        {"language": "de", "dev_accuracy": "", "test_accuracy": 0.4},
-        {"language": "en", "dev_accuracy": 0.6, "test_accuracy": 0.5},
-        {"language": "sw", "dev_accuracy": 0.3, "test_accuracy": ""}]
+    # a confirmation run ranks nothing: no `objective` in MLflow (English dev, which selected its epoch, is there)
+    assert set(report.tracked_metrics(ranked=False)) == set(report.tracked_metrics()) - {"objective"}
+    # results_per_language.csv: a column only where every language has a value
+    search = TrialReport(epoch=3, selected_dev_accuracy={"en": 0.6, "sw": 0.3}).to_report()
+    assert per_language_rows(search) == [{"language": "en", "dev_accuracy": 0.6},
+                                         {"language": "sw", "dev_accuracy": 0.3}]
+    confirm = TrialReport(epoch=3, selected_dev_accuracy={"en": 0.6}, test=TestResult({"en": 0.5, "sw": 0.4})).to_report()
+    assert per_language_rows(confirm) == [{"language": "en", "test_accuracy": 0.5},
+                                          {"language": "sw", "test_accuracy": 0.4}]
+    assert per_language_rows(tune_result) == []  # neither measure has every language: no table of holes
 
 
 def test_git_state_names_the_commit_and_whether_tracked_files_changed(tmp_path: Path) -> None:

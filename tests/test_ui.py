@@ -1,5 +1,7 @@
-"""Browsing a study in the MLflow UI, as a person does: `python study/ui.py NAME` serves a smoke study's
-store on loopback; MLflow's REST API (what the UI reads) holds the study, and headless Chromium shows it.
+"""Browsing a study in the MLflow UI and optuna-dashboard, as a person does: `python study/ui.py NAME` serves a
+smoke study's store on loopback; MLflow's REST API (what the UI reads) holds the study, headless Chromium shows it
+(the study run opening with the verdict, the best trial and the references; the saved per-language view), and
+optuna-dashboard's API shows the study's and the trials' user attributes.
 
 The browser tests need Debian's `chromium` (`.ci/run` installs it) and are skipped without it. They
 drive Chromium over the DevTools protocol on a pipe (`--remote-debugging-pipe`), so no websocket client
@@ -19,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -28,7 +31,11 @@ from typing import Any
 
 import pytest
 
+from search_spaces import PAPER_DEFAULT, REFERENCE_POINTS, VANILLA
+from study.mlflow_views import RunLink, final_description, per_language_metrics
+from study.results import COMPLETE, TrialRow
 from study.settings import StudySettings
+from study.verdict import build_verdict
 from tests.test_study import RUN, STUDY_TIMEOUT_S, run_cli, study_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +82,42 @@ def test_ui_of_a_study_without_a_store_says_so_and_creates_none(tmp_path: Path) 
     assert not database.exists()
 
 
+# --- the study run's description (the confirmation's case; the browser checks a search-only study's) ----------
+
+def _confirmed(number: int, reference: str | None, right: dict[str, int], seeds=(1, 2), rows=20) -> list[TrialRow]:
+    """Confirmation rows of one configuration: per language, the first `right[lang]` test rows right, every seed."""
+    return [TrialRow(f"c{number}{seed}", number, COMPLETE, {"seed": seed}, reference, seed=seed,
+                     test_correct={lang: "1" * n + "0" * (rows - n) for lang, n in right.items()}) for seed in seeds]
+
+
+def test_the_study_description_opens_with_the_verdict_then_the_best_trial_the_references_and_per_language():
+    languages = ["en", "de", "fr"]
+    search = [TrialRow("t0", 0, COMPLETE, {}, VANILLA, 0.40, dev_accuracy={"en": 0.5, "de": 0.4, "fr": 0.3}),
+              TrialRow("t1", 1, COMPLETE, {}, PAPER_DEFAULT, 0.35, dev_accuracy={"en": 0.5, "de": 0.3, "fr": 0.25}),
+              TrialRow("t2", 2, COMPLETE, {}, None, 0.45, dev_accuracy={"en": 0.6, "de": 0.4, "fr": 0.35})]
+    confirm = (_confirmed(0, VANILLA, {"en": 10, "de": 8, "fr": 7}) + _confirmed(1, PAPER_DEFAULT, {"en": 10, "de": 8,
+                                                                                                  "fr": 8})
+               + _confirmed(2, None, {"en": 12, "de": 10, "fr": 9}))
+    verdict = build_verdict(confirm, languages, best_trial=2)
+    links = {n: RunLink(f"alignment-00{n}", f"#/experiments/7/runs/run{n}") for n in range(3)}
+    text = final_description("s", {"objective": "dev_avg"}, verdict.line, verdict, search, search[2], links, "7",
+                             languages)
+    lines = text.splitlines()
+    assert lines[0] == f"**Verdict:** {verdict.line}"  # in full, first
+    assert lines[2] == ("**Best trial:** [alignment-002](#/experiments/7/runs/run2) (#2, objective `dev_avg` 45.0%); "
+                        "**references:** [alignment-000](#/experiments/7/runs/run0), "
+                        "[alignment-001](#/experiments/7/runs/run1).")
+    assert "(#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=mpt-study-per-language)" in lines[4]
+    # the confirmation's test accuracy per language, mean over the seeds, and the headline's gain
+    assert "| #0 vanilla | 50.0 | 40.0 | 35.0 | 37.5 |" in lines and "| #2 best | 60.0 | 50.0 | 45.0 | 47.5 |" in lines
+    assert "| MPT (trial 2) - vanilla (pp) | +10.0 | +10.0 | +10.0 | +10.0 |" in lines
+    assert text.endswith("hold the same).")  # then what the study run is
+    # no confirmation: the search's dev per language, one seed, of the best trial and the references
+    unconfirmed = final_description("s", {}, "none", None, search, search[0], links, "7", languages).splitlines()
+    assert unconfirmed[0] == "**Verdict:** none" and "| #0 best (vanilla) | 50.0 | 40.0 | 30.0 |" in unconfirmed
+    assert "| #1 paper_default | 50.0 | 30.0 | 25.0 |" in unconfirmed and not any("#2" in line for line in unconfirmed)
+
+
 # --- a smoke study served by study/ui.py -------------------------------------------------------------------
 
 @dataclass
@@ -84,6 +127,8 @@ class Server:
     base_url: str
     experiment_url: str  # what study/ui.py printed for the user to open
     settings: dict[str, Any]
+    printed: str  # what study/ui.py printed (the address, the command it started)
+    verdict: str  # the study's verdict line, the last line the study printed (after "Verdict: ")
 
 
 def free_port() -> int:
@@ -153,7 +198,8 @@ def server(tmp_path_factory):
         printed = re.search(r"http://127\.0\.0\.1:\d+/#/experiments/\d+/runs\?\S+", log.read_text())
         assert printed, f"study/ui.py printed no address of the study:\n{log.read_text()[-2000:]}"
         settings = json.loads((cwd / "results" / STUDY / "study.json").read_text())
-        yield Server(cwd, port, base_url, printed.group(0), settings)
+        verdict = done.stdout.rstrip().splitlines()[-1].removeprefix("Verdict: ")
+        yield Server(cwd, port, base_url, printed.group(0), settings, log.read_text(), verdict)
     finally:
         stop_process_group(process)
 
@@ -163,10 +209,19 @@ class StudyRuns:
     experiment_id: str
     parent: dict
     trials: list[dict]
+    artifact_location: str  # the experiment's: where its runs' artifacts are
+
+    def best(self) -> dict:
+        """The search's best trial: the highest objective, the earlier trial on a tie (the study's own rule)."""
+        return max(self.trials, key=lambda t: (metrics(t)["objective"], -int(tags(t)["trial_number"])))
 
 
 def tags(run: dict) -> dict[str, str]:
     return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def metrics(run: dict) -> dict[str, float]:
+    return {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +231,11 @@ def study_runs(server: Server) -> StudyRuns:
                           experiment_name=STUDY)["experiment"]
     runs = post_json(server.base_url, "/api/2.0/mlflow/runs/search",
                      {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000})["runs"]
-    parents = [r for r in runs if tags(r).get("mpt_study.role") == "study"]
+    parents = [r for r in runs if tags(r).get("mpt_study.run_type") == "study"]
     assert len(parents) == 1, [r["info"]["run_name"] for r in runs]
-    trials = [r for r in runs if tags(r).get("mpt_study.role") == "trial"]
-    return StudyRuns(experiment["experiment_id"], parents[0], sorted(trials, key=lambda r: r["info"]["run_name"]))
+    trials = [r for r in runs if tags(r).get("mpt_study.run_type") == "trial"]
+    return StudyRuns(experiment["experiment_id"], parents[0], sorted(trials, key=lambda r: r["info"]["run_name"]),
+                     experiment["artifact_location"])
 
 
 @pytest.mark.slow
@@ -190,9 +246,14 @@ def test_ui_refuses_a_port_in_use(server: Server) -> None:
 
 
 @pytest.mark.slow
-def test_ui_prints_the_study_runs_page(server: Server, study_runs: StudyRuns) -> None:
+def test_ui_prints_the_study_runs_page_and_serves_its_own_artifacts(server: Server, study_runs: StudyRuns) -> None:
     assert server.experiment_url == (f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs"
                                      f"?workflowType=machine_learning")
+    # the artifact root the study used (results/mlartifacts, its experiment's folder inside), read where it is
+    root = (server.cwd / "results" / "mlartifacts").as_uri()
+    assert study_runs.artifact_location == f"{root}/{STUDY}" and (server.cwd / "results" / "mlartifacts").is_dir()
+    assert f"--default-artifact-root {root} --no-serve-artifacts " in server.printed
+    assert "--artifacts-destination" not in server.printed
 
 
 @pytest.mark.slow
@@ -212,9 +273,8 @@ def test_rest_api_holds_the_study_with_its_nested_trials(server: Server, study_r
         assert tags(trial)["mlflow.parentRunId"] == parent["info"]["run_id"]
         assert trial["info"]["status"] == "FINISHED"
         assert SEARCHED <= {p["key"] for p in trial["data"]["params"]}
-        metrics = {m["key"]: m["value"] for m in trial["data"]["metrics"]}
         for lang in SMOKE_LANGUAGES:  # dev at the selected epoch (search trials never evaluate test)
-            assert 0.0 <= metrics[f"selected_dev_acc_{lang}"] <= 1.0
+            assert 0.0 <= metrics(trial)[f"selected_dev_acc_{lang}"] <= 1.0
     for key in ("loss", "ce_loss", "kl_loss", "dev_acc_en", *(f"selected_dev_acc_{lang}" for lang in SMOKE_LANGUAGES)):
         history = get_json(server.base_url, "/api/2.0/mlflow/metrics/get-history",
                            run_id=trials[1]["info"]["run_id"], metric_key=key)["metrics"]
@@ -222,6 +282,35 @@ def test_rest_api_holds_the_study_with_its_nested_trials(server: Server, study_r
     listed = get_json(server.base_url, "/api/2.0/mlflow/artifacts/list", run_id=parent["info"]["run_id"],
                       path="report")["files"]
     assert {"report/report.md", "report/report.html", "report/search_per_language.png"} <= {f["path"] for f in listed}
+
+
+@pytest.mark.slow
+def test_rest_api_marks_the_best_trial_and_the_references(server: Server, study_runs: StudyRuns) -> None:
+    """`mpt_study.role` on the best trial's run and on each reference's, a colour of its own on every trial run, the
+    headline alone as the study run's metrics, and the per-language view saved on the experiment."""
+    best = study_runs.best()
+    for trial in study_runs.trials:
+        reference = tags(trial).get("mpt_study.reference")
+        expected = (f"best ({reference})" if reference else "best") if trial is best else reference
+        assert tags(trial).get("mpt_study.role") == expected, trial["info"]["run_name"]
+    assert set(REFERENCE_POINTS) <= {tags(t).get("mpt_study.reference") for t in study_runs.trials}
+    assert len({tags(t)["mlflow.runColor"] for t in study_runs.trials}) == len(study_runs.trials)
+    assert set(metrics(study_runs.parent)) == {"best_objective"}  # no confirmation here: no verdict's numbers
+    assert metrics(study_runs.parent)["best_objective"] == metrics(best)["objective"]
+    experiment = get_json(server.base_url, "/api/2.0/mlflow/experiments/get",
+                          experiment_id=study_runs.experiment_id)["experiment"]
+    experiment_tags = {t["key"]: t["value"] for t in experiment["tags"]}
+    view = json.loads(experiment_tags["mlflow.sharedViewState.mpt-study-per-language"])
+    assert view["name"] == "Best vs references, per language"
+    assert json.loads(view["state"])["searchFilter"] == "tags.`mpt_study.role` IS NOT NULL"
+
+
+@pytest.mark.slow
+def test_the_report_says_in_words_what_chance_level_is(server: Server) -> None:
+    study_dir = server.cwd / "results" / STUDY
+    said = "Chance level is 33.3%.** NLI has three labels, balanced in XNLI and in the mini set"
+    assert said in (study_dir / "report.md").read_text()
+    assert "Chance level is 33.3%.</strong> NLI has three labels" in (study_dir / "report.html").read_text()
 
 
 # --- the UI in headless Chromium ---------------------------------------------------------------------------
@@ -380,6 +469,55 @@ def test_browser_lists_the_trials_nested_under_the_study(browser: Chromium, serv
 
 
 @pytest.mark.slow
+def test_browser_opens_the_study_run_with_its_answer_and_the_per_language_view(browser: Chromium, server: Server,
+                                                                              study_runs: StudyRuns,
+                                                                              screenshots: Path) -> None:
+    """The study run's page opens with the verdict in full, the best trial and the references linked to their runs;
+    its link to the saved view opens the runs of the best trial and the references grouped by role and phase, with
+    every per-language column's title shown whole."""
+    page, view = screenshots / "study-run.png", screenshots / "per-language-view.png"
+    experiment = study_runs.experiment_id
+    # a wide window: the run page puts its description first only beside the UI's assistant panel, which opens on
+    # a first visit, and the runs table draws only the columns in view
+    browser.call("Emulation.setDeviceMetricsOverride", session=browser.session, width=3200, height=1000,
+                 deviceScaleFactor=1, mobile=False)
+    try:
+        browser.open("about:blank")
+        browser.open(f"{server.base_url}/#/experiments/{experiment}/runs/{study_runs.parent['info']['run_id']}"
+                     f"?workflowType=machine_learning")
+        verdict = "[...document.querySelectorAll('p')].find(p => p.innerText.startsWith('Verdict:'))"
+        shown = browser.wait_for(f"{verdict}?.innerText", "the study run's description with the verdict", page)
+        assert shown == f"Verdict: {server.verdict}"  # the whole line, first
+        links = browser.evaluate("Object.fromEntries([...document.querySelectorAll('a')].map(a => "
+                                 "[a.getAttribute('href'), a.innerText]))")
+        marked = [t for t in study_runs.trials if tags(t).get("mpt_study.role")]
+        assert {t["info"]["run_name"] for t in marked} >= {f"{SPACE}-000 vanilla", f"{SPACE}-001 paper_default"}
+        for trial in marked:  # the best trial and each reference, linked to its run
+            assert links.get(f"#/experiments/{experiment}/runs/{trial['info']['run_id']}") == trial["info"]["run_name"]
+        target = next(href for href, text in links.items() if text == "Best vs references, per language")
+        print(f"\nscreenshot of the study run: {browser.screenshot(page)}")
+
+        browser.open("about:blank")
+        browser.open(f"{server.base_url}/{target}")
+        groups = [f"mpt_study.role: {tags(t)['mpt_study.role']}, mpt_study.phase: search" for t in marked]
+        browser.wait_for(f"{js(groups)}.every(group => (document.body?.innerText || '').includes(group))",
+                         f"the groups {groups}", view)
+        # title -> whether it shows whole: its box not clipped by its column (at the UI's default width,
+        # 100 px, `selected_dev_acc_de` shows as "selected_dev_a...")
+        titles = browser.evaluate(
+            "Object.fromEntries([...document.querySelectorAll('.ag-header-cell[col-id^=\"metrics.\"]')].map(cell => {"
+            " const text = [...cell.querySelectorAll('*')].filter(e => e.children.length === 0 && e.innerText).pop();"
+            " const box = text.parentElement; return [cell.innerText.trim(), box.scrollWidth <= box.clientWidth"
+            " && text.getBoundingClientRect().right <= cell.getBoundingClientRect().right]; }))")
+        print(f"\nscreenshot of the per-language view: {browser.screenshot(view)}")
+        # each column of the view that the study's runs have (test accuracy only with a confirmation), titled whole
+        logged = [m for m in per_language_metrics(SMOKE_LANGUAGES) if any(m in metrics(t) for t in marked)]
+        assert logged and titles == {metric: True for metric in logged}
+    finally:
+        browser.call("Emulation.clearDeviceMetricsOverride", session=browser.session)
+
+
+@pytest.mark.slow
 def test_browser_shows_the_report_as_an_artifact_of_the_study(browser: Chromium, server: Server,
                                                              study_runs: StudyRuns, screenshots: Path) -> None:
     page = screenshots / "report.png"
@@ -445,3 +583,56 @@ def test_browser_charts_a_trial_per_epoch(browser: Chromium, server: Server, stu
         print(f"\nscreenshot of a trial's per-epoch charts: {browser.screenshot(page)}")
     finally:
         browser.call("Emulation.clearDeviceMetricsOverride", session=browser.session)
+
+
+# --- optuna-dashboard ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_optuna_dashboard_shows_the_verdict_the_mlflow_links_and_each_trials_role(server: Server,
+                                                                                 study_runs: StudyRuns) -> None:
+    """The study's and the trials' user attributes, through Optuna's API and through optuna-dashboard's own (its
+    WSGI app, served on a free port)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(server.cwd / "results" / STUDY / "optuna.log")))
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    experiment = f"http://127.0.0.1:5000/#/experiments/{study_runs.experiment_id}/runs?workflowType=machine_learning"
+    assert study.user_attrs == {
+        "verdict": server.verdict, "mlflow_experiment_url": experiment,
+        "mlflow_per_language_view_url": f"{experiment}&viewStateShareKey=mpt-study-per-language",
+        "importance_caveat": "only 4 complete trials: parameter importances need at least 8 to mean anything (the "
+                             "report shows none), so read the dashboard's importance chart as noise"}
+    runs = {tags(run)["ray.trial_id"]: run for run in study_runs.trials}
+    for trial in study.trials:
+        run = runs[trial.user_attrs["ray_trial_id"]]
+        assert trial.user_attrs["mlflow_run_id"] == run["info"]["run_id"]
+        assert trial.user_attrs["role"] == tags(run).get("mpt_study.reference", "search")
+        assert trial.user_attrs["seed"] == server.settings["seed"]
+        for lang in SMOKE_LANGUAGES:
+            assert trial.user_attrs[f"selected_dev_acc_{lang}"] == metrics(run)[f"selected_dev_acc_{lang}"]
+
+    dashboard = pytest.importorskip("optuna_dashboard", reason="optuna-dashboard (the dev extra) is not installed")
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args) -> None:  # no line per request in the test's output
+            pass
+
+    httpd = make_server("127.0.0.1", 0, dashboard.wsgi(storage), handler_class=Quiet)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_port}"
+        listed = get_json(base, "/api/studies")["study_summaries"]
+        detail = get_json(base, f"/api/studies/{next(s['study_id'] for s in listed if s['study_name'] == STUDY)}")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    shown = {a["key"]: a["value"] for a in detail["user_attrs"]}
+    assert shown["verdict"] == server.verdict and shown["mlflow_experiment_url"] == experiment
+    assert "importance_caveat" in shown
+    trial_roles = {t["number"]: {a["key"]: a["value"] for a in t["user_attrs"]}["role"] for t in detail["trials"]}
+    assert trial_roles == {t.number: t.user_attrs["role"] for t in study.trials}
+    assert [trial_roles[n] for n in range(len(REFERENCE_POINTS))] == list(REFERENCE_POINTS)  # the references first

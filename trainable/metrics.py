@@ -140,10 +140,13 @@ class TrialReport:
                             _per_language(result, CORRECT_PREFIX)) if test else None,
             trial_id=result.get("trial_id"), time_total_s=result.get("time_total_s"))
 
-    def tracked_metrics(self) -> dict[str, float]:
-        """The numbers the MLflow tracker logs for this epoch (step = `epoch`)."""
+    def tracked_metrics(self, ranked: bool = True) -> dict[str, float]:
+        """The numbers the MLflow tracker logs for this epoch (step = `epoch`). `objective` only for a `ranked` run
+        (a search trial): a run that ranks nothing (a confirmation run, whose epoch English dev selects) would chart
+        a different quantity under the same name; its `selected_dev_acc_en` is what selected its epoch."""
         return {key: float(value) for key, value in self.to_report().items()
-                if key.startswith(TRACKED) and isinstance(value, (int, float)) and not isinstance(value, bool)}
+                if key.startswith(TRACKED) and isinstance(value, (int, float)) and not isinstance(value, bool)
+                and (ranked or key != OBJECTIVE)}
 
     def runtime_tags(self) -> dict[str, str]:
         """What the trial ran on, as MLflow tags (`runtime_device`, ...); none before its first report."""

@@ -93,4 +93,16 @@ MUTANTS: tuple[Mutant, ...] = (
            "sampler = optuna.samplers.RandomSampler(seed=seed)",
            "the study's searcher replaced by random search", ("tests/test_searcher.py", "tests/test_search_spaces.py",
                                                               "tests/test_study_units.py")),
+    # --- what MLflow shows ----------------------------------------------------------------------------------
+    Mutant("confirmation_runs_chart_objective", "trainable/metrics.py", "and (ranked or key != OBJECTIVE)", "",
+           "a confirmation run's English dev charted as `objective` beside the search's dev average",
+           ("tests/test_study_units.py",)),
+    Mutant("per_language_csv_with_holes", "study/tracking.py", "if values and set(values) == set(languages)}",
+           "if values}", "results_per_language.csv with a column some languages leave empty",
+           ("tests/test_study_units.py",)),
+    Mutant("description_cuts_the_verdict", "study/mlflow_views.py", 'lines = [f"**Verdict:** {verdict_line}", ""]',
+           'lines = [f"**Verdict:** {verdict_line[:40]}", ""]', "the study run's description cuts the verdict line",
+           ("tests/test_ui.py",)),
+    Mutant("best_reference_loses_best", "study/tracking.py", 'return f"{BEST_ROLE} ({reference})"', "return reference",
+           "a best trial that is a reference is not marked best", ("tests/test_ui.py",)),
 )
