@@ -128,7 +128,9 @@ def test_smoke_study_writes_the_report_and_the_trained_prompts(smoke_study: Smok
 
 
 @pytest.mark.slow
-def test_report_regenerates_from_stored_results(smoke_study: SmokeStudy) -> None:
+def test_report_regenerates_from_stored_results(smoke_study: SmokeStudy, capsys) -> None:
+    from study import report
+
     cwd, study_dir = smoke_study.cwd, smoke_study.study_dir
     written = [study_dir / "report.md", study_dir / "report.html", *study_dir.glob("*.png")]
     before = {file: file.read_bytes() for file in written}
@@ -139,8 +141,9 @@ def test_report_regenerates_from_stored_results(smoke_study: SmokeStudy) -> None
         assert done.returncode == 0, done.stderr
         assert (study_dir / "report.md").read_bytes() == before[study_dir / "report.md"]
         assert all(file.is_file() for file in written)
-        missing = run_cli(REPORT, "no-such-study", cwd=cwd, timeout=120)
-        assert missing.returncode == 2 and "no study 'no-such-study'" in missing.stderr
+        capsys.readouterr()
+        assert report.main(["no-such-study", "--results-dir", str(cwd / "results")]) == 2
+        assert "no study 'no-such-study'" in capsys.readouterr().err
     finally:  # the shared study stays as the other tests expect it
         for file, content in before.items():
             file.write_bytes(content)
