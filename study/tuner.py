@@ -49,8 +49,10 @@ def start_ray(address: str | None) -> None:
         root = checkout_root()
         if root is not None:
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
-        ray.init(num_cpus=available_cpus(), num_gpus=gpus, include_dashboard=False,  # temp files: /tmp/ray
-                 logging_config=log_config)
+        # address "local": a Ray of its own, even where RAY_ADDRESS is set or `ray start` ran on this machine
+        # (ray.init() would join that cluster, and refuses num_cpus there)
+        ray.init(address="local", num_cpus=available_cpus(), num_gpus=gpus, include_dashboard=False,
+                 logging_config=log_config)  # temp files: /tmp/ray
 
 
 def local_gpus() -> int | None:

@@ -82,3 +82,12 @@ def mlflow_uri(empty_mlflow_db: Path, tmp_path: Path) -> str:
     database = tmp_path / "mlflow.db"
     shutil.copyfile(empty_mlflow_db, database)
     return f"sqlite:///{database}"
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory):
+    """The session's shared smoke study (tests/smoke_studies.py: an MPT configuration wins its search, then a
+    confirmation swept over two shot counts), run once for every module that reads it. Read it, never change it."""
+    from tests.smoke_studies import run_shared_study
+
+    return run_shared_study(tmp_path_factory.mktemp("smoke"))

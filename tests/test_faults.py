@@ -21,24 +21,14 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests import smoke_studies
+from tests.smoke_studies import HOOKS as FAULT_HOOKS, REPO_ROOT, RUN, SMOKE_EPOCHS, STUDY_TIMEOUT_S, study_env
 
-RUN = REPO_ROOT / "study" / "run.py"
-FAULT_HOOKS = REPO_ROOT / "tests" / "hooks"  # on a process's PYTHONPATH: its sitecustomize installs them
-STUDY_TIMEOUT_S = 600
-SMOKE_EPOCHS = 2
 # what every completed trial logs at every epoch (the target languages' dev only at the epochs English dev selects)
 EPOCH_METRICS = ("loss", "ce_loss", "kl_loss", "objective", "dev_acc_en", "selected_dev_acc_de")
 
 
 # --- helpers --------------------------------------------------------------------------------------------
-
-def study_env(**extra: str) -> dict[str, str]:
-    """The environment of a study under test: offline, and with the fault hooks on the PYTHONPATH."""
-    path = os.pathsep.join(filter(None, [str(FAULT_HOOKS), extra.pop("PYTHONPATH", None),
-                                         os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "1", "PYTHONPATH": path, **extra}
-
 
 def run_study(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(RUN), *args], cwd=cwd, env=env, capture_output=True, text=True,
@@ -104,12 +94,7 @@ def mlflow_client(cwd: Path):
 
 def study_runs(cwd: Path, experiment: str) -> tuple[list, list]:
     """(parent runs, trial runs) of a study's MLflow experiment."""
-    client = mlflow_client(cwd)
-    found = client.get_experiment_by_name(experiment)
-    assert found is not None, f"no MLflow experiment {experiment}"
-    runs = client.search_runs([found.experiment_id], max_results=1000)
-    return ([r for r in runs if r.data.tags.get("mpt_study.run_type") == "study"],
-            [r for r in runs if r.data.tags.get("mpt_study.run_type") == "trial"])
+    return smoke_studies.study_runs(f"sqlite:///{cwd / 'results' / 'mlflow.db'}", experiment)
 
 
 def metric_history(cwd: Path, run_id: str, key: str) -> list[tuple[int, float]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,12 @@ RETRIED_STATE_UPLOAD = re.compile(r"(?m)^.*ERROR experiment_state\.py:\d+ -- Sav
                                   r"failed with exception: \nTraceback \(most recent call last\):\n(?:[ \t].*\n)*.*\n")
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def without_retried_state_uploads(stderr: str) -> str:
     return RETRIED_STATE_UPLOAD.sub("", stderr)
 
@@ -109,9 +116,12 @@ def test_only_the_retried_state_upload_is_left_out() -> None:
 @pytest.mark.slow
 def test_a_gpu_trial_on_a_ray_without_gpus_is_refused_and_writes_nothing(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != LOCAL_GPUS_ENV}
+    # RAY_ADDRESS of a cluster that is not there: without --address a study starts a Ray of its own all the same
+    # (ray.init() would join the cluster RAY_ADDRESS, or the last `ray start` on this machine, names)
     done = subprocess.run([sys.executable, str(RUN), "--space", "alignment", "--smoke", "--name", "nogpu",
                            "--gpus-per-trial", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**env, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""})  # Ray then sees no GPU
+                          env={**env, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",  # Ray then sees no GPU
+                               "RAY_ADDRESS": f"127.0.0.1:{free_port()}"})
     assert done.returncode == 2, done.stderr[-3000:]
     assert "error: --gpus-per-trial 1 but the largest node of the Ray cluster has 0 GPUs" in done.stderr
     assert "Traceback" not in done.stderr

@@ -1,6 +1,7 @@
 """What a study leaves to use: the best trial's trained-prompt directory, its MLflow pyfunc model (predicting as
 `mpt.predict` does, offline), its Model Registry version, and the confirmation runs' directories, which
-`mpt.evaluate` reproduces exactly. One smoke study (2 search trials, 4 confirmation runs) serves them all."""
+`mpt.evaluate` reproduces exactly. The session's shared smoke study (tests/smoke_studies.py) serves them all; its
+best trial is an MPT configuration (a translator, p_T for the targets), not a reference."""
 
 from __future__ import annotations
 
@@ -12,20 +13,18 @@ import pytest
 from mpt import evaluate, predict
 from mpt.data import load_nli
 from mpt.pretrained import CONFIG_FILE, WEIGHTS_FILE, TrainedPrompt
-from tests.test_study import RUN, run_cli
-
-STUDY = "alignment-smoke"
-REGISTERED = "mpt-smoke"
+from tests.smoke_studies import REGISTERED, SHARED_NAME as STUDY, SmokeStudy
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    """The study's working directory, after a smoke study that registers its best model."""
-    cwd = tmp_path_factory.mktemp("study")
-    done = run_cli(RUN, "--space", "alignment", "--smoke", "--num-samples", "2", "--confirm-seeds", "2",
-                   "--register-model", REGISTERED, cwd=cwd)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return cwd
+def study(smoke_study: SmokeStudy) -> Path:
+    """The study's working directory."""
+    return smoke_study.cwd
+
+
+def _best_row(cwd: Path) -> dict:
+    rows = json.loads((cwd / "results" / STUDY / "trials.json").read_text())
+    return max((r for r in rows if r["status"] == "COMPLETE"), key=lambda r: (r["objective"], -r["trial_number"]))
 
 
 def _client(cwd: Path):
@@ -48,17 +47,26 @@ def _pairs() -> list[tuple[str, str, str]]:
 
 
 @pytest.mark.slow
-def test_the_best_trial_is_a_trained_prompt_directory(study) -> None:
+def test_the_best_trial_is_a_trained_prompt_directory(study, tmp_path) -> None:
+    from study.settings import StudySettings
+    from trainable.spec import trial_config
+
     study_dir = study / "results" / STUDY
     best_model = study_dir / "best_model"
     assert sorted(p.name for p in best_model.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
     assert not (study_dir / "best_weights.safetensors").exists()  # one format, one loader
-    rows = json.loads((study_dir / "trials.json").read_text())
-    best = max((r for r in rows if r["status"] == "COMPLETE"), key=lambda r: (r["objective"], -r["trial_number"]))
+    best = _best_row(study)
+    assert best["reference"] is None  # the MPT configuration the objective hook made win
     prompt = TrainedPrompt.from_pretrained(best_model)
     assert prompt.training["trial_number"] == best["trial_number"] and prompt.training["study"] == STUDY
-    assert prompt.config.translator_depth == best["params"]["translator_depth"]
+    settings = StudySettings.from_json((study_dir / "study.json").read_text())
+    searched = ("alignment_weight", "translator_depth", "prompt_length")
+    expected = trial_config(settings.base_config, best["params"])
+    assert {k: getattr(prompt.config, k) for k in searched} == {k: getattr(expected, k) for k in searched}
     assert _best_run(study).data.tags["trial_number"] == str(best["trial_number"])
+    # its weights are the best trial's selected epoch: mpt.evaluate on dev gives the dev accuracy it was ranked by
+    assert evaluate.main([str(best_model), "--split", "dev", "--output", str(tmp_path / "dev.json")]) == 0
+    assert json.loads((tmp_path / "dev.json").read_text())["accuracy"] == best["dev_accuracy"]
 
 
 @pytest.mark.slow
@@ -88,6 +96,10 @@ def test_the_pyfunc_model_predicts_as_mpt_predict(study, tmp_path) -> None:
 
     english = model.predict(frame[frame["lang"] == "en"][["premise", "hypothesis"]])  # no lang: the source's
     assert english.to_dict(orient="records") == [r for r in from_cli if r["lang"] == "en"]
+    # the target languages go through the translator: p_T gives other probabilities than p_S on the same pairs
+    german = frame[frame["lang"] == "de"]
+    as_english = model.predict(german.assign(lang="en")).to_dict(orient="records")
+    assert [r["prob_entailment"] for r in as_english] != [r["prob_entailment"] for r in from_mlflow if r["lang"] == "de"]
 
 
 @pytest.mark.slow
@@ -109,18 +121,20 @@ def test_register_model_makes_a_registry_version_of_the_best_run(study) -> None:
 
 @pytest.mark.slow
 def test_confirmation_models_reproduce_the_test_accuracy_each_run_reported(study, tmp_path) -> None:
+    """(Every confirmation run has its directory: tests/test_study.py.)"""
     from study.results import load_rows
-    from study.settings import StudySettings
-    from study.mlflow_parent_run import StudyRun
+    from study.tracking import run_name
 
-    study_dir = study / "results" / STUDY
-    settings = StudySettings.from_json((study_dir / "study.json").read_text(encoding="utf-8"))
-    rows = load_rows(study_dir / "confirm.json")
-    written = StudyRun(settings).export_confirmation_models(rows, study_dir)
-    assert len(written) == len(rows) == 4
-    assert {p.name for p in written} == {f"alignment-confirm-{r.trial_number:03d}-seed{r.seed}" for r in rows}
-    for row in rows[:2]:  # two configurations would do; each costs a backbone load
-        directory = study_dir / "confirm_models" / f"alignment-confirm-{row.trial_number:03d}-seed{row.seed}"
+    rows = load_rows(study / "results" / STUDY / "confirm.json")
+    best = _best_row(study)["trial_number"]
+    # the best trial's (an MPT configuration: p_T for the targets) and vanilla's, at each shot count; each costs
+    # a backbone load
+    chosen = [next(r for r in rows if r.trial_number == best and r.seed == 1 and r.params["shots_per_class"] == 4),
+              next(r for r in rows if r.reference == "vanilla" and r.seed == 2 and r.params["shots_per_class"] == 8)]
+    for row in chosen:
+        name = run_name("alignment", row.trial_number, row.params, phase="confirm").split(" ")[0]
+        directory = study / "results" / STUDY / "confirm_models" / name
+        assert TrainedPrompt.from_pretrained(directory).config.translator_depth == row.params["translator_depth"]
         assert evaluate.main([str(directory), "--output", str(tmp_path / "eval.json")]) == 0
         evaluated = json.loads((tmp_path / "eval.json").read_text())
         assert evaluated["accuracy"] == row.test_accuracy  # exactly, on CPU

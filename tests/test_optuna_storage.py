@@ -1,6 +1,7 @@
 """A study's Optuna study, as Optuna's own tools read it: an ASHA smoke study kept in a database given with
 `--optuna-storage`, whose stopped trials Optuna records as PRUNED with their per-epoch values and whose
-finished ones as COMPLETE. (The default journal storage and a driver kill: tests/test_faults.py.)
+finished ones as COMPLETE. (The default journal storage and a driver kill: tests/test_faults.py.) The same study
+ranks by the strict zero-shot objective (`--objective dev_en`): its trials evaluate no target-language dev.
 
 The tests/hooks objective hook makes each trial's objective 1 - w: smoke trials all score at chance, where ASHA
 stops nothing. One trial at a time (`--max-concurrent 1`) and seeded TPE make ASHA's decisions reproducible.
@@ -44,7 +45,7 @@ def asha_study(tmp_path_factory) -> dict:
     storage = f"sqlite:///{cwd / 'cluster' / 'optuna.db'}"
     (cwd / "cluster").mkdir()
     args = ["--space", "alignment", "--smoke", "--name", NAME, "--scheduler", "asha", "--num-samples", str(TRIALS),
-            "--max-concurrent", "1", "--optuna-storage", storage, *no_confirmation()]
+            "--max-concurrent", "1", "--optuna-storage", storage, "--objective", "dev_en", *no_confirmation()]
     done = run_study(args, cwd)
     assert done.returncode == 0, done.stderr[-4000:]
     epochs = {}  # trial number -> [(epoch, objective) Tune received]
@@ -95,3 +96,21 @@ def test_a_resume_keeps_the_optuna_storage(asha_study) -> None:
     moved = run_study(["--name", NAME, "--resume", "--optuna-storage", str(cwd / "elsewhere.log")], cwd, timeout=120)
     assert moved.returncode == 2 and "optuna_storage" in moved.stderr and "--resume" in moved.stderr
     assert not (cwd / "elsewhere.log").exists()
+
+
+@pytest.mark.slow
+def test_asha_spares_the_references_and_the_strict_objective_reads_english_dev_only(asha_study) -> None:
+    from tests.smoke_studies import study_runs
+
+    rows = asha_study["rows"]
+    assert {r["status"] for r in rows.values()} <= {"COMPLETE", "STOPPED"}
+    references = [r for r in rows.values() if r["reference"]]
+    assert len(references) == 2 and all(r["status"] == "COMPLETE" for r in references)  # ASHA spares them
+    _, children = study_runs(f"sqlite:///{asha_study['cwd'] / 'results' / 'mlflow.db'}", NAME)
+    assert len(children) == TRIALS
+    for child in children:
+        assert "dev_acc_en" in child.data.metrics
+        assert "dev_acc_de" not in child.data.metrics  # strict zero-shot: no target-language dev at all
+        stopped = next(r for r in rows.values() if r["trial_id"] == child.data.tags["ray.trial_id"])["status"] == \
+            "STOPPED"
+        assert (child.data.tags.get("stopped_early") == "true") == stopped

@@ -21,6 +21,10 @@ these variables is set:
     MPT_FAULT_MARKER=PATH       required with any of these: the fault fires in the first trial to get there
                                 (once, or in each of its tries for FAIL), which creates PATH and writes a JSON
                                 line (trial id, epoch, pid, node id)
+    MPT_FAULT_IN_EXPERIMENT=S   only trials of a Ray Tune experiment whose name contains S get there (e.g.
+                                `-confirm`: a fault in the confirmation phase, none in the search)
+    MPT_FAULT_SKIP=N            the first N trials to get there pass by (each leaves PATH.passI, I < N): the
+                                fault fires in the next one, once N runs got past that point
     MPT_EPOCH_LOG=PATH          every trial appends a JSON line per epoch it actually trains (trial id,
                                 epoch, pid, node id, start and end time, the file of mpt.training)
 
@@ -46,6 +50,7 @@ HOLD_ON_NODE = "MPT_FAULT_HOLD_ON_NODE"
 MEET_NODES, MEET_DIR = "MPT_FAULT_MEET_NODES", "MPT_FAULT_MEET_DIR"
 MEET_TIMEOUT_S = 600
 MARKER = "MPT_FAULT_MARKER"
+IN_EXPERIMENT, SKIP = "MPT_FAULT_IN_EXPERIMENT", "MPT_FAULT_SKIP"
 EPOCH_LOG = "MPT_EPOCH_LOG"
 
 
@@ -82,8 +87,34 @@ def _epoch_of(variable: str) -> int | None:
     return int(text)
 
 
+def _in_chosen_experiment() -> bool:
+    """Whether this trial's Tune experiment is one $MPT_FAULT_IN_EXPERIMENT names (any, without it)."""
+    text = os.environ.get(IN_EXPERIMENT)
+    if not text:
+        return True
+    from ray import tune
+
+    with warnings.catch_warnings():  # outside a Tune trial Ray warns and returns None: not a chosen experiment
+        warnings.simplefilter("ignore")
+        name = tune.get_context().get_experiment_name()
+    return bool(name) and text in name
+
+
+def _passes_by() -> bool:
+    """True in the first $MPT_FAULT_SKIP trials to get here: each creates the next free PATH.passI."""
+    for turn in range(int(os.environ.get(SKIP) or 0)):
+        try:
+            os.close(os.open(f"{os.environ[MARKER]}.pass{turn}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            return True
+        except FileExistsError:
+            continue
+    return False
+
+
 def _claim(epoch: int) -> bool:
     """True in the one trial that gets to fire the fault (it creates the marker file)."""
+    if not _in_chosen_experiment() or (not os.path.exists(os.environ[MARKER]) and _passes_by()):
+        return False
     try:
         fd = os.open(os.environ[MARKER], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
@@ -100,8 +131,11 @@ def _claimed_by_this_trial(epoch: int) -> bool:
     """True in every try of the trial that claimed the fault (the first to get there)."""
     if _claim(epoch):
         return True
-    with open(os.environ[MARKER]) as marker:
-        line = marker.readline()
+    try:
+        with open(os.environ[MARKER]) as marker:
+            line = marker.readline()
+    except FileNotFoundError:  # this trial passed by, or is not in the chosen experiment
+        return False
     try:  # empty (or cut short) while the claiming trial writes it: that trial is another one
         return json.loads(line)["trial_id"] == where()["trial_id"]
     except ValueError:

@@ -2,8 +2,9 @@
 introduce, which the fast tier must notice.
 
 A mutant replaces `old` (which must occur exactly once in `file`) by `new`; `first` names the test files that
-target it, which run before the rest of the fast tier (the check stops at the first failure). When the code a
-mutant names changes, the runner refuses the stale mutant: rewrite it against the new text.
+target it, which run before the rest of the fast tier (the check stops at the first failure). A `slow` mutant is
+one only an end-to-end study notices: its `first` files alone run, slow tests included (`--slow`; minutes each).
+When the code a mutant names changes, the runner refuses the stale mutant: rewrite it against the new text.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class Mutant:
     new: str
     why: str
     first: tuple[str, ...] = ()
+    slow: bool = False  # caught by slow tests of `first` only (python -m tests.mutation.run --slow)
 
 
 LEARNING = "tests/test_mpt_learning.py"
@@ -105,4 +107,18 @@ MUTANTS: tuple[Mutant, ...] = (
            ("tests/test_ui.py",)),
     Mutant("best_reference_loses_best", "study/tracking.py", 'return f"{BEST_ROLE} ({reference})"', "return reference",
            "a best trial that is a reference is not marked best", ("tests/test_ui.py",)),
+    # --- the study end to end (slow: each runs the shared smoke study, an MPT configuration winning it) ---------
+    Mutant("confirmation_drops_an_mpt_best", "study/tuner.py", "    candidates = top_rows(rows, top)\n",
+           "    candidates = [row for row in top_rows(rows, top) if row.reference]\n",
+           "the confirmation retrains the references only when the best trial is an MPT configuration",
+           ("tests/test_study.py",), slow=True),
+    Mutant("best_model_is_vanillas", "study/run.py", "trial_result(grid, best.trial_id)",
+           "trial_result(grid, reference_row(rows, VANILLA).trial_id)",
+           "best_model/ and the pyfunc model are vanilla's trained prompt", ("tests/test_mlflow_model.py",), slow=True),
+    Mutant("confirmation_not_resumed", "study/tuner.py",
+           'tracker_for("confirm"), resume, suffix=suffix,', 'tracker_for("confirm"), False, suffix=suffix,',
+           "--resume starts an interrupted confirmation over", ("tests/test_study_resume.py",), slow=True),
+    Mutant("ray_joins_another_cluster", "study/tuner.py", 'ray.init(address="local", num_cpus',
+           "ray.init(num_cpus", "a local study joins the cluster of RAY_ADDRESS or of the last `ray start` here",
+           ("tests/test_gpu_placement.py",), slow=True),
 )

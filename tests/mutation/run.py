@@ -1,12 +1,14 @@
 """The mutation check: plant each bug of `tests/mutation/mutants.py`, one at a time, in a copy of the working
 tree, run the fast tier there, and say which the tests caught. Not part of CI's default run.
 
-    python -m tests.mutation.run                          # every mutant; exit 1 if any survives
+    python -m tests.mutation.run                          # every fast mutant; exit 1 if any survives
+    python -m tests.mutation.run --slow                   # and the slow ones (end-to-end studies: minutes each)
     python -m tests.mutation.run --only loss_sign,kl_no_t_squared
     python -m tests.mutation.run --list
 
 The copy holds the files git tracks or would track (committed or not; ignored files left out). The unmutated
-copy must pass the fast tier first, so that a failure means the mutant was noticed. A mutant whose old text is
+copy must pass the fast tier first (and the slow mutants' files, when there are any), so that a failure means the
+mutant was noticed. A mutant whose old text is
 no longer in its file is an error (exit 2), never a pass. Run from the repository root.
 """
 
@@ -28,6 +30,7 @@ from tests.mutation.mutants import MUTANTS, Mutant
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_TIER = ["-m", "not slow", "-x", "-q", "-p", "no:cacheprovider"]
+SLOW_FILES = ["-x", "-q", "-p", "no:cacheprovider"]  # a slow mutant's files, slow tests included
 
 
 @dataclass
@@ -74,11 +77,12 @@ def test_files(copy: Path, first: tuple[str, ...]) -> list[str]:
     return [*first, *[name for name in every if name not in first]]
 
 
-def run_fast_tier(copy: Path, files: list[str], env: dict, timeout: float) -> tuple[int | None, str, float]:
+def run_fast_tier(copy: Path, files: list[str], env: dict, timeout: float,
+                  options: list[str] = FAST_TIER) -> tuple[int | None, str, float]:
     """pytest's exit status (None on timeout), its output and the wall time. On a timeout the whole process
     group that pytest started is ended (trial processes included)."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "pytest", *FAST_TIER, *files], cwd=copy, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "pytest", *options, *files], cwd=copy, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         output, _ = process.communicate(timeout=timeout)
@@ -100,7 +104,10 @@ def try_mutant(mutant: Mutant, copy: Path, env: dict, timeout: float) -> Outcome
     original = path.read_text(encoding="utf-8")
     path.write_text(original.replace(mutant.old, mutant.new, 1), encoding="utf-8")
     try:
-        code, output, seconds = run_fast_tier(copy, test_files(copy, mutant.first), env, timeout)
+        if mutant.slow:
+            code, output, seconds = run_fast_tier(copy, list(mutant.first), env, timeout, SLOW_FILES)
+        else:
+            code, output, seconds = run_fast_tier(copy, test_files(copy, mutant.first), env, timeout)
     finally:
         path.write_text(original, encoding="utf-8")
     if code is None:
@@ -118,16 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run of the fast tier (900)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the run of the unmutated copy (only when it was just seen to pass)")
+    parser.add_argument("--slow", action="store_true",
+                        help="also the slow mutants (their test files run end-to-end studies: minutes each)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(names) - {m.name for m in MUTANTS})
     if unknown:
         parser.error(f"--only: unknown mutant(s) {unknown}; --list shows them")
-    mutants = [m for m in MUTANTS if not names or m.name in names]
+    mutants = [m for m in MUTANTS if m.name in names or not names and (args.slow or not m.slow)]
     if args.list:
         for mutant in mutants:
-            print(f"{mutant.name:40} {mutant.file:22} {mutant.why}")
+            print(f"{mutant.name:40} {mutant.file:22} {'(slow) ' if mutant.slow else ''}{mutant.why}")
         return 0
     problems = stale(mutants, ROOT)
     if problems:
@@ -144,13 +153,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: the copy's modules do not import from the copy ({where.stdout or where.stderr})",
                   file=sys.stderr)
             return 2
+        slow_files = sorted({name for m in mutants if m.slow for name in m.first})
         if not args.no_baseline:
-            code, output, seconds = run_fast_tier(copy, test_files(copy, ()), env, args.timeout)
-            if code != 0:
-                print(f"error: the fast tier fails without any mutant ({first_failure(output)}); fix that first",
-                      file=sys.stderr)
-                return 2
-            print(f"unmutated copy: fast tier passed in {seconds:.0f} s", flush=True)
+            baselines = [("fast tier", test_files(copy, ()), FAST_TIER)] if not all(m.slow for m in mutants) else []
+            if slow_files:
+                baselines.append((f"slow mutants' files ({', '.join(slow_files)})", slow_files, SLOW_FILES))
+            for what, files, options in baselines:
+                code, output, seconds = run_fast_tier(copy, files, env, args.timeout, options)
+                if code != 0:
+                    print(f"error: the {what} fail(s) without any mutant ({first_failure(output)}); fix that first",
+                          file=sys.stderr)
+                    return 2
+                print(f"unmutated copy: {what} passed in {seconds:.0f} s", flush=True)
         outcomes = []
         for mutant in mutants:
             outcome = try_mutant(mutant, copy, env, args.timeout)
