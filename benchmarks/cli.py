@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     quick = args.quick
     args.layers = args.layers or (2 if quick else 12)
     args.eval_layers = 1
+    args.dedup_layers = 2 if quick else 4  # 4: the default study's
     args.eval_languages = 3 if quick else 99
     args.eval_train_epochs = 1
     args.matmul_n = QUICK_MATMUL_N if quick else MATMUL_N

@@ -100,7 +100,9 @@ def computed_positions(trainer: Trainer, test) -> tuple[int, int]:
 def trained_trainer(args, data) -> Trainer:
     """The default config on a cut e5-small, trained a little so predictions are not all one class."""
     backbone = load_backbone("e5-small", num_layers=args.eval_layers, want_mlm=False)
-    config = MPTConfig(num_layers=args.eval_layers, epochs=NEVER, eval_every=NEVER, num_threads=args.threads)
+    # the joint template: one sequence per pair, the padding this benchmark is about (siamese: `pair_dedup`)
+    config = MPTConfig(num_layers=args.eval_layers, epochs=NEVER, eval_every=NEVER, num_threads=args.threads,
+                       pair_encoding="joint")
     trainer = Trainer(config, backbone=backbone, data=data)
     for _ in range(args.eval_train_epochs):
         trainer.train_epoch()

@@ -12,8 +12,8 @@ from benchmarks.context import STUDY_SPACE, RunContext
 
 @dataclass(frozen=True)
 class Target:
-    """One benchmark's target: its name, item of issue 7, what is measured, the bound, and the part that
-    measures it; `why_missed` explains what a miss points to (printed only for a missed target)."""
+    """One benchmark's target: its name, item (of issue 7; 22: issue 22), what is measured, the bound, and the
+    part that measures it; `why_missed` explains what a miss points to (printed only for a missed target)."""
 
     name: str
     item: int
@@ -65,6 +65,14 @@ def targets() -> tuple[Target, ...]:
                    "this CPU computes bf16 without AVX512-BF16 or AMX (see the line on native bf16), or the "
                    "attention kernel's bf16 backward is the slow one (mpt/precision.py trains with the math kernel "
                    "on CPU for that reason).")),
+        Target("pair_dedup_eval", 22, "siamese evaluation, every sentence of every pair / each distinct sentence "
+               "once, same predictions", ">=1.2", "pair_dedup", why_missed=(
+                   "premises are longer than hypotheses but fewer: what dedup saves is the premises' share of the "
+                   "tokens (a third of the sentences in the mini set and XNLI), less where padding dominates.")),
+        Target("pair_dedup_alignment", 22, "siamese alignment step, pairs drawn one by one with every sentence / a "
+               "run of consecutive pairs with each distinct sentence once", ">=1.3", "pair_dedup", why_missed=(
+                   "a step's fixed costs (the translator, the KL, the optimizer's zeroing) and the teacher side "
+                   "under no_grad weigh more than the encoder's saved sentences at this size.")),
         Target("study_smoke_min", 7, f"minutes of `study/run.py --space {STUDY_SPACE} --smoke`", "<=2", "study"),
         Target("study_default_min", 7, f"minutes of `study/run.py --space {STUDY_SPACE}`", "<=10", "study",
                why_missed=(
@@ -92,6 +100,7 @@ def parts() -> tuple[Part, ...]:
         Part("trials", "5, 6: share", run_of("trials")),
         Part("eval_share", "8: evaluation share of a trial", run_of("eval_share")),
         Part("precision", "9: bf16 against fp32 on CPU", run_of("precision")),
+        Part("pair_dedup", "22: siamese, each distinct sentence once", run_of("pair_dedup")),
         Part("study", "7", run_of("study_wall")),
         Part("gpu", "XLM-R-base step times", run_of("gpu")),
     )

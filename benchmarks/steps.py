@@ -74,8 +74,9 @@ class StepBench:
 
 def build(args, data) -> StepBench:
     backbone = load_backbone("e5-small", num_layers=args.layers, want_mlm=False)
-    # fp32, as the PEFT baseline and the matmul peak run (benchmark `precision` compares bf16 with it)
-    common = dict(num_layers=args.layers, num_threads=args.threads, precision="fp32")
+    # fp32, as the PEFT baseline and the matmul peak run (benchmark `precision` compares bf16 with it); the joint
+    # template, the one sequence per pair that PEFT's prompt tuning reads
+    common = dict(num_layers=args.layers, num_threads=args.threads, precision="fp32", pair_encoding="joint")
     ce = Trainer(MPTConfig(**REFERENCE_POINTS[VANILLA], **common), backbone=backbone, data=data)
     full = Trainer(MPTConfig(**common), backbone=backbone, data=data)
     if ce.train_ids != full.train_ids:

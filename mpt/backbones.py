@@ -43,14 +43,42 @@ class BackboneError(RuntimeError):
     """A backbone cannot be loaded; the message says why and what to do."""
 
 
+@dataclass(frozen=True)
+class InputConventions:
+    """How an encoder expects one text to be embedded, where its authors prescribe it: a prefix before each text
+    and L2 normalisation of the pooled vector (multilingual-e5: `query: ` and normalised mean pooling)."""
+
+    text_prefix: str = ""
+    normalize: bool = False
+
+
+# the e5 family's model card: "query: " before each text (for symmetric tasks), the mean-pooled vector normalised
+E5_CONVENTIONS = InputConventions(text_prefix="query: ", normalize=True)
+E5_FAMILY_PREFIX = "intfloat/multilingual-e5-"
+
+
+def conventions_for(name: str) -> InputConventions:
+    """The input conventions of a backbone by name: the embedded e5-small and intfloat/multilingual-e5-* have
+    e5's; any other backbone none."""
+    return E5_CONVENTIONS if name == "e5-small" or name.startswith(E5_FAMILY_PREFIX) else InputConventions()
+
+
 @dataclass
 class Backbone:
-    """A frozen encoder, its tokenizer, and its MLM head when it has one."""
+    """A frozen encoder, its tokenizer, and its MLM head when it has one (and was loaded with it)."""
 
     name: str
     encoder: nn.Module  # returns last_hidden_state from inputs_embeds
     tokenizer: PreTrainedTokenizerBase
     mlm_head: nn.Module | None  # hidden states -> vocabulary logits
+    has_mlm_head: bool | None = None  # whether the model has one, loaded or not (None: whether mlm_head is given)
+    conventions: InputConventions | None = None  # None: conventions_for(name)
+
+    def __post_init__(self) -> None:
+        if self.has_mlm_head is None:
+            self.has_mlm_head = self.mlm_head is not None
+        if self.conventions is None:
+            self.conventions = conventions_for(self.name)
 
     @property
     def hidden_size(self) -> int:
@@ -74,16 +102,18 @@ def load_backbone(name: str, num_layers: int | None = None, want_mlm: bool = Tru
     """
     path = backbone_path(name)
     tokenizer = _load_tokenizer(path, name)
-    model = _try_masked_lm(path) if want_mlm else None
+    masked_lm = _is_masked_lm(path)
+    model = AutoModelForMaskedLM.from_pretrained(str(path), dtype=torch.float32) if want_mlm and masked_lm else None
     if model is None:
         model = _load_encoder(path, name)
-    return frozen_backbone(name, model, tokenizer, num_layers)
+    return frozen_backbone(name, model, tokenizer, num_layers, has_mlm_head=masked_lm)
 
 
 def frozen_backbone(name: str, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
-                    num_layers: int | None = None) -> Backbone:
+                    num_layers: int | None = None, has_mlm_head: bool | None = None) -> Backbone:
     """A Hugging Face model as a frozen Backbone in eval mode: a masked LM gives its encoder and its MLM head,
-    a bare encoder (its own `base_model`) gives no head. `num_layers` keeps only the first N encoder layers."""
+    a bare encoder (its own `base_model`) gives no head. `num_layers` keeps only the first N encoder layers.
+    `has_mlm_head` says whether the model has an MLM head when a bare encoder was loaded from a masked LM."""
     has_head = model.base_model is not model
     encoder, mlm_head = (model.base_model, _mlm_head_of(model)) if has_head else (model, None)
     if num_layers is not None:
@@ -92,7 +122,8 @@ def frozen_backbone(name: str, model: nn.Module, tokenizer: PreTrainedTokenizerB
         if module is not None:
             module.requires_grad_(False)
             module.eval()
-    return Backbone(name=name, encoder=encoder, tokenizer=tokenizer, mlm_head=mlm_head)
+    return Backbone(name=name, encoder=encoder, tokenizer=tokenizer, mlm_head=mlm_head,
+                    has_mlm_head=has_head if has_mlm_head is None else has_mlm_head)
 
 
 def backbone_path(name: str) -> str | Path:
@@ -120,12 +151,13 @@ def _load_tokenizer(path: str | Path, name: str) -> PreTrainedTokenizerBase:
         ) from None
 
 
-def _try_masked_lm(path: str | Path) -> nn.Module | None:
-    config = AutoConfig.from_pretrained(str(path))
-    architectures = config.architectures or []
-    if not any("MaskedLM" in arch for arch in architectures):
-        return None
-    return AutoModelForMaskedLM.from_pretrained(str(path), dtype=torch.float32)
+def _is_masked_lm(path: str | Path) -> bool:
+    """Whether the model at `path` is a masked LM (has an MLM head), from its config alone."""
+    try:
+        architectures = AutoConfig.from_pretrained(str(path)).architectures or []
+    except OSError as err:
+        raise BackboneError(f"cannot load backbone '{path}': {err}") from None
+    return any("MaskedLM" in arch for arch in architectures)
 
 
 def _load_encoder(path: str | Path, name: str) -> nn.Module:

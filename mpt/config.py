@@ -17,6 +17,7 @@ XNLI_LANGUAGES = ("ar", "bg", "de", "el", "es", "fr", "hi", "ru", "sw", "th", "t
 HEAD_KINDS = ("auto", "mlm", "linear")
 # defined here, not in mpt.precision (which imports torch), so that the config and the study's CLI load without torch
 PRECISIONS = ("fp32", "bf16", "auto")
+PAIR_ENCODINGS = ("auto", "joint", "siamese")
 POOLINGS = ("mean", "mask", "cls")
 PROMPT_INITS = ("vocab", "normal")
 PROMPT_POSITIONS = ("after_bos", "prefix")
@@ -48,13 +49,18 @@ class MPTConfig:
     backbone: str = _knob("e5-small", "'e5-small' (embedded), 'tiny-xlmr', a Hugging Face model id or a local directory")
     head: str = _knob("auto", "answer head: auto (MLM verbalizer when the backbone has an MLM head, else linear), "
                               "mlm, linear")
-    pooling: str = _knob("mean", "the linear head's pooling: mean, mask (the <mask> token), cls (<s>)")
+    pooling: str = _knob("mean", "the linear head's pooling: mean, mask (the <mask> token; joint only), cls (<s>)")
+    pair_encoding: str = _knob("auto", "joint (premise and hypothesis in one cloze sequence; what an MLM verbalizer "
+                                       "needs), siamese (each sentence encoded alone with the language's prompt, "
+                                       "pooled, a linear head on [u, v, |u-v|, u*v]), auto (siamese for a backbone "
+                                       "without an MLM head, such as e5-small; joint otherwise)")
     num_layers: int | None = _knob(None, "keep the first N encoder layers (none: all)")
     label_words: dict[str, list[str]] = _knob(lambda: {"en": ["yes", "maybe", "no"]},
                                               "verbalizer words per language, JSON: "
                                               "{\"en\": [\"yes\", \"maybe\", \"no\"]}")
     # soft prompt
-    prompt_length: int = _knob(16, "soft prompt length L (vectors)")
+    prompt_length: int = _knob(16, "soft prompt length L (vectors; 0 with a linear head: the frozen probe, only "
+                                   "the head trains)")
     prompt_init: str = _knob("vocab", "prompt initialisation: vocab (random token embeddings) or normal")
     prompt_position: str = _knob("after_bos", "after_bos (after <s>, as the paper) or prefix (before it, as HF PEFT)")
     # translator
@@ -104,13 +110,23 @@ class MPTConfig:
                "'e5-small', 'tiny-xlmr', a Hugging Face model id or a local directory")
         _check(self.head in HEAD_KINDS, "head", self.head, f"one of {HEAD_KINDS}")
         _check(self.pooling in POOLINGS, "pooling", self.pooling, f"one of {POOLINGS}")
+        _check(self.pair_encoding in PAIR_ENCODINGS, "pair_encoding", self.pair_encoding, f"one of {PAIR_ENCODINGS}")
+        _check(not (self.pair_encoding == "siamese" and self.head == "mlm"), "pair_encoding", self.pair_encoding,
+               "'joint' or 'auto' with head='mlm' (the MLM verbalizer reads one cloze sequence): set "
+               "pair_encoding=joint, or head=linear for siamese")
+        _check(not (self.pair_encoding == "siamese" and self.pooling == "mask"), "pair_encoding", self.pair_encoding,
+               "'joint' or 'auto' with pooling='mask' (only the joint template has a <mask> token): set "
+               "pooling=mean or cls for siamese, or pair_encoding=joint")
         _check(self.num_layers is None or _is_int(self.num_layers) and self.num_layers >= 1,
                "num_layers", self.num_layers, "None or an integer >= 1")
         for lang, words in self.label_words.items():
             _check(len(words) == 3 and all(isinstance(w, str) and w.strip() for w in words),
                    f"label_words[{lang}]", words, "three non-empty words (entailment, neutral, contradiction)")
-        _check(_is_int(self.prompt_length) and 1 <= self.prompt_length <= 512,
-               "prompt_length", self.prompt_length, "an integer in [1, 512]")
+        _check(_is_int(self.prompt_length) and 0 <= self.prompt_length <= 512,
+               "prompt_length", self.prompt_length, "an integer in [0, 512]")
+        _check(not (self.prompt_length == 0 and self.head == "mlm"), "prompt_length", self.prompt_length,
+               "an integer in [1, 512] with head='mlm' (a prompt is all the MLM verbalizer trains): give a length "
+               ">= 1, or head=linear for the frozen probe")
         _check(self.prompt_init in PROMPT_INITS, "prompt_init", self.prompt_init, f"one of {PROMPT_INITS}")
         _check(self.prompt_position in PROMPT_POSITIONS, "prompt_position", self.prompt_position,
                f"one of {PROMPT_POSITIONS}")
@@ -187,6 +203,12 @@ class MPTConfig:
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown}: allowed fields are {sorted(known)}")
         return cls(**dict(values))
+
+
+def config_from_saved(values: Mapping[str, Any]) -> MPTConfig:
+    """The config a run recorded (a checkpoint, a trained prompt): one written before `pair_encoding` existed
+    ran the joint template, whatever `auto` resolves to now."""
+    return MPTConfig.from_dict({"pair_encoding": "joint", **values})
 
 
 def _as_list(value: Any) -> list[str]:

@@ -1,6 +1,7 @@
 """A trained prompt as a directory, in the convention of Hugging Face PEFT adapters.
 
-    DIR/mpt_config.json         the run's MPTConfig, the backbone's name and weight fingerprint, training summary
+    DIR/mpt_config.json         the run's MPTConfig (its pair encoding resolved), the backbone's name, weight
+                                fingerprint and the input conventions the model applied, training summary
     DIR/mpt_model.safetensors   the trainable weights: soft prompt, translator, linear head (when used)
 
 The frozen backbone is referenced by name and never copied; loading recomputes its fingerprint and refuses a
@@ -21,10 +22,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mpt.backbones import Backbone, load_backbone
-from mpt.config import LABELS, ConfigError, MPTConfig
-from mpt.model import PromptedClassifier, Templater
-from mpt.precision import autocast, resolve_precision
+from mpt.backbones import Backbone, InputConventions, load_backbone
+from mpt.config import LABELS, ConfigError, MPTConfig, config_from_saved
+from mpt.model import PromptedClassifier
+from mpt.precision import resolve_precision
+from mpt.scoring import answer_logits
 
 FORMAT = 1
 CONFIG_FILE = "mpt_config.json"
@@ -72,7 +74,7 @@ class TrainedPrompt:
     def __init__(self, config: MPTConfig, model: PromptedClassifier, training: dict[str, Any] | None = None) -> None:
         self.config = config
         self.model = model.eval()
-        self.templater = Templater(model.backbone.tokenizer, config.max_length)
+        self.templater = model.templater()
         self.training = dict(training or {})  # what the run reported: best epoch, dev and test accuracy, history
         self.device = model.trainable_parameters()[0].device
 
@@ -81,13 +83,15 @@ class TrainedPrompt:
     @classmethod
     def from_weights(cls, config: MPTConfig, weights: dict[str, torch.Tensor], backbone: Backbone | None = None,
                      training: dict[str, Any] | None = None, device: str | None = None,
-                     fingerprint: str | None = None) -> "TrainedPrompt":
+                     fingerprint: str | None = None, conventions: InputConventions | None = None) -> "TrainedPrompt":
         """The prompt of `config` with trainable `weights` (keys as `PromptedClassifier.trainable_state_dict`) on
-        `backbone` (default: the one the config names); `fingerprint`, when given, must be the backbone's."""
+        `backbone` (default: the one the config names); `fingerprint`, when given, must be the backbone's;
+        `conventions` (default: the backbone's) are the input conventions a siamese model applies."""
         if backbone is None:
             backbone = load_backbone(config.backbone, config.num_layers, want_mlm=config.head != "linear")
         with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
-            model = PromptedClassifier(config, backbone, torch.Generator().manual_seed(config.seed))
+            model = PromptedClassifier(config, backbone, torch.Generator().manual_seed(config.seed), conventions)
+        config = config.replace(pair_encoding=model.pair_encoding)  # recorded resolved, as a run records it
         if fingerprint is not None and backbone_fingerprint(model) != fingerprint:
             raise PretrainedError(
                 f"the prompt was trained on backbone '{config.backbone}' (num_layers {config.num_layers}, weight "
@@ -119,7 +123,7 @@ class TrainedPrompt:
     def from_checkpoint(cls, state: dict[str, Any], backbone: Backbone | None = None,
                         training: dict[str, Any] | None = None, device: str | None = "cpu") -> "TrainedPrompt":
         """The selected epoch of a training checkpoint (`mpt.checkpoint.read_checkpoint`)."""
-        config = MPTConfig.from_dict(json.loads(state["config"]))
+        config = config_from_saved(json.loads(state["config"]))
         summary = {"best_epoch": int(state["best_epoch"]), "best_dev_accuracy": float(state["best_dev_accuracy"]),
                    "history": list(state["history"]), **(training or {})}
         return cls.from_weights(config, state["best_state"], backbone, summary, device)
@@ -136,7 +140,8 @@ class TrainedPrompt:
         tmp.replace(directory / WEIGHTS_FILE)
         record = {"format": FORMAT, "config": self.config.to_dict(),
                   "backbone": {"name": self.config.backbone, "num_layers": self.config.num_layers,
-                               "head": self.model.head_kind, "fingerprint": backbone_fingerprint(self.model)},
+                               "head": self.model.head_kind, "fingerprint": backbone_fingerprint(self.model),
+                               "input": asdict(self.model.conventions)},
                   "training": self.training}
         tmp = directory / (CONFIG_FILE + ".tmp")
         tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -150,8 +155,9 @@ class TrainedPrompt:
         `backbone` is given; either way its fingerprint must match the one saved."""
         record = read_record(directory)
         try:
-            config = MPTConfig.from_dict(record["config"])
-        except ConfigError as err:
+            config = config_from_saved(record["config"])
+            conventions = InputConventions(**record["backbone"].get("input", {}))
+        except (ConfigError, TypeError) as err:
             raise PretrainedError(f"{Path(directory) / CONFIG_FILE}: {err}: it was written by another version of "
                                   f"mpt-study; load it with that version") from None
         try:
@@ -163,7 +169,7 @@ class TrainedPrompt:
             raise PretrainedError(f"{Path(directory) / WEIGHTS_FILE} is damaged ({err}): save it again") from None
         try:
             return cls.from_weights(config, weights, backbone, record.get("training"), device,
-                                    fingerprint=record["backbone"]["fingerprint"])
+                                    fingerprint=record["backbone"]["fingerprint"], conventions=conventions)
         except PretrainedError as err:
             raise PretrainedError(f"{directory}: {err}") from None
 
@@ -182,25 +188,20 @@ class TrainedPrompt:
 
     @torch.inference_mode()
     def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str], langs: Sequence[str]) -> torch.Tensor:
-        """[N, 3] answer probabilities (entailment, neutral, contradiction), in input order. Pairs are batched per
-        language, length-sorted, `eval_batch_size` at a time: exactly the batches the training run evaluated."""
+        """[N, 3] answer probabilities (entailment, neutral, contradiction), in input order. Pairs are scored per
+        language by `mpt.scoring.answer_logits`: exactly the batches the training run evaluated."""
         if not len(premises) == len(hypotheses) == len(langs):
             raise ValueError(f"{len(premises)} premises, {len(hypotheses)} hypotheses, {len(langs)} languages: "
                              f"give one of each per pair")
         self.check_languages(langs)
         probabilities = torch.zeros((len(premises), len(LABELS)), dtype=torch.float32)
-        self.model.eval()
+        precision = resolve_precision(self.config.precision, self.device)  # a saved run names what `auto` was
         for lang in dict.fromkeys(langs):
             rows = [i for i, row_lang in enumerate(langs) if row_lang == lang]
             ids = self.templater.tokenize([premises[i] for i in rows], [hypotheses[i] for i in rows])
-            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-            size = self.config.eval_batch_size
-            for start in range(0, len(order), size):
-                chunk = order[start:start + size]
-                batch = self.templater.collate([ids[i] for i in chunk], None, [lang] * len(chunk)).to(self.device)
-                with self._autocast():
-                    logits = self.model(batch)
-                probabilities[[rows[i] for i in chunk]] = torch.softmax(logits.float(), dim=-1).cpu()
+            logits = answer_logits(self.model, self.templater, ids, lang, self.config.eval_batch_size, precision,
+                                   self.device)
+            probabilities[rows] = torch.softmax(logits, dim=-1)
         return probabilities
 
     def predict(self, premises: Sequence[str], hypotheses: Sequence[str], langs: Sequence[str]) -> list[dict]:
@@ -215,10 +216,6 @@ class TrainedPrompt:
         predicted = self.predict_proba([e.premise for e in examples], [e.hypothesis for e in examples],
                                        [lang] * len(examples)).argmax(dim=-1).tolist()
         return sum(p == e.label for p, e in zip(predicted, examples)) / len(examples)
-
-    def _autocast(self):
-        """The precision the run evaluated in (a saved run names the one it resolved `auto` to)."""
-        return autocast(resolve_precision(self.config.precision, self.device), self.device)
 
 
 def read_record(directory: str | Path) -> dict[str, Any]:

@@ -19,11 +19,12 @@ import torch
 from mpt.backbones import Backbone, load_backbone
 from mpt.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, read_checkpoint, validate_checkpoint,  # noqa: F401
                             write_checkpoint)
-from mpt.config import MPTConfig
+from mpt.config import MPTConfig, config_from_saved
 from mpt.data import NLIExample, ParallelPair, few_shot, load_nli, load_parallel
 from mpt.losses import alignment_loss, classification_loss, joint_loss
-from mpt.model import PromptedClassifier, Templater
+from mpt.model import PromptedClassifier, resolve_pair_encoding
 from mpt.precision import autocast, resolve_precision
+from mpt.scoring import answer_logits
 
 
 
@@ -120,15 +121,16 @@ class Trainer:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         self.device = resolve_device(config.device)
-        # `auto` resolved once, so the run's record (results, checkpoints, saved prompts) names what it ran in
-        self.config = config = config.replace(precision=resolve_precision(config.precision, self.device))
         self.backbone = backbone or load_backbone(config.backbone, config.num_layers,
                                                   want_mlm=config.head != "linear")
+        # `auto` resolved once, so the run's record (results, checkpoints, saved prompts) names what it ran in
+        self.config = config = config.replace(precision=resolve_precision(config.precision, self.device),
+                                              pair_encoding=resolve_pair_encoding(config.pair_encoding, self.backbone))
         self.data = data or load_run_data(config)
         torch.manual_seed(config.seed)  # whatever else draws from torch's global RNG (the parts seed themselves)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.model = PromptedClassifier(config, self.backbone, self.generator).to(self.device)
-        self.templater = Templater(self.backbone.tokenizer, config.max_length)
+        self.templater = self.model.templater()
         self.train_examples = few_shot(self.data.train_pool, config.shots_per_class, config.seed)
         # token ids, once: the few-shot set and the parallel pairs (source and target side)
         self.train_ids = self.templater.tokenize([e.premise for e in self.train_examples],
@@ -165,8 +167,10 @@ class Trainer:
 
     def batch_plan(self, generator: torch.Generator | None = None) -> list[StepPlan]:
         """The steps of the next epoch: a shuffled pass over the few-shot set in batches, each with its slice of
-        the shuffled parallel pairs (cycled). Draws from `generator` (default: the run's own, as training does;
-        pass a copy to look ahead without changing the run)."""
+        the shuffled parallel pairs (cycled; siamese: a run of consecutive pairs from a shuffled start, which
+        share sentences: the hypothesis of pair i is the premise of pair i + 1 in a corpus of single sentences,
+        an XNLI premise has three hypotheses). Draws from `generator` (default: the run's own, as training does;
+        pass a copy to look ahead without changing the run); both encodings draw alike."""
         generator = self.generator if generator is None else generator
         config = self.config
         order = torch.randperm(len(self.train_ids), generator=generator).tolist()
@@ -174,10 +178,16 @@ class Trainer:
         size = config.alignment_batch_size
         # the CE-only epochs draw the same orders as the joint ones, so the two-stage schedule changes nothing else
         aligned = config.alignment_weight > 0 and self.epoch + 1 > config.ce_only_epochs
+        windows = config.pair_encoding == "siamese"  # what makes encoding each distinct sentence once pay
+        count = len(pair_order)
         plan = []
         for index, start in enumerate(range(0, len(order), config.batch_size)):
-            pair_rows = ([pair_order[(index * size + j) % len(pair_order)] for j in range(size)]
-                         if aligned else [])
+            if not aligned:
+                pair_rows = []
+            elif windows:
+                pair_rows = [(pair_order[index % count] + j) % count for j in range(size)]
+            else:
+                pair_rows = [pair_order[(index * size + j) % count] for j in range(size)]
             plan.append(StepPlan(number=index + 1, rows=order[start:start + config.batch_size], pair_rows=pair_rows))
         return plan
 
@@ -278,25 +288,13 @@ class Trainer:
         rows = self.correctness(examples, lang, split)
         return sum(rows) / len(rows)
 
-    @torch.inference_mode()
     def correctness(self, examples: Sequence[NLIExample], lang: str, split: str = "eval") -> list[int]:
-        """1 where the prediction on that example (in order) is right, else 0; batches length-sorted sequences
-        with dynamic padding."""
+        """1 where the prediction on that example (in order) is right, else 0 (`mpt.scoring.answer_logits`:
+        length-sorted batches, dynamic padding; siamese: each distinct sentence encoded once)."""
         ids, labels = self.encoded(examples, split, lang)
-        self.model.eval()
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        correct = [0] * len(ids)
-        size = self.config.eval_batch_size
-        for start in range(0, len(order), size):
-            rows = order[start:start + size]
-            batch = self.templater.collate([ids[i] for i in rows], [labels[i] for i in rows],
-                                           [lang] * len(rows)).to(self.device)
-            with autocast(self.config.precision, self.device):
-                predictions = self.model(batch).argmax(dim=-1)
-            for row, right in zip(rows, (predictions == batch.labels).tolist()):
-                correct[row] = int(right)
-        self.model.train()
-        return correct
+        predictions = answer_logits(self.model, self.templater, ids, lang, self.config.eval_batch_size,
+                                    self.config.precision, self.device).argmax(dim=-1).tolist()
+        return [int(p == label) for p, label in zip(predictions, labels)]
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -310,7 +308,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         validate_checkpoint(state, "the state to load")
-        saved = MPTConfig.from_dict(json.loads(state["config"])).to_dict()
+        saved = config_from_saved(json.loads(state["config"])).to_dict()
         current = self.config.to_dict()
         # the runtime knobs may change on resume (a trial moved to another node): not what the run is
         differing = sorted(k for k in current if k not in ("epochs", "device", "num_threads", "precision")

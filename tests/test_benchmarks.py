@@ -20,7 +20,8 @@ from mpt.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["ce_step_vs_peft", "full_step_overhead", "train_flop_rate", "eval_dynamic_padding", "ray_overhead",
-         "startup_load_share", "conversion_vs_load", "eval_share", "bf16_vs_fp32", "study_smoke_min",
+         "startup_load_share", "conversion_vs_load", "eval_share", "bf16_vs_fp32", "pair_dedup_eval",
+         "pair_dedup_alignment", "study_smoke_min",
          "study_default_min"]
 
 

@@ -63,6 +63,7 @@ def test_the_best_trial_is_a_trained_prompt_directory(study, tmp_path) -> None:
     searched = ("alignment_weight", "translator_depth", "prompt_length")
     expected = trial_config(settings.base_config, best["params"])
     assert {k: getattr(prompt.config, k) for k in searched} == {k: getattr(expected, k) for k in searched}
+    assert prompt.config.pair_encoding == "siamese"  # e5-small's default: the pyfunc test below reads it
     assert _best_run(study).data.tags["trial_number"] == str(best["trial_number"])
     # its weights are the best trial's selected epoch: mpt.evaluate on dev gives the dev accuracy it was ranked by
     assert evaluate.main([str(best_model), "--split", "dev", "--output", str(tmp_path / "dev.json")]) == 0
@@ -139,3 +140,38 @@ def test_confirmation_models_reproduce_the_test_accuracy_each_run_reported(study
         evaluated = json.loads((tmp_path / "eval.json").read_text())
         assert evaluated["accuracy"] == row.test_accuracy  # exactly, on CPU
         assert evaluated["average_target"] == pytest.approx(row.test_average_target, abs=1e-12)
+
+
+def test_the_pyfunc_model_of_a_joint_prompt_answers_as_mpt_predict(tmp_path, tiny_backbone) -> None:
+    """Without a study: a trained tiny-xlmr prompt (joint, its MLM verbalizer) logged on a run, loaded back through
+    MLflow. The study's models above are siamese (the default on e5-small)."""
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from mpt.config import MPTConfig
+    from mpt.training import Trainer
+    from study.mlflow_model import log_trained_prompt
+    from tests.conftest import ROWS, write_nli
+
+    for split in ("train", "dev", "test"):
+        write_nli(tmp_path / f"{split}-en.tsv", ROWS * (3 if split == "train" else 1))
+        write_nli(tmp_path / f"{split}-de.tsv", [(f"[de] {p}", f"[de] {h}", label) for p, h, label in ROWS])
+    config = MPTConfig(backbone="tiny-xlmr", data=str(tmp_path), target_languages=["de"], prompt_length=4,
+                       shots_per_class=3, epochs=1, alignment_weight=0.0, device="cpu")
+    trainer = Trainer(config, backbone=tiny_backbone)
+    directory = TrainedPrompt.from_trainer(trainer, trainer.run()).save_pretrained(tmp_path / "prompt")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("pairs", artifact_location=(tmp_path / "art").as_uri()))
+    log_trained_prompt(uri, run.info.run_id, directory)
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    pairs = [(p, h, lang) for lang in ("en", "de") for p, h, _ in ROWS[:4]]
+    from_mlflow = model.predict(pd.DataFrame(pairs, columns=["premise", "hypothesis", "lang"]))
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("premise\thypothesis\tlang\n" + "".join("\t".join(p) + "\n" for p in pairs), encoding="utf-8")
+    assert predict.main([str(directory), "--input", str(tsv), "--output", str(tmp_path / "preds.jsonl")]) == 0
+    from_cli = [json.loads(line) for line in (tmp_path / "preds.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert from_mlflow.to_dict(orient="records") == from_cli  # the same labels and probabilities, exactly
+    assert json.loads((directory / CONFIG_FILE).read_text())["config"]["pair_encoding"] == "joint"

@@ -17,7 +17,8 @@ from mpt.translator import PerceptronStack, PromptTranslator
     ("alignment_weight", -0.1, "[0, 1]"),
     ("translator_depth", -1, "[0, 16]"),
     ("head", "svm", "auto"),
-    ("prompt_length", 0, "[1, 512]"),
+    ("prompt_length", -1, "[0, 512]"),
+    ("pair_encoding", "cross", "siamese"),
     ("target_languages", ["en"], "not including the source language"),
     ("precision", "fp8", "bf16"),
 ])
@@ -141,11 +142,12 @@ def test_mlm_verbalizer_path_reads_label_words_at_the_mask(tiny_backbone, nli_di
 
 
 def test_linear_head_path_on_e5(e5_two_layers, nli_dir):
-    config = MPTConfig(data=str(nli_dir), parallel=str(nli_dir), target_languages=["de"], prompt_length=4)
+    config = MPTConfig(data=str(nli_dir), parallel=str(nli_dir), target_languages=["de"], prompt_length=4,
+                       pair_encoding="joint")
     for pooling in ("mean", "mask", "cls"):
         model = PromptedClassifier(config.replace(pooling=pooling), e5_two_layers, torch.Generator().manual_seed(0))
         assert model.head_kind == "linear" and model.mlm_head is None
-        templater = Templater(e5_two_layers.tokenizer, config.max_length)
+        templater = model.templater()
         batch = templater.collate(templater.tokenize(["A man sleeps.", "Rain."], ["He rests", "Wet"]), [0, 2],
                                   ["en", "de"])
         logits = model(batch)

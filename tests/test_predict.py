@@ -18,8 +18,7 @@ PAIRS = [(p, h) for p, h, _ in ROWS[:5]]
 LANGS = ["en", "de", "de", "en", "de"]
 
 
-@pytest.fixture(scope="module")
-def prompt_dir(tmp_path_factory, tiny_backbone) -> Path:
+def _saved_prompt(tmp_path_factory, backbone, **fields) -> Path:
     """A trained tiny-xlmr prompt with a per-language translator (en -> de), saved."""
     data = tmp_path_factory.mktemp("data")
     for split in ("train", "dev", "test"):
@@ -27,18 +26,27 @@ def prompt_dir(tmp_path_factory, tiny_backbone) -> Path:
         write_nli(data / f"{split}-de.tsv", [(f"[de] {p}", f"[de] {h}", label) for p, h, label in ROWS])
     config = MPTConfig(backbone="tiny-xlmr", data=str(data), target_languages=["de"], prompt_length=4,
                        shots_per_class=3, batch_size=4, epochs=1, alignment_weight=0.0, learning_rate=0.05,
-                       translator_mode="per_language", eval_batch_size=2, device="cpu")
-    trainer = Trainer(config, backbone=tiny_backbone)
+                       translator_mode="per_language", eval_batch_size=2, device="cpu", **fields)
+    trainer = Trainer(config, backbone=backbone)
     directory = tmp_path_factory.mktemp("prompt") / "saved"
     TrainedPrompt.from_trainer(trainer, trainer.run()).save_pretrained(directory)
     return directory
 
 
+def _one_by_one(directory: Path, backbone) -> list[dict]:
+    """What the loaded prompt answers for PAIRS in LANGS, pair by pair (one pair per call: no batching)."""
+    prompt = TrainedPrompt.from_pretrained(directory, backbone=backbone)
+    return [prompt.predict([p], [h], [lang])[0] for (p, h), lang in zip(PAIRS, LANGS)]
+
+
+@pytest.fixture(scope="module")
+def prompt_dir(tmp_path_factory, tiny_backbone) -> Path:
+    return _saved_prompt(tmp_path_factory, tiny_backbone)
+
+
 @pytest.fixture(scope="module")
 def expected(prompt_dir, tiny_backbone) -> list[dict]:
-    """What the loaded prompt answers for PAIRS in LANGS, pair by pair (one pair per call: no batching)."""
-    prompt = TrainedPrompt.from_pretrained(prompt_dir, backbone=tiny_backbone)
-    return [prompt.predict([p], [h], [lang])[0] for (p, h), lang in zip(PAIRS, LANGS)]
+    return _one_by_one(prompt_dir, tiny_backbone)
 
 
 def _run(prompt_dir: Path, tmp_path: Path, input_file: Path, *flags: str) -> list[dict]:
@@ -65,6 +73,14 @@ def test_tsv_with_a_lang_column(prompt_dir, expected, tmp_path) -> None:
         assert set(row) == {"lang", "label", *(f"prob_{label}" for label in LABELS)}
         assert sum(row[f"prob_{label}"] for label in LABELS) == pytest.approx(1.0, abs=1e-6)
         assert row["label"] == max(LABELS, key=lambda label: row[f"prob_{label}"])
+
+
+def test_a_siamese_prompt_predicts_as_it_answers_pair_by_pair(tmp_path_factory, tiny_backbone, tmp_path) -> None:
+    directory = _saved_prompt(tmp_path_factory, tiny_backbone, head="linear", pair_encoding="siamese")
+    pairs = tmp_path / "pairs.tsv"  # premises shared by several hypotheses: encoded once per batch
+    pairs.write_text("premise\thypothesis\tlang\n"
+                     + "".join(f"{p}\t{h}\t{lang}\n" for (p, h), lang in zip(PAIRS, LANGS)), encoding="utf-8")
+    _same(_run(directory, tmp_path, pairs), _one_by_one(directory, tiny_backbone))
 
 
 def test_jsonl_with_and_without_lang(prompt_dir, expected, tmp_path) -> None:

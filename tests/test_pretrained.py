@@ -33,8 +33,9 @@ def _logits(prompt: TrainedPrompt, langs) -> torch.Tensor:
         return prompt.model(batch)
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(head="linear", pooling="mask", translator_mode="per_language")],
-                         ids=["mlm-shared", "linear-per-language"])
+@pytest.mark.parametrize("overrides", [dict(), dict(head="linear", pooling="mask", translator_mode="per_language"),
+                                       dict(head="linear", pair_encoding="siamese", translator_mode="per_language")],
+                         ids=["mlm-shared", "linear-per-language", "siamese-per-language"])
 def test_round_trip_gives_identical_logits(nli_dir, tiny_backbone, tmp_path, overrides) -> None:
     trainer = Trainer(_config(nli_dir, **overrides), backbone=tiny_backbone)
     result = trainer.run()
@@ -43,6 +44,7 @@ def test_round_trip_gives_identical_logits(nli_dir, tiny_backbone, tmp_path, ove
     assert sorted(p.name for p in (tmp_path / "prompt").iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]  # no pickle
     loaded = TrainedPrompt.from_pretrained(tmp_path / "prompt")  # loads the backbone it names
     assert loaded.model.head_kind == saved.model.head_kind
+    assert loaded.config.pair_encoding == saved.config.pair_encoding == overrides.get("pair_encoding", "joint")
     assert set(loaded.model.trainable_state_dict()) == set(trainer.best_state)
     for key, value in trainer.best_state.items():
         assert torch.equal(loaded.model.trainable_state_dict()[key], value), key
@@ -108,12 +110,14 @@ def test_damaged_directories_are_refused_with_the_fix(saved_prompt, tmp_path) ->
         TrainedPrompt.from_pretrained(damaged)
 
 
-def test_evaluate_reproduces_the_accuracies_the_run_reported(nli_dir, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("encoding", [[], ["--head", "linear", "--pair-encoding", "siamese"]], ids=["joint", "siamese"])
+def test_evaluate_reproduces_the_accuracies_the_run_reported(nli_dir, tmp_path, capsys, encoding) -> None:
     flags = ["--backbone", "tiny-xlmr", "--data", str(nli_dir), "--parallel", str(nli_dir), "--target-languages",
              "de", "--prompt-length", "4", "--shots-per-class", "3", "--batch-size", "4", "--epochs", "2",
-             "--learning-rate", "0.05", "--eval-batch-size", "4", "--device", "cpu", "--quiet"]
+             "--learning-rate", "0.05", "--eval-batch-size", "4", "--device", "cpu", "--quiet", *encoding]
     assert train.main([*flags, "--output", str(tmp_path / "run.json"), "--save", str(tmp_path / "prompt")]) == 0
     reported = json.loads((tmp_path / "run.json").read_text())
+    assert reported["config"]["pair_encoding"] == ("siamese" if encoding else "joint")
     assert evaluate.main([str(tmp_path / "prompt"), "--output", str(tmp_path / "eval.json")]) == 0
     evaluated = json.loads((tmp_path / "eval.json").read_text())
     assert evaluated["accuracy"] == reported["accuracy"]  # exactly, on CPU
