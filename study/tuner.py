@@ -190,11 +190,16 @@ def run_search(settings: StudySettings, paths: StudyPaths, resources: Resources,
 
 def confirmation_candidates(rows: list[TrialRow], top: int) -> list[TrialRow]:
     """The configurations the confirmation retrains: the `top` best trials, then the vanilla baseline and the
-    paper-like default (what the verdict compares them with), each once."""
+    paper-like default (what the verdict compares them with), each once. A reference is retrained whatever its
+    search trial's status: the confirmation trains from scratch with its own seeds, and without vanilla there is
+    no verdict (a search trial can fail for reasons of its own, e.g. its node lost twice)."""
     candidates = top_rows(rows, top)
     for name in (VANILLA, PAPER_DEFAULT):
         row = reference_row(rows, name)
-        if row is not None and row.status == COMPLETE and row not in candidates:
+        if row is not None and row not in candidates:
+            if row.status != COMPLETE:
+                print(f"note: the {name} reference's search trial #{row.trial_number} ended {row.status}; the "
+                      f"confirmation retrains it all the same (the verdict needs it)")
             candidates.append(row)
     return candidates
 

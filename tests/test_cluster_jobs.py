@@ -207,7 +207,11 @@ def test_each_study_has_exactly_its_trials_runs_and_verdict(team, scenario, name
     assert len({r.data.tags["ray.trial_id"] for r in search}) == PLANNED
     confirm = trial_runs(team, name, "confirm")
     configurations = {r.data.tags["trial_number"] for r in confirm}
-    assert {"0", "1"} <= configurations  # vanilla and the paper default, beside the best trial
+    study_dir = team.shared / "results" / name
+    # vanilla and the paper default, beside the best trial (the message: what to look at when it fails)
+    ended = [(r["trial_number"], r["reference"], r["status"], r.get("error"))
+             for r in json.loads((study_dir / "trials.json").read_text())]
+    assert {"0", "1"} <= configurations, (ended, scenario.logs.get(f"{name}-2", scenario.logs[f"{name}-1"])[-4000:])
     assert sorted((r.data.tags["trial_number"], r.info.run_name.rsplit("-seed", 1)[1].split()[0]) for r in confirm) \
         == sorted((c, str(s)) for c in configurations for s in range(1, SEEDS + 1))
     for run in search + confirm:
@@ -224,7 +228,6 @@ def test_each_study_has_exactly_its_trials_runs_and_verdict(team, scenario, name
     assert "report/report.md" in {a.path for a in MlflowClient(team.mlflow.url).list_artifacts(parent.info.run_id,
                                                                                              "report")}
     assert list(team.mlflow.artifacts.rglob("report.md")) and not (team.shared / "results" / "mlartifacts").exists()
-    study_dir = team.shared / "results" / name
     rows = json.loads((study_dir / "trials.json").read_text())
     assert sorted(r["trial_number"] for r in rows) == list(range(PLANNED))
     assert all(r["status"] == "COMPLETE" for r in rows)

@@ -423,3 +423,16 @@ def test_confirm_shots_are_parsed_checked_and_kept_by_a_resume() -> None:
     too_many = cli.request_from_args(cli.parse_args(["--smoke", "--confirm-shots", "4,100000"])).settings
     with pytest.raises(StudyError, match="--confirm-shots 100000 is more than the training data has"):
         tuner.load_study_data(too_many)  # before anything is written
+
+
+def test_the_confirmation_retrains_the_references_even_when_their_search_trial_failed(capsys) -> None:
+    """Without vanilla there is no verdict: a reference whose search trial failed (e.g. its node lost twice) is
+    retrained from scratch like any candidate, each configuration once, the best first."""
+    from study.tuner import confirmation_candidates
+
+    rows = [TrialRow("v0", 0, FAILED, {"translator_depth": 0}, VANILLA, objective=None),
+            TrialRow("p1", 1, COMPLETE, {"translator_depth": 1}, PAPER_DEFAULT, objective=0.40),
+            TrialRow("m2", 2, COMPLETE, {"translator_depth": 2}, objective=0.45)]
+    assert [r.trial_number for r in confirmation_candidates(rows, top=1)] == [2, 0, 1]
+    assert "vanilla reference's search trial #0 ended FAILED" in capsys.readouterr().out
+    assert [r.trial_number for r in confirmation_candidates(rows, top=2)] == [2, 1, 0]  # each once
