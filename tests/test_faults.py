@@ -445,8 +445,10 @@ def test_every_torch_load_refuses_pickled_objects() -> None:
 @pytest.mark.slow
 def test_mlflow_ui_commands_bind_to_localhost(nan_study) -> None:
     """The documented commands and the one a finished study prints: the UI is not opened to the network."""
-    commands = [line for doc in (REPO_ROOT / "README.md", REPO_ROOT / "results" / "README.md")
-                for line in doc.read_text().splitlines() if re.search(r"mlflow (ui|server)\b", line)]
+    docs = [REPO_ROOT / "README.md", REPO_ROOT / "results" / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    commands = [line for doc in docs
+                for line in doc.read_text().replace("\\\n", " ").splitlines()  # continued lines: one command
+                if re.search(r"mlflow (ui|server)\b", line)]
     printed = [line for line in nan_study["done"].stdout.splitlines() if "MLflow:" in line]
     assert commands and len(printed) == 1
     assert printed[0].endswith(f"MLflow: python study/ui.py {NAN}")  # which binds to 127.0.0.1 (test_ui)
