@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests import smoke_studies
-from tests.smoke_studies import HOOKS as FAULT_HOOKS, REPO_ROOT, RUN, SMOKE_EPOCHS, STUDY_TIMEOUT_S, study_env
+from tests.smoke_studies import HOOKS as FAULT_HOOKS
+from tests.smoke_studies import REPO_ROOT, RUN, SMOKE_EPOCHS, STUDY_TIMEOUT_S, study_env
 
 # what every completed trial logs at every epoch (the target languages' dev only at the epochs English dev selects)
 EPOCH_METRICS = ("loss", "ce_loss", "kl_loss", "objective", "dev_acc_en", "selected_dev_acc_de")
