@@ -20,10 +20,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    XLMRobertaConfig,
+    XLMRobertaForMaskedLM,
+    XLMRobertaModel,
+    XLMRobertaTokenizer,
+)
 from transformers.utils import logging as hf_logging
-from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase,
-                          PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaModel,
-                          XLMRobertaTokenizer)
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ and the losses in fp32), and `auto`, which takes bf16 where the device computes 
 
 On this project's CPU (AVX512-BF16) bf16 halves the time of the frozen encoder's matmuls; on a CPU without
 native bf16 it would be emulated, and slower than fp32, so `auto` keeps fp32 there. `python -m benchmarks.run --only
-precision` measures both, and README "How the defaults were chosen" the accuracy of each.
+precision` measures both, and docs/defaults.md the accuracy of each.
 """
 
 from __future__ import annotations

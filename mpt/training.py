@@ -17,15 +17,13 @@ from typing import Callable, Sequence
 import torch
 
 from mpt.backbones import Backbone, load_backbone
-from mpt.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, read_checkpoint, validate_checkpoint,  # noqa: F401
-                            write_checkpoint)
+from mpt.checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint, validate_checkpoint, write_checkpoint
 from mpt.config import MPTConfig, config_from_saved
 from mpt.data import NLIExample, ParallelPair, few_shot, load_nli, load_parallel
 from mpt.losses import alignment_loss, classification_loss, joint_loss
 from mpt.model import PromptedClassifier, resolve_pair_encoding
 from mpt.precision import autocast, resolve_precision
 from mpt.scoring import answer_logits
-
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import optuna
 
+
 def suggest_weight(trial: optuna.Trial) -> float:
     return trial.suggest_float("alignment_weight", 0.0, 1.0)
 

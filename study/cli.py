@@ -19,8 +19,15 @@ from search_spaces import REFERENCE_POINTS, SPACES, get_space
 from study.environment import command
 from study.errors import StudyError
 from study.paths import RESULTS_ROOT
-from study.settings import (SCHEDULERS, SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudySettings, check_name,
-                            default)
+from study.settings import (
+    SCHEDULERS,
+    SMOKE_BASE,
+    SMOKE_NUM_SAMPLES,
+    STUDY_BASE_DEFAULTS,
+    StudySettings,
+    check_name,
+    default,
+)
 from study.uris import absolute_storage, default_tracking_uri, is_uri
 from trainable.metrics import OBJECTIVES
 

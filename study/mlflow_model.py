@@ -79,9 +79,10 @@ def log_trained_prompt(tracking_uri: str, run_id: str, directory: Path, register
     already has the model (a resumed study logs its best trial again) keeps it, and gets one registry version."""
     import json
 
-    import mpt
     from mlflow.entities import LoggedModelStatus
     from mlflow.models import Model
+
+    import mpt
 
     client = mlflow.MlflowClient(tracking_uri)
     experiment_id = client.get_run(run_id).info.experiment_id

@@ -20,12 +20,28 @@ from mlflow.entities import Metric
 
 from mpt.config import MPTConfig
 from study.environment import environment_tags
-from study.mlflow_views import (VIEW_TAG, experiment_description, final_description, saved_view, search_run_links,
-                                view_route)
+from study.mlflow_views import (
+    VIEW_TAG,
+    experiment_description,
+    final_description,
+    saved_view,
+    search_run_links,
+    view_route,
+)
 from study.results import COMPLETE, TrialRow
 from study.settings import StudySettings
-from study.tracking import (DESCRIPTION_TAG, MAX_TAG_CHARS, REPORT_ARTIFACT_DIR, ROLE_TAG, StudyTracker, find_runs,
-                            find_study_run, get_or_create_experiment, run_role, start_study_run)
+from study.tracking import (
+    DESCRIPTION_TAG,
+    MAX_TAG_CHARS,
+    REPORT_ARTIFACT_DIR,
+    ROLE_TAG,
+    StudyTracker,
+    find_runs,
+    find_study_run,
+    get_or_create_experiment,
+    run_role,
+    start_study_run,
+)
 from study.ui import experiment_url, ui_base_url
 from study.uris import redacted
 from trainable.spec import STATE_FILE

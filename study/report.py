@@ -42,19 +42,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
 from search_spaces import PAPER_DEFAULT, VANILLA, get_space  # noqa: E402
-from study.optuna_storage import (MIN_TRIALS_FOR_IMPORTANCE, SearchedParameters, optuna_storage_url,  # noqa: E402
-                                  searched_parameters)
-from study.results import (COMPLETE, TrialRow, best_row, completed, load_rows, reference_row)  # noqa: E402
-from study.intervals import Estimate, binomial_interval  # noqa: E402
-from study.shot_sweep import (ShotSweep, build_sweep, console_sweep, markdown_sweep, sweep_metrics,  # noqa: E402
-                              sweep_plots)
-from study.verdict import Verdict, build_verdict  # noqa: E402
-from study.verdict_report import CHANCE, console_verdict, markdown_verdict, plot_estimates, verdict_plots  # noqa: E402
 from study.environment import command  # noqa: E402
 from study.errors import StudyError  # noqa: E402
+from study.intervals import Estimate, binomial_interval  # noqa: E402
+from study.optuna_storage import MIN_TRIALS_FOR_IMPORTANCE, SearchedParameters, optuna_storage_url, searched_parameters  # noqa: E402
 from study.paths import RESULTS_ROOT, StudyPaths, write_atomically  # noqa: E402
+from study.results import COMPLETE, TrialRow, best_row, completed, load_rows, reference_row  # noqa: E402
 from study.settings import load_study_settings  # noqa: E402
+from study.shot_sweep import ShotSweep, build_sweep, console_sweep, markdown_sweep, sweep_metrics, sweep_plots  # noqa: E402
 from study.uris import redact  # noqa: E402
+from study.verdict import Verdict, build_verdict  # noqa: E402
+from study.verdict_report import CHANCE, console_verdict, markdown_verdict, plot_estimates, verdict_plots  # noqa: E402
 
 NO_VERDICT = "none: the study ran without the confirmation (--no-confirm), so no test accuracy was measured"
 

@@ -45,7 +45,7 @@ from study import cli, preflight, tuner  # noqa: E402
 from study.cli import StudyRequest  # noqa: E402
 from study.environment import command  # noqa: E402
 from study.errors import StudyError  # noqa: E402
-from study.paths import RESULTS_ROOT, StudyPaths, write_atomically  # noqa: E402
+from study.paths import StudyPaths, write_atomically  # noqa: E402
 from study.results import TrialRow, best_row, rows_from_results, save_rows, trial_result  # noqa: E402
 from study.settings import StudySettings  # noqa: E402
 from study.uris import redact  # noqa: E402

@@ -25,8 +25,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from search_spaces import REFERENCE_POINTS, SearchSpace, reference_points
-from study.optuna_storage import load_optuna_study, open_storage
 from study.errors import StudyError
+from study.optuna_storage import load_optuna_study, open_storage
 from study.settings import SCHEDULERS
 from trainable.metrics import OBJECTIVE, SELECTED_DEV_PREFIX, TrialReport
 

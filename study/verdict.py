@@ -18,10 +18,17 @@ from typing import Sequence
 import numpy as np
 
 from search_spaces import PAPER_DEFAULT, VANILLA
+from study.intervals import (
+    MAX_SEEDS,
+    Estimate,
+    VarianceComponents,
+    holm_distinguishable,
+    rank_correlation,
+    seed_std,
+    variance_components,
+)
 from study.language_distance import FEATURE_SET, distance_from
 from study.results import COMPLETE, TrialRow
-from study.intervals import (MAX_SEEDS, Estimate, VarianceComponents, holm_distinguishable, rank_correlation, seed_std,
-                             variance_components)
 
 TARGETS, AVERAGE = "targets", "average"
 EFFECT_OF_INTEREST = 0.02  # the gain the verdict says how many seeds would detect (2 pp)

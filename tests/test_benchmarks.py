@@ -1,4 +1,4 @@
-"""The benchmark script (README "Benchmarks"): its output format (final lines, RESULTS.md) with stand-in parts, a
+"""The benchmark script (docs/benchmarks.md): its output format (final lines, RESULTS.md) with stand-in parts, a
 --quick pass of items 4, 8 and 9 and the GPU step-time record's code on the CPU end to end; the max-length
 padding baseline of item 4 gives the same accuracy. Item 6's side conditions (one conversion, then cache hits;
 the direct tokenizer load gives AutoTokenizer's ids) are tests of their own in tests/test_mpt_backbones.py."""

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests import smoke_studies
-from tests.smoke_studies import HOOKS as FAULT_HOOKS, REPO_ROOT, RUN, SMOKE_EPOCHS, STUDY_TIMEOUT_S, study_env
+from tests.smoke_studies import HOOKS as FAULT_HOOKS
+from tests.smoke_studies import REPO_ROOT, RUN, SMOKE_EPOCHS, STUDY_TIMEOUT_S, study_env
 
 # what every completed trial logs at every epoch (the target languages' dev only at the epochs English dev selects)
 EPOCH_METRICS = ("loss", "ce_loss", "kl_loss", "objective", "dev_acc_en", "selected_dev_acc_de")
@@ -445,8 +446,10 @@ def test_every_torch_load_refuses_pickled_objects() -> None:
 @pytest.mark.slow
 def test_mlflow_ui_commands_bind_to_localhost(nan_study) -> None:
     """The documented commands and the one a finished study prints: the UI is not opened to the network."""
-    commands = [line for doc in (REPO_ROOT / "README.md", REPO_ROOT / "results" / "README.md")
-                for line in doc.read_text().splitlines() if re.search(r"mlflow (ui|server)\b", line)]
+    docs = [REPO_ROOT / "README.md", REPO_ROOT / "results" / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    commands = [line for doc in docs
+                for line in doc.read_text().replace("\\\n", " ").splitlines()  # continued lines: one command
+                if re.search(r"mlflow (ui|server)\b", line)]
     printed = [line for line in nan_study["done"].stdout.splitlines() if "MLflow:" in line]
     assert commands and len(printed) == 1
     assert printed[0].endswith(f"MLflow: python study/ui.py {NAN}")  # which binds to 127.0.0.1 (test_ui)

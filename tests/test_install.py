@@ -70,6 +70,23 @@ def installed_study(installed: Path, tmp_path_factory) -> tuple[Path, subprocess
     return cwd, done, log
 
 
+def commands_of(line: str) -> list[str]:
+    """A shell line's commands joined by `&&`, without its comment."""
+    return [command.strip() for command in line.split("#")[0].split("&&") if command.strip()]
+
+
+def test_ci_runs_the_test_command_readme_gives() -> None:
+    """README's test line (its first code block) is what `.ci/run` does: the same extras, then the same checks in
+    the same order."""
+    block = re.search(r"```bash\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S).group(1)
+    install, *checks = commands_of(next(line for line in block.splitlines() if "pytest" in line))
+    ci = [command for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines() for command in commands_of(line)]
+    extras = re.compile(r'"\.\[[^]]*\]"')
+    assert extras.findall(install) == [found for c in ci if "pip install" in c for found in extras.findall(c)]
+    assert checks and all(check in ci for check in checks), (checks, ci)
+    assert [ci.index(check) for check in checks] == sorted(ci.index(check) for check in checks)
+
+
 @pytest.mark.slow
 def test_the_installed_commands_work_from_another_directory(installed: Path, tmp_path: Path) -> None:
     env = user_env(installed)

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from study.intervals import (Estimate, VarianceComponents, binomial_interval, holm_distinguishable, rank_correlation,
-                             seed_std, variance_components)
+from study.intervals import (
+    Estimate,
+    VarianceComponents,
+    binomial_interval,
+    holm_distinguishable,
+    rank_correlation,
+    seed_std,
+    variance_components,
+)
 
 # --- coverage: a seeded simulation of the confirmation's data -----------------------------------------------
 

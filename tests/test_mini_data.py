@@ -12,8 +12,14 @@ import pytest
 
 from mpt.config import MINI_LANGUAGES, XNLI_LANGUAGES
 from mpt.data import MINI_DIR, load_parallel, read_nli_file, read_parallel_file
-from mpt.data.quality import (baseline_figures, cached, cached_probe_accuracy, cached_translation_figures,
-                              script_and_length_figures, words)
+from mpt.data.quality import (
+    baseline_figures,
+    cached,
+    cached_probe_accuracy,
+    cached_translation_figures,
+    script_and_length_figures,
+    words,
+)
 
 LANGUAGES = ["en", *MINI_LANGUAGES]
 LOW_RESOURCE = ("sw", "hi", "ur", "th")  # retrieval floor 80% instead of 90%

@@ -13,7 +13,8 @@ import pytest
 from mpt import evaluate, predict
 from mpt.data import load_nli
 from mpt.pretrained import CONFIG_FILE, WEIGHTS_FILE, TrainedPrompt
-from tests.smoke_studies import REGISTERED, SHARED_NAME as STUDY, SmokeStudy
+from tests.smoke_studies import REGISTERED, SmokeStudy
+from tests.smoke_studies import SHARED_NAME as STUDY
 
 
 @pytest.fixture(scope="module")

@@ -150,9 +150,8 @@ def test_xnli_hub_code_on_a_local_copy(tmp_path, monkeypatch):
 
 
 def test_xnli_parallel_rows_that_do_not_pair_up_are_refused(tmp_path, monkeypatch):
-    import pandas as pd
-
     import datasets
+    import pandas as pd
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     # datasets reads its cache folder at import: a fresh one, so no earlier test's copy answers for this one

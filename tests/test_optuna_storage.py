@@ -59,7 +59,7 @@ def asha_study(tmp_path_factory) -> dict:
 
 @pytest.mark.slow
 def test_stopped_trials_are_pruned_and_finished_ones_complete(asha_study) -> None:
-    study = optuna.load_study(study_name=NAME, storage=asha_study["storage"])  # as README says to read it
+    study = optuna.load_study(study_name=NAME, storage=asha_study["storage"])  # as docs/tracking.md says to read it
     trials, rows, epochs = study.trials, asha_study["rows"], asha_study["epochs"]
     assert [t.number for t in trials] == list(range(TRIALS)) == sorted(rows)
     pruned = [t for t in trials if t.state == TrialState.PRUNED]

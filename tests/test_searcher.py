@@ -157,7 +157,7 @@ def test_optuna_trials_carry_role_seed_dev_accuracy_and_their_mlflow_run(tmp_pat
     tell_failed(url, "units", [2])  # attributes are set before a trial is told: Optuna refuses them after
     set_study_attributes(url, "units", {"verdict": "MPT beats vanilla", "mlflow_experiment_url": "http://x/#/1"})
 
-    study = optuna.load_study(study_name="units", storage=JournalStorage(JournalFileBackend(url)))  # as README says
+    study = optuna.load_study(study_name="units", storage=JournalStorage(JournalFileBackend(url)))  # as docs/tracking.md says
     first, second, failed = (t.user_attrs for t in study.trials)
     # the reference points in their order (vanilla, paper_default, ...), then TPE's trials
     assert [first["role"], second["role"], failed["role"]] == [*REFERENCE_POINTS, "search", "search"][:3]

@@ -10,16 +10,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from mpt.precision import resolve_precision
+
 # what other test modules import from here (test_ui)
-from tests.smoke_studies import (CONFIRM_SEEDS, REPORT, RUN, SHARED_NAME, SMOKE_EPOCHS, SMOKE_LANGUAGES,  # noqa: F401
-                                 STUDY_TIMEOUT_S, SWEEP, SmokeStudy, run_cli, study_env, study_runs)
+from tests.smoke_studies import (  # noqa: F401
+    CONFIRM_SEEDS,
+    REPORT,
+    RUN,
+    SHARED_NAME,
+    SMOKE_EPOCHS,
+    SMOKE_LANGUAGES,
+    STUDY_TIMEOUT_S,
+    SWEEP,
+    SmokeStudy,
+    run_cli,
+    study_env,
+    study_runs,
+)
 
 
 def mlflow_runs(cwd: Path, experiment: str, phase: str = "search") -> tuple[list, list]:

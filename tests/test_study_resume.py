@@ -21,10 +21,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.smoke_studies import (CONFIRM_SEEDS, RUN, SEARCH_ARGS, SMOKE_EPOCHS, STUDY_TIMEOUT_S, WINNER_OBJECTIVE,
-                                 SmokeStudy, run_cli, study_env)
-from tests.test_faults import (epochs_of, epochs_trained, kill_process_group, metric_history, saved_as_finished,
-                               study_runs, trial_folders, trial_rows)
+from tests.smoke_studies import (
+    CONFIRM_SEEDS,
+    RUN,
+    SEARCH_ARGS,
+    SMOKE_EPOCHS,
+    STUDY_TIMEOUT_S,
+    WINNER_OBJECTIVE,
+    SmokeStudy,
+    run_cli,
+    study_env,
+)
+from tests.test_faults import (
+    epochs_of,
+    epochs_trained,
+    kill_process_group,
+    metric_history,
+    saved_as_finished,
+    study_runs,
+    trial_folders,
+    trial_rows,
+)
 
 NAME = "resumed"
 ARGS = [*SEARCH_ARGS, "--name", NAME]

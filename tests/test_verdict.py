@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from search_spaces import PAPER_DEFAULT, VANILLA
+from study.intervals import Estimate
 from study.language_distance import distance_from
 from study.results import COMPLETE, TrialRow
-from study.intervals import Estimate
 from study.shot_sweep import PLOT_FILE, build_sweep, markdown_sweep, sweep_metrics, sweep_plots
 from study.verdict import TARGETS, build_verdict
 from study.verdict_report import HOLM_MARK, markdown_verdict, metrics
