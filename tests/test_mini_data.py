@@ -152,3 +152,23 @@ def test_backbone_figures_are_read_back_for_the_same_files_and_recomputed_when_a
     assert figures() == {"de": {"dev": 3 / 3}} and len(calls) == 3  # a file added
     assert figures(seed=1) == {"de": {"dev": 4 / 3}} and figures(seed=1) == {"de": {"dev": 4 / 3}}
     assert figures() == {"de": {"dev": 3 / 3}} and len(calls) == 4  # each key keeps its own entry
+
+
+def test_shipped_figures_are_read_first_and_only_for_their_own_key(tmp_path):
+    """The figures the package ships (mpt/data/figures/) spare a fresh machine the encoding; an entry of other
+    files (or versions) is never read back for these."""
+    from mpt.data.figure_cache import cached_figures
+
+    data = tmp_path / "train-en.tsv"
+    data.write_text("A man sleeps.\tHe rests.\t0\n", encoding="utf-8")
+    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
+
+    def figures(value, where=cache):
+        return cached_figures("probe", lambda: value, [data], {"seed": 0}, where)
+
+    assert figures(0.5, shipped) == 0.5  # an entry as `python -m mpt.data.quality --ship` writes it
+    assert cached_figures("probe", lambda: 0.9, [data], {"seed": 0}, cache, shipped=shipped) == 0.5
+    assert not cache.exists()  # read from the shipped folder: nothing computed or cached
+    data.write_text("A man sleeps.\tHe sleeps.\t0\n", encoding="utf-8")
+    assert cached_figures("probe", lambda: 0.9, [data], {"seed": 0}, cache, shipped=shipped) == 0.9
+    assert cached_figures("probe", lambda: 0.7, [data], {"seed": 0}, cache, shipped=shipped) == 0.9  # now cached

