@@ -609,8 +609,9 @@ def test_optuna_dashboard_shows_the_verdict_the_mlflow_links_and_each_trials_rol
     assert study.user_attrs == {
         "verdict": server.verdict, "mlflow_experiment_url": experiment,
         "mlflow_per_language_view_url": f"{experiment}&viewStateShareKey=mpt-study-per-language",
-        "importance_caveat": "only 4 complete trials: parameter importances need at least 8 to mean anything (the "
-                             "report shows none), so read the dashboard's importance chart as noise"}
+        "importance_caveat": f"only {server.settings['num_samples']} complete trials: parameter importances need at "
+                             "least 8 to mean anything (the report shows none), so read the dashboard's importance "
+                             "chart as noise"}
     runs = {tags(run)["ray.trial_id"]: run for run in study_runs.trials}
     for trial in study.trials:
         run = runs[trial.user_attrs["ray_trial_id"]]
