@@ -229,7 +229,7 @@ def test_the_optuna_study_is_new_unless_resumed(tmp_path: Path) -> None:
     # a resume that Tune cannot restore (killed before its first save) starts Tune over, and the study with it
     restarted, _ = make(tmp_path, "alignment", resume=True)
     assert restarted.suggest("b")["reference"] == VANILLA
-    assert len(load_optuna_study(url, "units").trials) == 2  # the two references, enqueued again
+    assert len(load_optuna_study(url, "units").trials) == len(REFERENCE_POINTS)  # the references, enqueued again
 
 
 def test_a_database_url_is_an_rdb_storage(tmp_path: Path) -> None:
