@@ -136,7 +136,7 @@ def test_the_confirmation_resumes_to_exactly_its_runs_one_mlflow_run_each(resume
     rows = json.loads((cwd / "results" / NAME / "confirm.json").read_text())
     best = max(trial_rows(cwd, NAME), key=lambda r: (r["objective"], -r["trial_number"]))["trial_number"]
     assert sorted((r["trial_number"], r["seed"]) for r in rows) == sorted(
-        (n, s) for n in (0, 1, best) for s in CONFIRM_SEEDS)
+        (n, s) for n in (0, 1, 2, best) for s in CONFIRM_SEEDS)  # vanilla, the paper default, the probe, the best
     assert all(r["status"] == "COMPLETE" for r in rows)
     runs = finished_runs(cwd, "confirm")
     assert sorted(runs) == sorted(r["trial_id"] for r in rows)  # no run lost or doubled
