@@ -12,14 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from mpt.backbones import Backbone, BackboneError, backbone_path, load_backbone
+from mpt.backbones import Backbone, BackboneError, answers_through_mlm, backbone_path, load_backbone
 from mpt.checkpoint import CheckpointError, checkpoint_config, read_checkpoint
 from mpt.config import MPTConfig
 from mpt.data import few_shot
 from mpt.pretrained import TrainedPrompt
 from mpt.training import RunData, load_run_data
 
-__all__ = ["Backbone", "BackboneError", "CheckpointError", "RunData", "TrainedPrompt", "backbone_layers",
+__all__ = ["Backbone", "BackboneError", "CheckpointError", "RunData", "TrainedPrompt", "answers_through_mlm",
+           "backbone_layers",
            "export_trained_prompt", "few_shot", "load_backbone_for", "load_run_data", "read_checkpoint"]
 
 

@@ -160,6 +160,12 @@ def _load_tokenizer(path: str | Path, name: str) -> PreTrainedTokenizerBase:
         ) from None
 
 
+def answers_through_mlm(name: str, head: str = "auto") -> bool:
+    """Whether a run with `head` on backbone `name` answers through the MLM verbalizer (head mlm, or auto on a
+    masked LM), read from the backbone's config without loading its weights."""
+    return head == "mlm" or head == "auto" and _is_masked_lm(backbone_path(name))
+
+
 def _is_masked_lm(path: str | Path) -> bool:
     """Whether the model at `path` is a masked LM (has an MLM head), from its config alone."""
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
@@ -39,14 +39,19 @@ SPACES: dict[str, SearchSpace] = {
 }
 
 # Evaluated first by every study, whatever the space, so its report can state MPT's gain per
-# language over vanilla prompt transfer (identity translator, no alignment task) and show the
-# paper-like default (one translator layer, alignment weight 0.5).
+# language over vanilla prompt transfer (identity translator, no alignment task), show the
+# paper-like default (one translator layer, alignment weight 0.5) and the frozen probe (no prompt, no
+# translator: a linear head on the frozen encoder's features), which a prompt method has to beat. The probe
+# needs a linear head: a study on a backbone answering through its MLM verbalizer skips it (`skip` below).
 VANILLA = "vanilla"
 PAPER_DEFAULT = "paper_default"
+PROBE = "probe"
 REFERENCE_POINTS: dict[str, dict[str, Any]] = {
     VANILLA: {"translator_depth": 0, "alignment_weight": 0.0},
     PAPER_DEFAULT: {"translator_depth": 1, "alignment_weight": 0.5},
+    PROBE: {"prompt_length": 0, "translator_depth": 0, "alignment_weight": 0.0},
 }
+REFERENCE_LABELS = {VANILLA: "vanilla", PAPER_DEFAULT: "paper default", PROBE: "frozen probe"}
 
 
 class UnknownSpaceError(ValueError):
@@ -91,15 +96,34 @@ def contains(distribution: BaseDistribution, value: Any) -> bool:
     return step is None or (value - distribution.low) % step == 0
 
 
-def reference_points(space: SearchSpace, base_config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Reference name -> the values Optuna enqueues for it: the reference's fixed values and, for the other
-    parameters the space suggests at those values, the base config's (where the space can represent them;
-    Optuna draws the rest). Fixed values the space does not search are left out: the study adds them to the
-    trial's config (`study.search.SpaceWithReferences`)."""
+def reference_points(space: SearchSpace, base_config: Mapping[str, Any],
+                     skip: Collection[str] = ()) -> dict[str, dict[str, Any]]:
+    """Reference name -> the values Optuna enqueues for it (the references named in `skip` left out): the
+    reference's fixed values and, for the other parameters the space suggests at those values, the base
+    config's (where the space can represent them; Optuna draws the rest). Fixed values the space does not
+    search, or cannot represent (the probe's prompt length 0 in a space searching 4..64), are not enqueued:
+    the study sets them in the trial's config (`study.search.SpaceWithReferences`); a searched parameter whose
+    fixed value Optuna refuses is enqueued at the base config's value, so that Optuna records a value it can
+    represent rather than a random draw."""
     points = {}
     for name, fixed in REFERENCE_POINTS.items():
-        wanted = {**base_config, **fixed}
+        if name in skip:
+            continue
+        wanted = {**base_config, **_enqueueable(space, base_config, fixed)}
         record = probe(space, base_config, wanted)
         points[name] = {p: wanted[p] for p, dist in record.distributions.items()
                         if p in wanted and contains(dist, wanted[p])}
     return points
+
+
+def _enqueueable(space: SearchSpace, base_config: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """The fixed values Optuna accepts as enqueued values of `space`: it refuses some out-of-range ones
+    outright (0 on a log scale), which then stay at the base config's value in Optuna's record."""
+    accepted = {}
+    for param, value in fixed.items():
+        try:
+            probe(space, base_config, {**base_config, param: value})
+        except ValueError:
+            continue
+        accepted[param] = value
+    return accepted

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from mpt.config import MPTConfig
 from mpt.config_args import parse_assignments, read_config_file
-from search_spaces import REFERENCE_POINTS, SPACES, get_space
+from search_spaces import PAPER_DEFAULT, PROBE, REFERENCE_POINTS, SPACES, VANILLA, get_space
 from study.environment import command
 from study.errors import StudyError
 from study.paths import RESULTS_ROOT
@@ -45,10 +45,11 @@ USAGE = """Run a hyperparameter study of MPT: Ray Tune trials, an Optuna search,
 
 Run from the repository root: results go to ./results (results/<name>/report.md, results/ray,
 results/mlflow.db), or to --results-dir. Every study first evaluates the vanilla prompt-transfer baseline (translator
-depth 0, alignment weight 0) and the paper-like default (depth 1, weight 0.5), then Optuna's TPE
-suggestions, ranked on dev. Then the confirmation retrains the best trial, vanilla and the paper-like
-default with 3 paired seeds and evaluates test: the study ends with a verdict on MPT vs vanilla with a
-95% interval. Ctrl+C stops a study cleanly; `--resume` continues it. Exit status: 0 done, 1 no trial
+depth 0, alignment weight 0), the paper-like default (depth 1, weight 0.5) and the frozen probe (prompt
+length 0: a linear head on the frozen encoder; not on an MLM-verbalizer backbone), then Optuna's TPE
+suggestions, ranked on dev. Then the confirmation retrains the best trial and these references with 3 paired
+seeds and evaluates test: the study ends with a verdict on MPT vs vanilla, and vanilla vs the frozen probe, with
+95% intervals. Ctrl+C stops a study cleanly; `--resume` continues it. Exit status: 0 done, 1 no trial
 completed, 2 bad input, 130 interrupted (resumable).
 """
 DEFAULT_SPACE = "alignment"
@@ -108,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(default: none)")
     confirm = parser.add_argument_group("confirmation and verdict")
     confirm.add_argument("--confirm-top", type=int, metavar="K",
-                         help="after the search, retrain the K best configurations, vanilla and the paper default "
+                         help="after the search, retrain the K best configurations and the references (vanilla, the "
+                              "paper default, the frozen probe) "
                               "with --confirm-seeds paired seeds, evaluate test and report the verdict with 95%% "
                               f"intervals (default: {default('confirm_top')})")
     confirm.add_argument("--confirm-seeds", type=int, metavar="S",
@@ -135,7 +137,8 @@ def _add_study_flags(study) -> None:
     study.add_argument("--name", help="study name: its folder results/NAME and MLflow experiment "
                                       "(default: the space, with '-smoke' under --smoke)")
     study.add_argument("--num-samples", type=int, metavar="N",
-                       help=f"trials, the 2 reference points included (default: {default('num_samples')}; "
+                       help=f"trials, the {len(REFERENCE_POINTS)} reference points included (default: "
+                            f"{default('num_samples')}; "
                             f"{SMOKE_NUM_SAMPLES} with --smoke)")
     study.add_argument("--objective", choices=tuple(OBJECTIVES),
                        help="what Optuna maximises: "
@@ -245,10 +248,12 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     name = check_name(args.name or (f"{space.name}-smoke" if args.smoke else space.name))
     num_samples = args.num_samples if args.num_samples is not None else (
         SMOKE_NUM_SAMPLES if args.smoke else default("num_samples"))
-    if num_samples < len(REFERENCE_POINTS):
-        raise StudyError(f"--num-samples {num_samples} is too small: every study first runs the "
-                         f"{len(REFERENCE_POINTS)} reference points ({', '.join(REFERENCE_POINTS)}); use at least "
-                         f"{len(REFERENCE_POINTS)}")
+    # the verdict needs vanilla and the paper default, the first two; the frozen probe, third, runs from 3 trials on
+    required = list(REFERENCE_POINTS).index(PAPER_DEFAULT) + 1
+    if num_samples < required:
+        raise StudyError(f"--num-samples {num_samples} is too small: every study first runs the reference points "
+                         f"({', '.join(REFERENCE_POINTS)}), and its verdict needs {VANILLA} and {PAPER_DEFAULT}; use "
+                         f"at least {required} ({len(REFERENCE_POINTS)} to include the {PROBE} too)")
     seed = args.seed if args.seed is not None else default("seed")
     if seed < 0:
         raise StudyError(f"--seed {seed} is negative: use an integer >= 0")

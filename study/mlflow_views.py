@@ -153,6 +153,9 @@ def _accuracy_table(verdict, rows: Sequence[TrialRow], best: TrialRow | None, la
         if verdict.headline is not None:
             lines.append(f"| {verdict.headline.name} - vanilla (pp) | "
                          + " | ".join(f"{100 * verdict.headline.gain[label].mean:+.1f}" for label in labels) + " |")
+        for comparison in verdict.against_probe:
+            lines.append(f"| {comparison.name} - frozen probe (pp) | "
+                         + " | ".join(f"{100 * comparison.gain[label].mean:+.1f}" for label in labels) + " |")
         return lines
     shown = [row for row in rows if row.reference or (best is not None and row.trial_number == best.trial_number)]
     lines = ["Dev accuracy (%) at the selected epoch, one seed (the search):", "",

@@ -41,7 +41,7 @@ import markdown  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
-from search_spaces import PAPER_DEFAULT, VANILLA, get_space  # noqa: E402
+from search_spaces import PAPER_DEFAULT, PROBE, VANILLA, get_space  # noqa: E402
 from study.environment import command  # noqa: E402
 from study.errors import StudyError  # noqa: E402
 from study.intervals import Estimate, binomial_interval  # noqa: E402
@@ -59,12 +59,14 @@ NO_VERDICT = "none: the study ran without the confirmation (--no-confirm), so no
 
 @dataclass
 class LanguageComparison:
-    """One language's accuracy in the single-seed search trials: the best trial, vanilla, the paper default."""
+    """One language's accuracy in the single-seed search trials: the best trial, vanilla, the paper default, the
+    frozen probe."""
 
     label: str  # a language code
     best: Estimate | None
     vanilla: Estimate | None
     paper_default: Estimate | None
+    probe: Estimate | None = None
 
     @property
     def gain(self) -> float | None:
@@ -84,9 +86,11 @@ def single_run_estimate(row: TrialRow | None, lang: str, split: str) -> Estimate
 
 
 def compare_search_trials(best: TrialRow | None, vanilla: TrialRow | None, paper: TrialRow | None,
-                          languages: Sequence[str], split: str = "dev") -> list[LanguageComparison]:
-    """Per-language accuracy of the best search trial, the vanilla baseline and the paper-like default."""
-    return [LanguageComparison(lang, *(single_run_estimate(row, lang, split) for row in (best, vanilla, paper)))
+                          languages: Sequence[str], split: str = "dev",
+                          probe: TrialRow | None = None) -> list[LanguageComparison]:
+    """Per-language accuracy of the best search trial, the vanilla baseline, the paper-like default and the
+    frozen probe."""
+    return [LanguageComparison(lang, *(single_run_estimate(row, lang, split) for row in (best, vanilla, paper, probe)))
             for lang in languages]
 
 
@@ -99,10 +103,11 @@ def _pct(value: float | Estimate | None, signed: bool = False) -> str:
 
 
 def markdown_comparison(comparisons: Sequence[LanguageComparison]) -> str:
-    lines = ["| language | best trial | vanilla | difference (pp) | paper default |", "|---|---:|---:|---:|---:|"]
+    lines = ["| language | best trial | vanilla | difference (pp) | paper default | frozen probe |",
+             "|---|---:|---:|---:|---:|---:|"]
     for c in comparisons:
         lines.append(f"| {c.label} | {_pct(c.best)} | {_pct(c.vanilla)} | {_pct(c.gain, True)} | "
-                     f"{_pct(c.paper_default)} |")
+                     f"{_pct(c.paper_default)} | {_pct(c.probe)} |")
     return "\n".join(lines)
 
 
@@ -206,11 +211,11 @@ def write_report(paths: StudyPaths) -> WrittenReport:
         plots += sweep_plots(study_dir, sweep)
     split = "test" if settings.test_in_search else "dev"
     comparisons = compare_search_trials(best, reference_row(rows, VANILLA), reference_row(rows, PAPER_DEFAULT),
-                                        languages, split)
+                                        languages, split, reference_row(rows, PROBE))
     plot_estimates(study_dir / "search_per_language.png",
                    [(name, {c.label: getattr(c, attribute) for c in comparisons if getattr(c, attribute)})
                     for name, attribute in (("best trial", "best"), ("vanilla", "vanilla"),
-                                            ("paper default", "paper_default"))],
+                                            ("paper default", "paper_default"), ("frozen probe", "probe"))],
                    list(languages), f"{split} accuracy (%)", f"Search trials (one seed each): {split} accuracy, "
                                                               "95% intervals over the rows")
     plots.append((f"Search trials, one seed each: {split} accuracy per language", "search_per_language.png"))
@@ -276,7 +281,7 @@ def _settings_lines(paths: StudyPaths, settings, rows: Sequence[TrialRow],
             + (", smoke settings" if settings.smoke else ""),
             f"- trials: {len(rows)} of {settings.num_samples} planned ("
             + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()) + ")",
-            f"- confirmation: the {settings.confirm_top} best, vanilla and the paper default x "
+            f"- confirmation: the {settings.confirm_top} best and the references x "
             f"{settings.confirm_seeds} paired seeds"
             + (f" x {', '.join(map(str, settings.confirm_shots))} shots per class" if settings.confirm_shots else "")
             if settings.confirm_top else "- confirmation: none",

@@ -45,8 +45,9 @@ class SpaceWithReferences:
     """The define-by-run space with the study's reference points, which Optuna is given first (enqueued):
     what the space suggests for those is the reference's values. A trial's config is what the space suggested,
     as suggested, plus what the space does not suggest: a reference's fixed values of fields it does not search
-    (the translator depth in the kl space, for example), its name, and the trial's Optuna number, which names
-    its MLflow run."""
+    (the translator depth in the kl space, for example) or cannot represent (the probe's prompt length 0, which
+    Optuna records at the base config's value), its name, and the trial's Optuna number, which names its MLflow
+    run."""
 
     space: SearchSpace
     base: dict[str, Any]  # the study's base config: ranges may depend on it
@@ -61,7 +62,9 @@ class SpaceWithReferences:
         role = self.role(number)
         if role != SEARCH_ROLE:
             config["reference"] = role
-            config.update({k: v for k, v in REFERENCE_POINTS[role].items() if k not in params})
+            # the reference's fixed values win: one the space cannot represent (the probe's prompt length 0) was
+            # enqueued at the base config's value (search_spaces.reference_points), and the trial runs the fixed one
+            config.update(REFERENCE_POINTS[role])
         return config
 
     @property
@@ -265,11 +268,13 @@ class StudySearcher(Searcher):
 
 def make_searcher(space: SearchSpace, base_config: dict[str, Any], seed: int, num_samples: int, *,
                   storage_url: str, study_name: str, resume: bool = False,
-                  run_info: RunInfo | None = None) -> StudySearcher:
+                  run_info: RunInfo | None = None, skip_references: Iterable[str] = ()) -> StudySearcher:
     """The study's searcher over `space`: seeded multivariate TPE, reference points first. A new study's Optuna
     study is created now, so that a storage problem stops the study before its trials start. `run_info` maps a
-    Tune trial id to more user attributes of its Optuna trial (its MLflow run); it must pickle."""
-    function = SpaceWithReferences(space, dict(base_config), reference_points(space, base_config))
+    Tune trial id to more user attributes of its Optuna trial (its MLflow run); it must pickle.
+    `skip_references` names reference points the study cannot run (the probe on an MLM-verbalizer backbone)."""
+    function = SpaceWithReferences(space, dict(base_config),
+                                   reference_points(space, base_config, skip=tuple(skip_references)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate is "experimental"
         sampler = optuna.samplers.TPESampler(

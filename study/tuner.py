@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from search_spaces import PAPER_DEFAULT, VANILLA, get_space
+from search_spaces import PROBE, REFERENCE_POINTS, get_space
 from study.cli import Resources
 from study.environment import checkout_root
 from study.errors import StudyError
@@ -177,9 +177,15 @@ def run_search(settings: StudySettings, paths: StudyPaths, resources: Resources,
           f"objective {settings.objective}; Optuna study {settings.name!r} in {redact(storage)}"
           + (" (resumed)" if resume else ""))
     # the searcher (study/search.py) and the spaces take the base config as a dict of its fields
+    skipped = skipped_references(settings)
+    if skipped:
+        print(f"study {settings.name}: no frozen-probe reference: backbone {settings.base_config.backbone!r} "
+              f"answers through its MLM verbalizer (head {settings.base_config.head!r}), which prompt length 0 "
+              f"leaves nothing to train; --set head=linear would run it")
     searcher = make_searcher(space, settings.base_config.to_dict(), settings.seed, settings.num_samples,
                              storage_url=storage, study_name=settings.name, resume=resume,
-                             run_info=TrialRunLinks(settings.mlflow_tracking_uri, settings.name))
+                             run_info=TrialRunLinks(settings.mlflow_tracking_uri, settings.name),
+                             skip_references=skipped)
     grid, finished = run_tuner(
         settings, paths, resources, trainable, tracker, resume, search_alg=searcher,
         num_samples=settings.num_samples, scheduler=make_scheduler(settings.scheduler, settings.base_config.epochs))
@@ -188,13 +194,22 @@ def run_search(settings: StudySettings, paths: StudyPaths, resources: Resources,
     return grid, finished
 
 
+def skipped_references(settings: StudySettings) -> tuple[str, ...]:
+    """The reference points the study cannot run: the frozen probe (prompt length 0, only a linear head trains)
+    on a backbone that answers through its MLM verbalizer (MPTConfig refuses prompt length 0 there)."""
+    from mpt.api import answers_through_mlm
+
+    config = settings.base_config
+    return (PROBE,) if answers_through_mlm(config.backbone, config.head) else ()
+
+
 def confirmation_candidates(rows: list[TrialRow], top: int) -> list[TrialRow]:
-    """The configurations the confirmation retrains: the `top` best trials, then the vanilla baseline and the
-    paper-like default (what the verdict compares them with), each once. A reference is retrained whatever its
-    search trial's status: the confirmation trains from scratch with its own seeds, and without vanilla there is
-    no verdict (a search trial can fail for reasons of its own, e.g. its node lost twice)."""
+    """The configurations the confirmation retrains: the `top` best trials, then the references (vanilla, the
+    paper-like default and the frozen probe: what the verdict compares them with), each once. A reference is
+    retrained whatever its search trial's status: the confirmation trains from scratch with its own seeds, and
+    without vanilla there is no verdict (a search trial can fail for reasons of its own, e.g. its node lost twice)."""
     candidates = top_rows(rows, top)
-    for name in (VANILLA, PAPER_DEFAULT):
+    for name in REFERENCE_POINTS:
         row = reference_row(rows, name)
         if row is not None and row not in candidates:
             if row.status != COMPLETE:

@@ -7,7 +7,9 @@ default against vanilla: the paired difference per language and on the target av
 (English minus each language) and the share of it MPT closes; MPT's gain against each language's
 typological distance from English (a descriptive rank correlation); what the study could have detected (its
 minimum detectable effect, and the seeds that would detect 2 pp); which per-language gains survive Holm's
-correction. The intervals are `study.intervals`'s variance-components intervals over seeds and test rows.
+correction; and vanilla (and an MPT best) against the frozen probe, the linear head on the frozen encoder with
+no prompt, which a prompt method has to beat. The intervals are `study.intervals`'s variance-components
+intervals over seeds and test rows.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from search_spaces import PAPER_DEFAULT, VANILLA
+from search_spaces import PAPER_DEFAULT, PROBE, REFERENCE_LABELS, VANILLA
 from study.intervals import (
     MAX_SEEDS,
     Estimate,
@@ -47,7 +49,8 @@ class Configuration:
 
     @property
     def label(self) -> str:
-        name = {VANILLA: "vanilla", PAPER_DEFAULT: "paper default"}.get(self.reference or "", "MPT")
+        # a reference this version does not know (a newer study's) is named as it is, never taken for MPT
+        name = REFERENCE_LABELS.get(self.reference, self.reference) if self.reference else "MPT"
         return f"#{self.trial_number} {name}"
 
 
@@ -62,7 +65,8 @@ class Summary:
 
 @dataclass
 class Comparison:
-    """A configuration minus vanilla, paired by seed and test row: per language, `average` and `targets`."""
+    """A configuration minus a baseline (vanilla, or the frozen probe), paired by seed and test row: per language,
+    `average` and `targets`."""
 
     name: str  # e.g. "MPT (trial 5)"
     configuration: Configuration
@@ -70,14 +74,21 @@ class Comparison:
     components: dict[str, VarianceComponents]  # what each gain's interval and detectable effect come from
     seeds: list[int]
     holm: dict[str, bool] = field(default_factory=dict)  # language -> distinguishable after Holm (per-language gains)
+    baseline: str = "vanilla"  # what the gain is over
 
     def conclusion(self, label: str = TARGETS) -> str:
         gain = self.gain[label]
         if gain.low > 0:
-            return "better than vanilla"
+            return f"better than {self.baseline}"
         if gain.high < 0:
-            return "worse than vanilla"
-        return "not distinguishable from vanilla"
+            return f"worse than {self.baseline}"
+        return f"not distinguishable from {self.baseline}"
+
+    @property
+    def short(self) -> str:
+        """The target-average gain and its interval, e.g. `-2.1 pp [-4.0, -0.3]`."""
+        gain = self.gain[TARGETS]
+        return f"{100 * gain.mean:+.1f} pp [{100 * gain.low:+.1f}, {100 * gain.high:+.1f}]"
 
     @property
     def detectable(self) -> float | None:
@@ -133,6 +144,7 @@ class Verdict:
     distances: dict[str, float] = field(default_factory=dict)  # target language -> distance from English
     rank_correlation: float | None = None  # Spearman: headline gain vs distance (descriptive)
     note: str = ""  # why the headline is what it is (e.g. the best trial was vanilla itself)
+    against_probe: list[Comparison] = field(default_factory=list)  # vanilla, then an MPT best, minus the probe
     shots: int | None = None  # shots per class, in a shot-count sweep (study.shot_sweep)
 
     @property
@@ -147,10 +159,10 @@ class Verdict:
         shots = "" if self.shots is None else f"{self.shots} shots per class: "
         if self.headline is None:
             return f"{shots}no verdict: {self.note}"
-        gain = self.headline.gain[TARGETS]
+        probe = "".join(f"; {c.name} vs the frozen probe: {c.short}" for c in self.against_probe)
         return (f"{shots}{self.headline.name} vs vanilla on the {len(self.targets)} target languages: "
-                f"{100 * gain.mean:+.1f} pp [{100 * gain.low:+.1f}, {100 * gain.high:+.1f}], "
-                f"{len(self.headline.seeds)} paired seeds: {self.headline.conclusion()} ({self.headline.power_note()})")
+                f"{self.headline.short}, {len(self.headline.seeds)} paired seeds: {self.headline.conclusion()} "
+                f"({self.headline.power_note()}){probe}")
 
 
 def configurations(rows: Sequence[TrialRow], languages: Sequence[str]) -> list[Configuration]:
@@ -186,9 +198,9 @@ def summarise(configuration: Configuration, languages: Sequence[str]) -> Summary
 
 
 def compare(name: str, configuration: Configuration, vanilla: Configuration,
-            languages: Sequence[str]) -> Comparison | None:
-    """`configuration` minus `vanilla` on the seeds both completed (None without one in common), paired by seed
-    and test row; Holm's correction over the per-language gains."""
+            languages: Sequence[str], baseline: str = "vanilla") -> Comparison | None:
+    """`configuration` minus `vanilla` (or another baseline, named `baseline`) on the seeds both completed (None
+    without one in common), paired by seed and test row; Holm's correction over the per-language gains."""
     seeds = [s for s in configuration.seeds if s in vanilla.seeds]
     if not seeds:
         return None
@@ -197,7 +209,7 @@ def compare(name: str, configuration: Configuration, vanilla: Configuration,
     components = _labelled(differences, languages)
     holm = holm_distinguishable([components[lang].p_value() for lang in languages])
     return Comparison(name, configuration, {label: c.interval(bounds=DIFFERENCE) for label, c in components.items()},
-                      components, seeds, dict(zip(languages, holm)))
+                      components, seeds, dict(zip(languages, holm)), baseline)
 
 
 def build_verdict(rows: Sequence[TrialRow], languages: Sequence[str], best_trial: int | None) -> Verdict:
@@ -206,22 +218,24 @@ def build_verdict(rows: Sequence[TrialRow], languages: Sequence[str], best_trial
     found = configurations(rows, languages)
     summaries = [summarise(c, languages) for c in found]
     vanilla = next((c for c in found if c.reference == VANILLA), None)
+    probe = next((c for c in found if c.reference == PROBE), None)
     verdict = Verdict(languages, summaries, None, [])
     if vanilla is None:
         verdict.note = "the vanilla baseline has no complete confirmation run to compare with"
         return verdict
     for c in found:
-        if c is vanilla:
+        if c is vanilla or c.reference == PROBE:  # the probe is no prompt method: it is compared the other way
             continue
-        name = "paper default" if c.reference == PAPER_DEFAULT else f"MPT (trial {c.trial_number})"
+        name = c.label.split(" ", 1)[1] if c.reference else f"MPT (trial {c.trial_number})"
         if c.trial_number == best_trial and c.reference:
             name = f"{name} (the best trial)"
         comparison = compare(name, c, vanilla, languages)
         if comparison is not None:
             verdict.comparisons.append(comparison)
     best = next((c for c in verdict.comparisons if c.configuration.trial_number == best_trial), None)
-    if best_trial == vanilla.trial_number:
-        verdict.note = ("the search's best trial was vanilla itself: no MPT configuration beat it on dev; the "
+    if best_trial is not None and best_trial in (vanilla.trial_number, probe and probe.trial_number):
+        beaten = "vanilla itself" if best_trial == vanilla.trial_number else "the frozen probe"
+        verdict.note = (f"the search's best trial was {beaten}: no MPT configuration beat it on dev; the "
                         "headline is the paper-like default")
         best = next((c for c in verdict.comparisons if c.configuration.reference == PAPER_DEFAULT), None)
     verdict.headline = best or (verdict.comparisons[0] if verdict.comparisons else None)
@@ -233,7 +247,22 @@ def build_verdict(rows: Sequence[TrialRow], languages: Sequence[str], best_trial
                         f"is {verdict.headline.name}")
     _add_gaps(verdict, vanilla)
     _add_distances(verdict)
+    if probe is not None:
+        _add_probe_comparisons(verdict, vanilla, probe, best_trial)
     return verdict
+
+
+def _add_probe_comparisons(verdict: Verdict, vanilla: Configuration, probe: Configuration,
+                           best_trial: int | None) -> None:
+    """Vanilla minus the frozen probe and, when the search's best is an MPT configuration, the best minus the
+    probe: the same paired intervals as the headline."""
+    mpt_best = next((c.configuration for c in verdict.comparisons
+                     if c.configuration.trial_number == best_trial and not c.configuration.reference), None)
+    for name, configuration in (("vanilla", vanilla), (f"MPT (trial {best_trial})", mpt_best)):
+        if configuration is not None:
+            comparison = compare(name, configuration, probe, verdict.languages, baseline="the frozen probe")
+            if comparison is not None:
+                verdict.against_probe.append(comparison)
 
 
 def _add_gaps(verdict: Verdict, vanilla: Configuration) -> None:

@@ -90,6 +90,15 @@ def markdown_verdict(verdict: Verdict) -> list[str]:
     for c in verdict.comparisons:
         lines.append(f"| {c.name} | " + " | ".join(_gain_cell(c, label) for label in labels)
                      + f" | {c.conclusion()} |")
+    if verdict.against_probe:
+        lines += ["", "Against the frozen probe (the linear head on the frozen encoder's features: no prompt, no "
+                      "translator), paired the same way: a prompt method that cannot beat it has learnt nothing a "
+                      "linear classifier on the encoder's features would not.", "",
+                  "| vs the frozen probe | " + " | ".join(labels) + " | verdict |",
+                  "|---|" + "---:|" * len(labels) + "---|"]
+        for c in verdict.against_probe:
+            lines.append(f"| {c.name} | " + " | ".join(_gain_cell(c, label) for label in labels)
+                         + f" | {c.conclusion()} |")
     lines += ["", holm_note(verdict), "", *markdown_power(verdict)]
     lines += [f"Test accuracy (%) per configuration: mean over seeds [{level} interval], and the seed standard "
                   "deviation.", "", "| configuration | seeds | " + " | ".join(labels) + " |",
@@ -125,15 +134,16 @@ def console_verdict(verdict: Verdict, before: Sequence[str] = ()) -> str:
     if verdict.headline is None:
         return "\n".join([*before, f"Verdict: {verdict.line}"])
     labels = [*verdict.languages, AVERAGE, TARGETS]
-    names = [s.configuration.label for s in verdict.summaries] + [f"{c.name} - vanilla" for c in verdict.comparisons]
+    differences = [(f"{c.name} - vanilla", c) for c in verdict.comparisons] + \
+        [(f"{c.name} - probe", c) for c in verdict.against_probe]
+    names = [s.configuration.label for s in verdict.summaries] + [name for name, _ in differences]
     width = max(map(len, names)) + 2
     lines = ["Confirmation: test accuracy (%) over paired seeds, mean [95% interval]",
              f"{'':<{width}}" + "".join(f"{label:>24}" for label in labels)]
     for s in verdict.summaries:
         lines.append(f"{s.configuration.label:<{width}}" + "".join(f"{_pp(s.accuracy[label]):>24}" for label in labels))
-    for c in verdict.comparisons:
-        lines.append(f"{c.name + ' - vanilla':<{width}}"
-                     + "".join(f"{_gain_cell(c, label):>24}" for label in labels))
+    for name, c in differences:
+        lines.append(f"{name:<{width}}" + "".join(f"{_gain_cell(c, label):>24}" for label in labels))
     lines.append(f"({HOLM_MARK}: distinguishable after Holm's correction over the per-language gains)")
     rho = verdict.rank_correlation
     if rho is not None:
@@ -203,7 +213,9 @@ def verdict_plots(study_dir: Path, verdict: Verdict) -> list[tuple[str, str]]:
 def metrics(verdict: Verdict) -> dict[str, float]:
     """The verdict's headline numbers for the study's MLflow run: the gain on the target average with its interval
     ends, what the study could detect there (`mde_avg_target`) and how many seeds would detect 2 pp
-    (`seeds_for_2pp`, left out where no number up to MAX_SEEDS would). Per-language numbers are the confirmation
+    (`seeds_for_2pp`, left out where no number up to MAX_SEEDS would), and against the frozen probe
+    (`gain_vanilla_vs_probe_avg_target`, `gain_best_vs_probe_avg_target` for an MPT best, each with `_low` and
+    `_high`). Per-language numbers are the confirmation
     runs' metrics and the study run's description (study.mlflow_views): as metrics of one run each would chart as a
     bar of its own."""
     values: dict[str, float] = {}
@@ -216,5 +228,10 @@ def metrics(verdict: Verdict) -> dict[str, float]:
             needed = headline.components[TARGETS].seeds_to_detect(EFFECT_OF_INTEREST)
             if needed is not None:
                 values[f"seeds_for_{100 * EFFECT_OF_INTEREST:.0f}pp"] = needed
+    for comparison in verdict.against_probe:
+        gain = comparison.gain[TARGETS]
+        name = "vanilla" if comparison.configuration.reference else "best"
+        key = f"gain_{name}_vs_probe_avg_target"
+        values.update({key: gain.mean, f"{key}_low": gain.low, f"{key}_high": gain.high})
     return values
 

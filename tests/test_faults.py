@@ -176,7 +176,7 @@ def test_killed_driver_resumes_to_exactly_the_planned_trials(killed_and_resumed)
     rows = trial_rows(cwd, KILLED)
     assert len(rows) == KILLED_PLANNED and all(r["status"] == "COMPLETE" for r in rows)
     assert sorted(r["trial_number"] for r in rows) == list(range(KILLED_PLANNED))  # no trial lost or doubled
-    assert sorted(r["reference"] for r in rows if r["reference"]) == ["paper_default", "vanilla"]
+    assert sorted(r["reference"] for r in rows if r["reference"]) == ["paper_default", "probe", "vanilla"]
     assert (cwd / "results" / KILLED / "report.md").is_file()
 
 

@@ -73,17 +73,19 @@ def test_four_trials_share_two_declared_gpus_and_train_on_cpu(tmp_path: Path) ->
                           cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
 
-    # four at once: Ray reserved both GPUs and the console saw four trials running together
+    # four at once (of the smoke study's five): Ray reserved both GPUs and the console saw four trials running
+    # together
     tables = done.stdout.split("study gpus (search): ")[1:]
-    assert any(table.startswith("0/4 trials done, 4 running |") and "2.0/2 GPUs" in table for table in tables), \
+    assert any(table.startswith("0/5 trials done, 4 running, 1 pending |") and "2.0/2 GPUs" in table
+               for table in tables), \
         done.stdout[-3000:]
-    assert tables[-1].startswith("4/4 trials done |")
+    assert tables[-1].startswith("5/5 trials done |")
 
     placements = [m.groups() for m in PLACEMENT_LINE.finditer(done.stderr)]
-    assert sorted(int(number) for number, *_ in placements) == [0, 1, 2, 3], done.stderr[-3000:]  # once each
+    assert sorted(int(number) for number, *_ in placements) == [0, 1, 2, 3, 4], done.stderr[-3000:]  # once each
     for _, gpu, visible, threads in placements:
         assert visible == gpu and threads == "1"  # CUDA_VISIBLE_DEVICES is the GPU Ray assigned; 0.5 CPU: 1 thread
-    assert sorted(gpu for _, gpu, _, _ in placements) == ["0", "0", "1", "1"]  # two trials per GPU
+    assert sorted(gpu for _, gpu, _, _ in placements).count("0") in (2, 3)  # two trials per GPU at a time
     assert "Traceback" not in without_retried_state_uploads(done.stderr)
 
 

@@ -11,9 +11,10 @@ import optuna
 import pytest
 
 from mpt.config import MPTConfig
-from search_spaces import PAPER_DEFAULT, REFERENCE_POINTS, SPACES, VANILLA, UnknownSpaceError, get_space, probe
+from search_spaces import PAPER_DEFAULT, PROBE, REFERENCE_POINTS, SPACES, VANILLA, UnknownSpaceError, get_space, probe
 from study.errors import StudyError
 from study.optuna_storage import SearchedParameters, load_optuna_study
+from study.settings import StudySettings
 from trainable.spec import trial_config
 
 BASE = MPTConfig(epochs=4).to_dict()
@@ -104,17 +105,42 @@ def test_reference_points_come_first_in_every_space_with_only_what_they_search(t
 
     url = str(tmp_path / "optuna.log")
     searcher = make_searcher(get_space(name), base, seed=0, num_samples=8, storage_url=url, study_name=name)
-    vanilla, paper = searcher.suggest("a"), searcher.suggest("b")
-    assert (vanilla["reference"], paper["reference"]) == (VANILLA, PAPER_DEFAULT)
-    assert (vanilla["trial_number"], paper["trial_number"]) == (0, 1)
-    for config, (depth, weight) in ((vanilla, (0, 0.0)), (paper, (1, 0.5))):
+    vanilla, paper, frozen = searcher.suggest("a"), searcher.suggest("b"), searcher.suggest("c")
+    assert (vanilla["reference"], paper["reference"], frozen["reference"]) == (VANILLA, PAPER_DEFAULT, PROBE)
+    assert (vanilla["trial_number"], paper["trial_number"], frozen["trial_number"]) == (0, 1, 2)
+    for config, (depth, weight, length) in ((vanilla, (0, 0.0, 16)), (paper, (1, 0.5, 16)), (frozen, (0, 0.0, 0))):
         run = trial_config(MPTConfig.from_dict(base), config)
-        assert (run.translator_depth, run.alignment_weight) == (depth, weight)
+        assert (run.translator_depth, run.alignment_weight, run.prompt_length) == (depth, weight, length)
     recorded = load_optuna_study(url, name).trials
-    # vanilla has no translator and no alignment task: nothing of theirs is searched in it
-    assert not (TRANSLATOR_DETAILS | KL_DETAILS) & set(recorded[0].params)
+    # vanilla and the probe have no translator and no alignment task: nothing of theirs is searched in them
+    assert not (TRANSLATOR_DETAILS | KL_DETAILS) & (set(recorded[0].params) | set(recorded[2].params))
     for trial, config in zip(recorded, (vanilla, paper)):  # the config holds the suggested values as suggested
         assert {k: config[k] for k in trial.params} == trial.params
+    # a space that searches the prompt length from 4 cannot record the probe's 0: Optuna keeps the base's value
+    # there (not a random draw), and the trial runs with 0
+    assert recorded[2].params.get("prompt_length", 16) == 16
+
+
+def test_the_probe_is_skipped_on_an_mlm_backbone_and_confirmed_with_the_other_references(tmp_path: Path) -> None:
+    """prompt length 0 leaves an MLM verbalizer nothing to train (MPTConfig refuses it): such a study runs vanilla
+    and the paper default, then TPE, instead of crashing on the probe; elsewhere the confirmation retrains it."""
+    from study.results import COMPLETE, TrialRow
+    from study.search import make_searcher
+    from study.tuner import confirmation_candidates, skipped_references
+
+    def skipped(**fields) -> tuple[str, ...]:
+        return skipped_references(StudySettings(name="x", space="alignment", base_config=MPTConfig(**fields)))
+
+    assert skipped(backbone="tiny-xlmr") == (PROBE,)  # a masked LM: head auto answers through its verbalizer
+    assert skipped(backbone="tiny-xlmr", head="linear") == skipped() == ()  # a linear head: the probe runs
+    searcher = make_searcher(get_space("alignment"), BASE, seed=0, num_samples=6, study_name="mlm",
+                             storage_url=str(tmp_path / "optuna.log"), skip_references=skipped(backbone="tiny-xlmr"))
+    roles = [searcher.suggest(t).get("reference") for t in "abc"]
+    assert roles == [VANILLA, PAPER_DEFAULT, None]  # the third trial is TPE's
+    rows = [TrialRow(f"t{n}", n, COMPLETE, {}, reference, objective) for n, reference, objective in
+            ((0, VANILLA, 0.4), (1, PAPER_DEFAULT, 0.41), (2, PROBE, 0.45), (3, None, 0.5), (4, None, 0.3))]
+    assert [r.trial_number for r in confirmation_candidates(rows, 1)] == [3, 0, 1, 2]
+    assert [r.trial_number for r in confirmation_candidates(rows, 2)] == [3, 2, 0, 1]  # the probe once
 
 
 def test_search_trials_carry_exactly_the_suggested_values_and_tpe_is_seeded(tmp_path: Path) -> None:
@@ -122,10 +148,13 @@ def test_search_trials_carry_exactly_the_suggested_values_and_tpe_is_seeded(tmp_
     configs = [searcher.suggest(f"t{i}") for i in range(5)]
     for trial, config in zip(load_optuna_study(url, "a").trials, configs):
         extra = {k: v for k, v in config.items() if k not in trial.params}
-        assert {k: config[k] for k in trial.params} == trial.params  # nothing rewritten or dropped
         # the full space searches every reference field: a reference adds only its name, a search trial nothing
         assert set(extra) == ({"trial_number", "reference"} if trial.number < len(REFERENCE_POINTS)
                               else {"trial_number"})
+        if config.get("reference") == PROBE:  # but cannot record the probe's prompt length 0 (it searches 4..64)
+            assert (config["prompt_length"], trial.params["prompt_length"]) == (0, BASE["prompt_length"])
+            continue
+        assert {k: config[k] for k in trial.params} == trial.params  # nothing rewritten or dropped
         assert config["trial_number"] == trial.number
     again, _ = make(tmp_path, "full", name="b")
     assert [again.suggest(f"t{i}") for i in range(5)] == configs  # seeded: the same study twice
@@ -199,7 +228,7 @@ def test_the_optuna_study_is_new_unless_resumed(tmp_path: Path) -> None:
     # a resume that Tune cannot restore (killed before its first save) starts Tune over, and the study with it
     restarted, _ = make(tmp_path, "alignment", resume=True)
     assert restarted.suggest("b")["reference"] == VANILLA
-    assert len(load_optuna_study(url, "units").trials) == 2  # the two references, enqueued again
+    assert len(load_optuna_study(url, "units").trials) == len(REFERENCE_POINTS)  # the references, enqueued again
 
 
 def test_a_database_url_is_an_rdb_storage(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_study: SmokeStudy) -> N
     assert parent.data.params["space"] == "alignment"
     assert parent.data.tags["version.ray"] and parent.data.tags["backbone"] == "e5-small"
     settings = json.loads((smoke_study.study_dir / "study.json").read_text())
-    assert len(children) == settings["num_samples"] == 4
+    assert len(children) == settings["num_samples"] == 5
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"
@@ -90,15 +91,18 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_study: SmokeStudy) -> N
 def test_smoke_study_evaluates_the_baselines_first(smoke_study: SmokeStudy) -> None:
     _, children = mlflow_runs(smoke_study.cwd, SHARED_NAME)
     by_reference = {c.data.tags.get("mpt_study.reference"): c for c in children}
-    vanilla, paper = by_reference["vanilla"], by_reference["paper_default"]
+    vanilla, paper, probe = by_reference["vanilla"], by_reference["paper_default"], by_reference["probe"]
     assert vanilla.data.params["translator_depth"] == "0" and float(vanilla.data.params["alignment_weight"]) == 0.0
     assert paper.data.params["translator_depth"] == "1" and float(paper.data.params["alignment_weight"]) == 0.5
     assert vanilla.data.tags["trial_number"] == "0" and paper.data.tags["trial_number"] == "1"
+    # the frozen probe: no prompt, no translator, no alignment task (its run's params are what it ran with)
+    assert (probe.data.params["prompt_length"], probe.data.params["translator_depth"]) == ("0", "0")
+    assert probe.data.tags["trial_number"] == "2" and probe.data.tags["mpt_study.role"] == "probe"
     assert vanilla.data.metrics["kl_loss"] == 0.0  # no alignment task in the vanilla baseline
     rows = json.loads((smoke_study.study_dir / "trials.json").read_text())
-    assert [r["trial_number"] for r in rows] == [0, 1, 2, 3]
+    assert [r["trial_number"] for r in rows] == [0, 1, 2, 3, 4]
     assert all(r["status"] == "COMPLETE" for r in rows)
-    assert [r["reference"] for r in rows[:2]] == ["vanilla", "paper_default"]
+    assert [r["reference"] for r in rows[:3]] == ["vanilla", "paper_default", "probe"]
 
 
 @pytest.mark.slow
@@ -181,13 +185,13 @@ def test_a_resume_that_would_change_the_study_is_refused_and_changes_nothing(smo
 
 
 @pytest.mark.slow
-def test_confirmation_reruns_the_best_vanilla_and_the_paper_default_with_paired_seeds(smoke_study: SmokeStudy) -> None:
+def test_confirmation_reruns_the_best_and_the_references_with_paired_seeds(smoke_study: SmokeStudy) -> None:
     cwd, done, study_dir = smoke_study.cwd, smoke_study.done, smoke_study.study_dir
     rows = json.loads((study_dir / "trials.json").read_text())
     best = best_search_row(rows)
     confirm = json.loads((study_dir / "confirm.json").read_text())
-    configurations = {best["trial_number"], 0, 1}  # 0: vanilla, 1: the paper default
-    assert len(configurations) == 3  # the best is neither reference (test_an_mpt_configuration_wins_the_search)
+    configurations = {best["trial_number"], 0, 1, 2}  # 0: vanilla, 1: the paper default, 2: the frozen probe
+    assert len(configurations) == 4  # the best is no reference (test_an_mpt_configuration_wins_the_search)
     assert {(r["trial_number"], r["seed"], r["params"]["shots_per_class"]) for r in confirm} == {
         (n, s, k) for n in configurations for s in CONFIRM_SEEDS for k in SWEEP}
     assert len(confirm) == len(configurations) * len(CONFIRM_SEEDS) * len(SWEEP)
@@ -206,6 +210,10 @@ def test_confirmation_reruns_the_best_vanilla_and_the_paper_default_with_paired_
     assert verdict.startswith(f"4 shots per class: MPT (trial {best['trial_number']}) vs vanilla on the 2 target ")
     assert lines[-2].startswith(f"Verdict at 8 shots per class: MPT (trial {best['trial_number']}) vs vanilla ")
     assert f"**{verdict}**" in report and "2 paired seeds" in verdict and "### Transfer gap" in report
+    # and vanilla and the MPT best against the frozen probe, with their paired intervals
+    assert re.search(rf"; vanilla vs the frozen probe: [+-]\d+\.\d pp \[[+-]\d+\.\d, [+-]\d+\.\d\]; MPT \(trial "
+                     rf"{best['trial_number']}\) vs the frozen probe: [+-]\d+\.\d pp \[", verdict), verdict
+    assert "| vs the frozen probe |" in report and "| #2 frozen probe | 2 |" in report
     assert "this study detects gains >= " in verdict and "**What this study could detect**" in report
     assert "### Shot-count sweep" in report and "](shot_sweep.png)" in report
     assert (study_dir / "shot_sweep.png").read_bytes()[:4] == b"\x89PNG"
@@ -214,10 +222,12 @@ def test_confirmation_reruns_the_best_vanilla_and_the_paper_default_with_paired_
     gain = [parents[0].data.metrics[f"gain_avg_target{end}"] for end in ("_low", "", "_high")]
     assert gain == sorted(gain) and f"{100 * gain[1]:+.1f} pp" in verdict
     assert f"{100 * parents[0].data.metrics['mde_avg_target']:.1f} pp" in verdict
+    assert f"frozen probe: {100 * parents[0].data.metrics['gain_vanilla_vs_probe_avg_target']:+.1f} pp" in verdict
     from mlflow import MlflowClient
 
     client = MlflowClient(smoke_study.tracking_uri)
     for name in ("sweep_gain_avg_target", "sweep_trial0_vanilla_test_acc_targets",
+                 "sweep_trial2_frozen_probe_test_acc_targets",
                  f"sweep_trial{best['trial_number']}_MPT_test_acc_targets"):  # charted against K
         assert sorted(m.step for m in client.get_metric_history(parents[0].info.run_id, name)) == list(SWEEP), name
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}

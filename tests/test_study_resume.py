@@ -45,7 +45,7 @@ from tests.test_faults import (
 
 NAME = "resumed"
 ARGS = [*SEARCH_ARGS, "--name", NAME]
-SEARCH_PLANNED = 4  # the smoke study's trials
+SEARCH_PLANNED = 5  # the smoke study's trials
 CONFIRM_EXPERIMENT = f"{NAME}-confirm-top1x{len(CONFIRM_SEEDS)}"  # study.tuner's name for the confirmation
 HELD_AFTER = 2  # runs of a phase that pass epoch 1 before one holds there
 
@@ -132,7 +132,7 @@ def test_the_search_resumes_to_exactly_its_trials_without_training_any_again(res
     rows = trial_rows(cwd, NAME)
     # the searcher kept its history: trial numbers continue and the references ran once
     assert sorted(r["trial_number"] for r in rows) == list(range(SEARCH_PLANNED))
-    assert sorted(r["reference"] for r in rows if r["reference"]) == ["paper_default", "vanilla"]
+    assert sorted(r["reference"] for r in rows if r["reference"]) == ["paper_default", "probe", "vanilla"]
     assert all(r["status"] == "COMPLETE" for r in rows)
     runs = finished_runs(cwd, "search")
     assert sorted(runs) == sorted(r["trial_id"] for r in rows)  # one MLflow run per trial
@@ -153,7 +153,7 @@ def test_the_confirmation_resumes_to_exactly_its_runs_one_mlflow_run_each(resume
     rows = json.loads((cwd / "results" / NAME / "confirm.json").read_text())
     best = max(trial_rows(cwd, NAME), key=lambda r: (r["objective"], -r["trial_number"]))["trial_number"]
     assert sorted((r["trial_number"], r["seed"]) for r in rows) == sorted(
-        (n, s) for n in (0, 1, best) for s in CONFIRM_SEEDS)
+        (n, s) for n in (0, 1, 2, best) for s in CONFIRM_SEEDS)  # vanilla, the paper default, the probe, the best
     assert all(r["status"] == "COMPLETE" for r in rows)
     runs = finished_runs(cwd, "confirm")
     assert sorted(runs) == sorted(r["trial_id"] for r in rows)  # no run lost or doubled

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from search_spaces import PAPER_DEFAULT, REFERENCE_POINTS, VANILLA
+from search_spaces import PAPER_DEFAULT, PROBE, REFERENCE_POINTS, VANILLA
 from study.mlflow_views import RunLink, final_description, per_language_metrics
 from study.results import COMPLETE, TrialRow
 from study.settings import StudySettings
@@ -97,7 +97,8 @@ def test_the_study_description_opens_with_the_verdict_then_the_best_trial_the_re
               TrialRow("t2", 2, COMPLETE, {}, None, 0.45, dev_accuracy={"en": 0.6, "de": 0.4, "fr": 0.35})]
     confirm = (_confirmed(0, VANILLA, {"en": 10, "de": 8, "fr": 7}) + _confirmed(1, PAPER_DEFAULT, {"en": 10, "de": 8,
                                                                                                   "fr": 8})
-               + _confirmed(2, None, {"en": 12, "de": 10, "fr": 9}))
+               + _confirmed(2, None, {"en": 12, "de": 10, "fr": 9})
+               + _confirmed(3, PROBE, {"en": 11, "de": 9, "fr": 9}))
     verdict = build_verdict(confirm, languages, best_trial=2)
     links = {n: RunLink(f"alignment-00{n}", f"#/experiments/7/runs/run{n}") for n in range(3)}
     text = final_description("s", {"objective": "dev_avg"}, verdict.line, verdict, search, search[2], links, "7",
@@ -111,6 +112,10 @@ def test_the_study_description_opens_with_the_verdict_then_the_best_trial_the_re
     # the confirmation's test accuracy per language, mean over the seeds, and the headline's gain
     assert "| #0 vanilla | 50.0 | 40.0 | 35.0 | 37.5 |" in lines and "| #2 best | 60.0 | 50.0 | 45.0 | 47.5 |" in lines
     assert "| MPT (trial 2) - vanilla (pp) | +10.0 | +10.0 | +10.0 | +10.0 |" in lines
+    # the frozen probe: its row, and vanilla and the MPT best against it
+    assert "| #3 probe | 55.0 | 45.0 | 45.0 | 45.0 |" in lines
+    assert "| vanilla - frozen probe (pp) | -5.0 | -5.0 | -10.0 | -7.5 |" in lines
+    assert "| MPT (trial 2) - frozen probe (pp) | +5.0 | +5.0 | +0.0 | +2.5 |" in lines
     assert text.endswith("hold the same).")  # then what the study run is
     # no confirmation: the search's dev per language, one seed, of the best trial and the references
     unconfirmed = final_description("s", {}, "none", None, search, search[0], links, "7", languages).splitlines()
@@ -264,11 +269,12 @@ def test_rest_api_holds_the_study_with_its_nested_trials(server: Server, study_r
     experiment = get_json(server.base_url, "/api/2.0/mlflow/experiments/get",
                           experiment_id=study_runs.experiment_id)["experiment"]
     assert "nested" in {t["key"]: t["value"] for t in experiment["tags"]}["mlflow.note.content"]
-    assert len(trials) == server.settings["num_samples"] == 4
-    assert [t["info"]["run_name"].split()[0] for t in trials] == [f"{SPACE}-{n:03d}" for n in range(4)]
+    assert len(trials) == server.settings["num_samples"] == 5
+    assert [t["info"]["run_name"].split()[0] for t in trials] == [f"{SPACE}-{n:03d}" for n in range(5)]
     assert trials[0]["info"]["run_name"] == f"{SPACE}-000 vanilla"
     assert trials[1]["info"]["run_name"] == f"{SPACE}-001 paper_default"
-    assert re.fullmatch(rf"{SPACE}-002 w=[0-9.e-]+ depth=\d+ len=\d+", trials[2]["info"]["run_name"])
+    assert trials[2]["info"]["run_name"] == f"{SPACE}-002 probe"
+    assert re.fullmatch(rf"{SPACE}-003 w=[0-9.e-]+ depth=\d+ len=\d+", trials[3]["info"]["run_name"])
     for trial in trials:
         assert tags(trial)["mlflow.parentRunId"] == parent["info"]["run_id"]
         assert trial["info"]["status"] == "FINISHED"
@@ -491,7 +497,8 @@ def test_browser_opens_the_study_run_with_its_answer_and_the_per_language_view(b
         links = browser.evaluate("Object.fromEntries([...document.querySelectorAll('a')].map(a => "
                                  "[a.getAttribute('href'), a.innerText]))")
         marked = [t for t in study_runs.trials if tags(t).get("mpt_study.role")]
-        assert {t["info"]["run_name"] for t in marked} >= {f"{SPACE}-000 vanilla", f"{SPACE}-001 paper_default"}
+        assert {t["info"]["run_name"] for t in marked} >= {f"{SPACE}-000 vanilla", f"{SPACE}-001 paper_default",
+                                                           f"{SPACE}-002 probe"}
         for trial in marked:  # the best trial and each reference, linked to its run
             assert links.get(f"#/experiments/{experiment}/runs/{trial['info']['run_id']}") == trial["info"]["run_name"]
         target = next(href for href, text in links.items() if text == "Best vs references, per language")
@@ -602,8 +609,9 @@ def test_optuna_dashboard_shows_the_verdict_the_mlflow_links_and_each_trials_rol
     assert study.user_attrs == {
         "verdict": server.verdict, "mlflow_experiment_url": experiment,
         "mlflow_per_language_view_url": f"{experiment}&viewStateShareKey=mpt-study-per-language",
-        "importance_caveat": "only 4 complete trials: parameter importances need at least 8 to mean anything (the "
-                             "report shows none), so read the dashboard's importance chart as noise"}
+        "importance_caveat": f"only {server.settings['num_samples']} complete trials: parameter importances need at "
+                             "least 8 to mean anything (the report shows none), so read the dashboard's importance "
+                             "chart as noise"}
     runs = {tags(run)["ray.trial_id"]: run for run in study_runs.trials}
     for trial in study.trials:
         run = runs[trial.user_attrs["ray_trial_id"]]

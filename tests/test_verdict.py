@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search_spaces import PAPER_DEFAULT, VANILLA
+from search_spaces import PAPER_DEFAULT, PROBE, VANILLA
 from study.intervals import Estimate
 from study.language_distance import distance_from
 from study.results import COMPLETE, TrialRow
 from study.shot_sweep import PLOT_FILE, build_sweep, markdown_sweep, sweep_metrics, sweep_plots
 from study.verdict import TARGETS, build_verdict
-from study.verdict_report import HOLM_MARK, markdown_verdict, metrics
+from study.verdict_report import HOLM_MARK, console_verdict, markdown_verdict, metrics
 
 
 def test_uriel_distance_puts_german_nearer_english_than_swahili():
@@ -105,6 +105,47 @@ def test_no_verdict_without_a_complete_vanilla():
     rows = _rows(5, None, {"en": 0.5, "de": 0.4, "zh": 0.4, "sw": 0.4})
     verdict = build_verdict(rows, LANGUAGES, best_trial=5)
     assert verdict.headline is None and verdict.line.startswith("no verdict: the vanilla baseline")
+
+
+def test_vanilla_and_an_mpt_best_are_compared_with_the_frozen_probe():
+    vanilla = {"en": 0.5, "de": 0.4, "zh": 0.4, "sw": 0.4}
+    probe = {"en": 0.55, "de": 0.5, "zh": 0.5, "sw": 0.5}  # the linear probe beats vanilla by 10 pp on targets
+    mpt = {"en": 0.55, "de": 0.5, "zh": 0.5, "sw": 0.6}
+    rows = (_rows(0, VANILLA, vanilla, noise=0.01) + _rows(1, PAPER_DEFAULT, vanilla) + _rows(2, PROBE, probe)
+            + _rows(5, None, mpt))
+    verdict = build_verdict(rows, LANGUAGES, best_trial=5)
+    assert verdict.headline.name == "MPT (trial 5)"  # the probe is a baseline, never the headline
+    assert [c.configuration.trial_number for c in verdict.comparisons] == [1, 5]  # gains over vanilla: no probe
+    assert "#2 frozen probe" in [s.configuration.label for s in verdict.summaries]  # its row in the tables
+    against = {c.name: c for c in verdict.against_probe}
+    assert list(against) == ["vanilla", "MPT (trial 5)"]
+    assert against["vanilla"].gain[TARGETS].mean == pytest.approx(-0.1, abs=0.005)
+    assert against["vanilla"].gain[TARGETS].high < 0 and against["vanilla"].conclusion() == \
+        "worse than the frozen probe"
+    assert against["MPT (trial 5)"].gain[TARGETS].mean == pytest.approx(0.1 / 3, abs=0.005)
+    assert verdict.line.endswith(f"; vanilla vs the frozen probe: {against['vanilla'].short}; MPT (trial 5) vs the "
+                                 f"frozen probe: {against['MPT (trial 5)'].short}")
+    assert against["vanilla"].short.startswith("-10.0 pp [")
+    values = metrics(verdict)
+    assert values["gain_vanilla_vs_probe_avg_target"] == pytest.approx(against["vanilla"].gain[TARGETS].mean)
+    assert values["gain_best_vs_probe_avg_target_high"] == pytest.approx(against["MPT (trial 5)"].gain[TARGETS].high)
+    report = "\n".join(markdown_verdict(verdict))
+    assert "| vs the frozen probe |" in report and "| #2 frozen probe | 3 |" in report
+    assert "vanilla - probe" in console_verdict(verdict)
+
+
+def test_a_probe_best_trial_or_an_unknown_reference_is_not_taken_for_mpt():
+    base = {"en": 0.5, "de": 0.4, "zh": 0.4, "sw": 0.4}
+    rows = _rows(0, VANILLA, base) + _rows(1, PAPER_DEFAULT, base) + _rows(2, PROBE, {**base, "de": 0.5})
+    verdict = build_verdict(rows + _rows(3, "newer_reference", base), LANGUAGES, best_trial=2)
+    assert "best trial was the frozen probe" in verdict.note
+    assert verdict.headline.configuration.reference == PAPER_DEFAULT
+    assert [c.name for c in verdict.against_probe] == ["vanilla"]  # the best is no MPT configuration
+    assert [c.name for c in verdict.comparisons] == ["paper default", "newer_reference"]
+    assert [s.configuration.label for s in verdict.summaries][2:] == ["#2 frozen probe", "#3 newer_reference"]
+    assert "gain_best_vs_probe_avg_target" not in metrics(verdict)
+    # without a probe (an MLM-verbalizer backbone's study) the line is the headline's alone
+    assert "frozen probe" not in build_verdict(rows[:6], LANGUAGES, best_trial=1).line
 
 
 def test_share_closed_only_where_vanilla_has_a_gap():
