@@ -208,10 +208,10 @@ def test_each_study_has_exactly_its_trials_runs_and_verdict(team, scenario, name
     confirm = trial_runs(team, name, "confirm")
     configurations = {r.data.tags["trial_number"] for r in confirm}
     study_dir = team.shared / "results" / name
-    # vanilla and the paper default, beside the best trial (the message: what to look at when it fails)
+    # vanilla, the paper default and the probe, beside the best trial (the message: what to look at when it fails)
     ended = [(r["trial_number"], r["reference"], r["status"], r.get("error"))
              for r in json.loads((study_dir / "trials.json").read_text())]
-    assert {"0", "1"} <= configurations, (ended, scenario.logs.get(f"{name}-2", scenario.logs[f"{name}-1"])[-4000:])
+    assert {"0", "1", "2"} <= configurations, (ended, scenario.logs.get(f"{name}-2", scenario.logs[f"{name}-1"])[-4000:])
     assert sorted((r.data.tags["trial_number"], r.info.run_name.rsplit("-seed", 1)[1].split()[0]) for r in confirm) \
         == sorted((c, str(s)) for c in configurations for s in range(1, SEEDS + 1))
     for run in search + confirm:
@@ -249,9 +249,9 @@ def test_the_resumed_study_ends_as_the_uninterrupted_one(team, scenario) -> None
                  r["test_accuracy"] for r in confirmed})
 
     (references_a, confirmed_a), (references_b, confirmed_b) = ended(STUDY_A), ended(STUDY_B)
-    assert sorted(references_a) == [0, 1] and references_a == references_b
+    assert sorted(references_a) == [0, 1, 2] and references_a == references_b
     both = confirmed_a.keys() & confirmed_b.keys()
-    assert len(both) >= 2 * SEEDS  # vanilla and the paper default at least
+    assert len(both) >= 3 * SEEDS  # vanilla, the paper default and the probe at least
     assert {key: confirmed_a[key] for key in both} == {key: confirmed_b[key] for key in both}
 
 
