@@ -19,20 +19,16 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import importlib.util
 import re
+import runpy
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):  # run as a script: Python must import `study` from this very checkout
-    _found = importlib.util.find_spec("study")
-    if _found is None or Path(_found.origin).resolve().parent != Path(__file__).resolve().parent:
-        sys.exit(f"error: {__file__} runs from a checkout that is not installed ('study' imports from "
-                 f"{Path(_found.origin).parent if _found else 'nowhere'}): run `pip install -e .` in "
-                 f"{Path(__file__).resolve().parent.parent}, or put that folder on PYTHONPATH")
+if __package__ in (None, ""):  # run as a script: `study` must import from this very checkout (study/checkout.py)
+    runpy.run_path(str(Path(__file__).with_name("checkout.py")))["require_this_checkout"](__file__)
 
 import matplotlib
 

@@ -8,20 +8,16 @@ study's MLflow run) and study.report.
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import runpy
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-if __package__ in (None, ""):  # run as a script: Python must import `study` from this very checkout
-    _found = importlib.util.find_spec("study")
-    if _found is None or Path(_found.origin).resolve().parent != Path(__file__).resolve().parent:
-        sys.exit(f"error: {__file__} runs from a checkout that is not installed ('study' imports from "
-                 f"{Path(_found.origin).parent if _found else 'nowhere'}): run `pip install -e .` in "
-                 f"{Path(__file__).resolve().parent.parent}, or put that folder on PYTHONPATH")
+if __package__ in (None, ""):  # run as a script: `study` must import from this very checkout (study/checkout.py)
+    runpy.run_path(str(Path(__file__).with_name("checkout.py")))["require_this_checkout"](__file__)
 
 # Silence only what is harmless: Ray's notice that it will stop overriding CUDA_VISIBLE_DEVICES for
 # zero-GPU trials in a future release (we ask for the future behaviour explicitly; CPU trials ignore it).

@@ -26,19 +26,15 @@ Exit status: 2 for bad input (unknown study, no store yet, port in use); otherwi
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
+import runpy
 import socket
 import sys
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):  # run as a script: Python must import `study` from this very checkout
-    _found = importlib.util.find_spec("study")
-    if _found is None or Path(_found.origin).resolve().parent != Path(__file__).resolve().parent:
-        sys.exit(f"error: {__file__} runs from a checkout that is not installed ('study' imports from "
-                 f"{Path(_found.origin).parent if _found else 'nowhere'}): run `pip install -e .` in "
-                 f"{Path(__file__).resolve().parent.parent}, or put that folder on PYTHONPATH")
+if __package__ in (None, ""):  # run as a script: `study` must import from this very checkout (study/checkout.py)
+    runpy.run_path(str(Path(__file__).with_name("checkout.py")))["require_this_checkout"](__file__)
 
 from study.environment import command  # noqa: E402
 from study.errors import StudyError  # noqa: E402
