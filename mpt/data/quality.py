@@ -196,7 +196,8 @@ def cached(kind: str, directory: Path, compute, backbone: str = "e5-small", reco
     """`compute()` through `mpt.data.figure_cache`, keyed to every data file of `directory` (README aside),
     FIGURE_CODE, the backbone's directory (named by its version), FIGURE_LIBRARIES and `params`; stored in
     `folder` (default: $MPT_STUDY_CACHE/quality)."""
-    from mpt.backbones import backbone_path, cache_root
+    from mpt.backbone_config import cache_root
+    from mpt.backbones import backbone_path
     from mpt.data.figure_cache import cached_figures
 
     here = Path(__file__).parent
