@@ -19,7 +19,7 @@ import torch
 from mpt.backbones import Backbone, load_backbone
 from mpt.checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint, validate_checkpoint, write_checkpoint
 from mpt.config import MPTConfig, config_from_saved
-from mpt.data import NLIExample, ParallelPair, few_shot, load_nli, load_parallel
+from mpt.data import NLIExample, RunData, few_shot, load_run_data
 from mpt.losses import alignment_loss, classification_loss, joint_loss
 from mpt.model import PromptedClassifier, resolve_pair_encoding
 from mpt.precision import autocast, resolve_precision
@@ -28,30 +28,6 @@ from mpt.scoring import answer_logits
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the epoch and step."""
-
-
-@dataclass
-class RunData:
-    """Everything a run reads: the source training pool, dev and test per language, parallel pairs."""
-
-    train_pool: list[NLIExample]
-    dev: dict[str, list[NLIExample]]
-    test: dict[str, list[NLIExample]]
-    parallel: list[ParallelPair]
-
-
-def load_run_data(config: MPTConfig, parallel: bool | None = None) -> RunData:
-    """Load every split a run of `config` needs; the parallel corpus when `parallel` says so (by default when
-    `config` aligns: a study loads it once for trials that may)."""
-    limit = config.max_eval_examples
-    dev_languages = config.languages if config.dev_all_languages else [config.source_language]
-    return RunData(
-        train_pool=load_nli(config.data, "train", config.source_language, config.xnli_repo),
-        dev={lang: load_nli(config.data, "dev", lang, config.xnli_repo, limit) for lang in dev_languages},
-        test={lang: load_nli(config.data, "test", lang, config.xnli_repo, limit) for lang in config.languages},
-        parallel=(load_parallel(config.parallel, config.target_languages, config.xnli_repo, config.source_language)
-                  if (config.alignment_weight > 0 if parallel is None else parallel) else []),
-    )
 
 
 @dataclass

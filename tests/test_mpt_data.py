@@ -72,7 +72,7 @@ def test_parallel_pairs_keep_meaning_on_both_sides(nli_dir):
 def test_a_run_loads_the_parallel_corpus_when_it_aligns_or_when_asked(nli_dir):
     """A study's trials share one load: it asks for the corpus explicitly, whatever its base config's weight."""
     from mpt.config import MPTConfig
-    from mpt.training import load_run_data
+    from mpt.data import load_run_data
 
     config = MPTConfig(data=str(nli_dir), parallel=str(nli_dir), target_languages=["de"], alignment_weight=0.0)
     assert load_run_data(config).parallel == []

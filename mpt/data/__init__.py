@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from mpt.config import LABELS
+from mpt.config import LABELS, MPTConfig
 
 MINI_DIR = Path(__file__).parent / "mini"
 SPLITS = ("train", "dev", "test")
@@ -140,6 +140,30 @@ def few_shot(examples: Sequence[NLIExample], shots_per_class: int, seed: int) ->
         chosen += pool[:shots_per_class]
     rng.shuffle(chosen)
     return chosen
+
+
+@dataclass
+class RunData:
+    """Everything a run reads: the source training pool, dev and test per language, parallel pairs."""
+
+    train_pool: list[NLIExample]
+    dev: dict[str, list[NLIExample]]
+    test: dict[str, list[NLIExample]]
+    parallel: list[ParallelPair]
+
+
+def load_run_data(config: MPTConfig, parallel: bool | None = None) -> RunData:
+    """Load every split a run of `config` needs; the parallel corpus when `parallel` says so (by default when
+    `config` aligns: a study loads it once for trials that may)."""
+    limit = config.max_eval_examples
+    dev_languages = config.languages if config.dev_all_languages else [config.source_language]
+    return RunData(
+        train_pool=load_nli(config.data, "train", config.source_language, config.xnli_repo),
+        dev={lang: load_nli(config.data, "dev", lang, config.xnli_repo, limit) for lang in dev_languages},
+        test={lang: load_nli(config.data, "test", lang, config.xnli_repo, limit) for lang in config.languages},
+        parallel=(load_parallel(config.parallel, config.target_languages, config.xnli_repo, config.source_language)
+                  if (config.alignment_weight > 0 if parallel is None else parallel) else []),
+    )
 
 
 # --- local files -------------------------------------------------------------------------------------
