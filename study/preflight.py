@@ -2,9 +2,10 @@
 study's name is new (or, to resume, its stored settings and checkpoints are intact), the backbone loads,
 and the Ray cluster and the stores fit each other.
 
-Each check raises StudyError (or BackboneError) with a message naming the problem and the fix. The heavy
-libraries (Ray, MLflow, torch, transformers) are imported inside the checks that need them, so that bad
-flags are refused in a second.
+Each check raises StudyError (or BackboneError) with a message naming the problem and the fix. Ray and MLflow
+are imported inside the checks that need them, so that bad flags are refused in a second; no check needs torch
+or transformers (the backbone's config and the checkpoint files are read through `mpt.api`, which imports
+neither).
 """
 
 from __future__ import annotations
@@ -301,8 +302,7 @@ def check_tracking_for_address(address: str | None, tracking_uri: str) -> None:
 
 def check_backbone(config: MPTConfig) -> None:
     """Fail on the driver, before anything is written, rather than in every trial: the backbone's config
-    loads (the weights are the trials' job) and it has at least `num_layers` layers. (Reading a backbone's
-    config takes transformers: this check runs once the command line and the stores have passed theirs.)"""
+    loads (the weights are the trials' job) and it has at least `num_layers` layers."""
     from mpt.api import BackboneError, backbone_layers
 
     try:
@@ -322,10 +322,9 @@ def _first_line(err: BaseException) -> str:
 
 
 def damaged_checkpoints(experiment_path: str) -> list[tuple[Path, str]]:
-    """The trial checkpoints of a local Ray Tune experiment that cannot be restored, with the reason: each is
-    read as the trial would restore it (`mpt.checkpoint`: tensors and plain data only, never code), so reading
-    takes torch."""
-    from mpt.api import CheckpointError, read_checkpoint
+    """The trial checkpoints of a local Ray Tune experiment that cannot be restored, with the reason: each file is
+    checked against the manifest written beside it (`mpt.api.verify_checkpoint_file`: its size and SHA-256)."""
+    from mpt.api import CheckpointError, verify_checkpoint_file
 
     folder = local_storage_folder(experiment_path)
     if folder is None:
@@ -333,7 +332,7 @@ def damaged_checkpoints(experiment_path: str) -> list[tuple[Path, str]]:
     damaged = []
     for state_file in sorted(folder.glob(f"*/checkpoint_*/{STATE_FILE}")):
         try:
-            read_checkpoint(state_file)
+            verify_checkpoint_file(state_file)
         except CheckpointError as err:
             damaged.append((state_file, str(err)))
     return damaged

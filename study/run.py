@@ -34,6 +34,7 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
 # as in MLflow, the objective, the study's progress); Ray 2.60's default new engine ignores progress reporters.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
+from mpt.api import BackboneError  # noqa: E402
 from mpt.config import ConfigError  # noqa: E402
 from mpt.data import DataError  # noqa: E402
 from search_spaces import UnknownSpaceError  # noqa: E402
@@ -50,6 +51,8 @@ if TYPE_CHECKING:  # imported by run_study once the input is known to be good (i
     from study.mlflow_parent_run import StudyRun
 
 EXIT_NO_RESULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+# the errors that mean bad input: a message and exit status 2, not a traceback
+INPUT_ERRORS = (StudyError, UnknownSpaceError, ConfigError, DataError, BackboneError)
 
 
 def run_study(request: StudyRequest) -> int:
@@ -161,16 +164,6 @@ def interrupted(record: StudyRun, settings: StudySettings, rows: list[TrialRow],
     return EXIT_INTERRUPTED
 
 
-def input_errors() -> tuple[type[BaseException], ...]:
-    """The errors that mean bad input (a message and exit status 2, not a traceback)."""
-    errors: list[type[BaseException]] = [StudyError, UnknownSpaceError, ConfigError, DataError]
-    # mpt.api imports torch and transformers (seconds): if nothing imported it, nothing raised its error
-    api = sys.modules.get("mpt.api")
-    if api is not None:
-        errors.append(api.BackboneError)
-    return tuple(errors)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = cli.parse_args(argv)
     import optuna
@@ -178,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Tune prints the trials; Optuna's lines repeat them
     try:
         return run_study(cli.request_from_args(args))
-    except input_errors() as err:
+    except INPUT_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -9,7 +9,6 @@ Ray and MLflow. Ray must never start: a case that gets that far fails the test.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import socket
@@ -20,8 +19,10 @@ from typing import Callable
 
 import pytest
 
+from mpt.checkpoint import manifest_path
 from study import run as study_run
 from study import tuner as study_tuner
+from tests.without_torch import run_without_torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,14 +194,20 @@ def test_resume_with_a_damaged_checkpoint_is_refused_and_changes_nothing(existin
                                                                            capsys) -> None:
     checkpoint = sorted((existing_study / "results" / "ray" / EXISTING).glob("*/checkpoint_*/state.pt"))[0]
     intact = checkpoint.read_bytes()
+    assert manifest_path(checkpoint).is_file()  # Ray Tune kept the manifest the trial wrote beside it
     checkpoint.write_bytes(intact[: len(intact) // 2])  # a copy cut short, as by a full disk
+    resume = ["--space", "alignment", "--name", EXISTING, "--resume"]
     try:
-        err = run_refused(["--space", "alignment", "--name", EXISTING, "--resume"], existing_study, monkeypatch,
-                          capsys)
+        err = run_refused(resume, existing_study, monkeypatch, capsys)
+        before = snapshot(existing_study / "results")
+        without_torch = run_without_torch(RUN, [resume], existing_study)  # the same, in a process without torch
+        assert snapshot(existing_study / "results") == before
     finally:
         checkpoint.write_bytes(intact)
     assert "trial checkpoint(s) are damaged" in err and checkpoint.parent.parent.name in err
     assert "Put back intact copies" in err and "delete each damaged state.pt and run --resume again" in err
+    assert without_torch["attempted"] == [] and without_torch["outcomes"][0]["code"] == 2
+    assert without_torch["outcomes"][0]["err"] == err
 
 
 @pytest.mark.slow
@@ -217,42 +224,12 @@ def test_resume_with_damaged_settings_is_refused_and_changes_nothing(existing_st
     assert f"{settings} is damaged" in err and "restore it from a backup" in err and "new --name" in err
 
 
-# A Python process in which importing torch or transformers fails: it runs study/run.py's `--help` and then
-# each refusal case, and prints what each exited with and wrote to stderr.
-WITHOUT_TORCH = """
-import contextlib, importlib.abc, io, json, runpy, sys
-
-attempted = []
-
-
-class Blocker(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers"):
-            attempted.append(name)
-            raise ImportError(f"{name} is blocked in this test")
-        return None
-
-
-sys.meta_path.insert(0, Blocker())
-script, outcomes = sys.argv[1], []
-for argv in json.loads(sys.argv[2]):
-    sys.argv, out, err = [script, *argv], io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            runpy.run_path(script, run_name="__main__")
-            code = 0
-        except SystemExit as exit:
-            code = exit.code
-    outcomes.append({"code": code, "out": out.getvalue(), "err": err.getvalue()})
-print(json.dumps({"outcomes": outcomes, "attempted": attempted}))
-"""
-
-
-def test_help_and_every_command_line_refusal_run_without_torch_or_transformers(tmp_path: Path) -> None:
-    """`--help` and the refusals that need no data, backbone or checkpoint: in a process where importing torch or
-    transformers fails, each exits 2 with its message (0 for --help), writing nothing; the script turns main's
-    value into the exit status."""
+def test_help_and_every_preflight_refusal_run_without_torch_or_transformers(tmp_path: Path) -> None:
+    """`--help` and the refusals of the command line, the stores, the data and the backbone: in a process where
+    importing torch or transformers fails, each exits 2 with its message (0 for --help), writing nothing; the
+    script turns main's value into the exit status. (A damaged checkpoint on --resume: the test above.)"""
     (tmp_path / "a-file").write_text("not a folder")
+    bad_labels = bad_label(tmp_path)  # a data folder whose dev-de.tsv has an unknown label
     (tmp_path / "results" / "taken").mkdir(parents=True)  # an existing study's folder
     (tmp_path / "results" / "broken").mkdir()
     (tmp_path / "results" / "broken" / "study.json").write_text('{"name": "broken", "space": "alig')
@@ -274,12 +251,14 @@ def test_help_and_every_command_line_refusal_run_without_torch_or_transformers(t
         (*new, "--address", "ray://head:10001"): "cannot write a local SQLite file",
         ("--space", "alignment", "--smoke", "--name", "taken"): "study 'taken' already exists",
         ("--space", "alignment", "--name", "broken", "--resume"): "study.json is damaged",
+        (*new, "--set", "target_languages=de,xx"): "the dev split of 'xx' is not in",
+        (*new, *bad_labels): "dev-de.tsv, line 3: unknown label 'probably'",
+        (*new, "--set", "shots_per_class=500"): "but shots_per_class=500: lower shots_per_class to at most",
+        (*new, "--set", "backbone=no-such-backbone"): "unknown backbone 'no-such-backbone': it cannot be loaded",
+        (*new, "--set", "num_layers=99"): "num_layers=99 but backbone 'e5-small' has only 12 layers",
     }
     argvs = [["--help"], *map(list, cases)]
-    done = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(RUN), json.dumps(argvs)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.splitlines()[-1])
+    result = run_without_torch(RUN, argvs, tmp_path)
     assert result["attempted"] == []
     help_run, *refusals = result["outcomes"]
     assert help_run["code"] == 0 and "usage: " in help_run["out"] and "--confirm-seeds" in help_run["out"]
