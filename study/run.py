@@ -58,15 +58,15 @@ INPUT_ERRORS = (StudyError, UnknownSpaceError, ConfigError, DataError, BackboneE
 def run_study(request: StudyRequest) -> int:
     """The study: check the input, start Ray, run the search (and the confirmation), record and report."""
     settings, paths = checked_settings(request)
+    data = tuner.load_study_data(settings)
+    preflight.check_backbone(settings.base_config)
+    if request.resume:
+        preflight.check_checkpoints(paths.experiment_path())
     # heavy imports only once the input is known to be good: errors above come back in a second
     from study.mlflow_parent_run import StudyRun
     from study.optuna_storage import annotate_study, optuna_storage_url
     from study.report import write_report
 
-    data = tuner.load_study_data(settings)
-    preflight.check_backbone(settings.base_config)
-    if request.resume:
-        preflight.check_checkpoints(paths.experiment_path())
     tuner.start_ray(request.resources.address)
     import ray
 
