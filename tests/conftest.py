@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach a model hub
@@ -87,7 +89,21 @@ def mlflow_uri(empty_mlflow_db: Path, tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def smoke_study(tmp_path_factory):
     """The session's shared smoke study (tests/smoke_studies.py: an MPT configuration wins its search, then a
-    confirmation swept over two shot counts), run once for every module that reads it. Read it, never change it."""
+    confirmation swept over two shot counts), run once for every module that reads it. Read it, never change it.
+
+    Under pytest-xdist (`-n N`) the first worker to ask runs it in the folder the workers share, holding a file
+    lock, and stores the finished study; the others wait on the lock and read it back (pytest-xdist's recipe for a
+    session fixture that must run once)."""
     from tests.smoke_studies import run_shared_study
 
-    return run_shared_study(tmp_path_factory.mktemp("smoke"))
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # one process
+        return run_shared_study(tmp_path_factory.mktemp("smoke"))
+    shared = tmp_path_factory.getbasetemp().parent  # every worker's basetemp is a folder of it
+    stored = shared / "smoke-study.pickle"
+    with FileLock(shared / "smoke-study.lock"):
+        if stored.exists():
+            return pickle.loads(stored.read_bytes())
+        (shared / "smoke").mkdir()
+        study = run_shared_study(shared / "smoke")
+        stored.write_bytes(pickle.dumps(study))
+        return study

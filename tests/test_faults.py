@@ -1,17 +1,17 @@
-"""Fault injection: a study survives a killed driver, a killed trial process, a lost node and a NaN loss,
-loses no MLflow metric under concurrent writers, logs no secret, and never unpickles a checkpoint.
+"""Fault injection: a study survives a killed driver and a NaN loss, loses no MLflow metric under concurrent
+writers, logs no secret, and never unpickles a checkpoint (a killed trial and a lost node:
+tests/test_faults_trials.py).
 
 The studies are `--smoke` studies in temporary working directories. The faults come from the test hooks in
 `tests/hooks/` (installed in the trial processes by its `sitecustomize.py`, driven by environment
-variables the trials inherit; the product has no fault code) and from signals and
-`ray.cluster_utils.Cluster`; `MPT_EPOCH_LOG` makes every trial record each epoch it actually trains.
+variables the trials inherit; the product has no fault code) and from signals; `MPT_EPOCH_LOG` makes every
+trial record each epoch it actually trains.
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,97 +21,24 @@ from pathlib import Path
 
 import pytest
 
-from tests import smoke_studies
-from tests.smoke_studies import HOOKS as FAULT_HOOKS
+from tests.fault_records import (
+    epochs_of,
+    epochs_trained,
+    has_finished,
+    kill_process_group,
+    metric_history,
+    mlflow_client,
+    optuna_trials,
+    run_study,
+    saved_as_finished,
+    study_runs,
+    trial_folders,
+    trial_rows,
+)
 from tests.smoke_studies import REPO_ROOT, RUN, SMOKE_EPOCHS, STUDY_TIMEOUT_S, study_env
 
 # what every completed trial logs at every epoch (the target languages' dev only at the epochs English dev selects)
 EPOCH_METRICS = ("loss", "ce_loss", "kl_loss", "objective", "dev_acc_en", "selected_dev_acc_de")
-
-
-# --- helpers --------------------------------------------------------------------------------------------
-
-def run_study(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(RUN), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=STUDY_TIMEOUT_S)
-
-
-def epochs_trained(log: Path) -> list[dict]:
-    """The MPT_EPOCH_LOG records: one per epoch a trial actually trained."""
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
-def epochs_of(records: list[dict], trial_id: str) -> list[int]:
-    return [r["epoch"] for r in records if r["trial_id"] == trial_id]
-
-
-def trial_folders(experiment: Path) -> dict[str, Path]:
-    """Ray trial id -> trial folder (named `train_mpt_<id>` by study.search.trial_dirname)."""
-    return {folder.name.rsplit("_", 1)[1]: folder for folder in experiment.glob("train_mpt_*") if folder.is_dir()}
-
-
-def has_finished(folder: Path) -> bool:
-    """Whether the trial's result.json holds its final report (that of its last planned epoch)."""
-    from trainable.metrics import TrialReport
-
-    results = folder / "result.json"
-    lines = results.read_text().splitlines() if results.exists() else []
-    return bool(lines) and TrialReport.from_result(json.loads(lines[-1])).trained_all_epochs
-
-
-def saved_as_finished(experiment: Path, status: str = "TERMINATED") -> set[str]:
-    """The trials Tune's last saved experiment state records as finished (TERMINATED; or as `status`, e.g.
-    ERROR): what a resume knows.
-
-    A trial can write its final result.json and be killed with the driver before Tune saves its state; the
-    resume then continues it from the checkpoint the saved state names, and it trains its last epoch again."""
-    states = sorted(experiment.glob("experiment_state-*.json"))
-    if not states:
-        return set()
-    try:
-        trials = [json.loads(data) for data, _ in json.loads(states[-1].read_text())["trial_data"]]
-    except ValueError:  # read while Tune rewrites it (polling a running study): nothing known yet
-        return set()
-    return {t["trial_id"] for t in trials if t["status"] == status}
-
-
-def optuna_trials(experiment: Path) -> dict[int, tuple[str, dict, float | None]]:
-    """Optuna number -> (state, params, value), from the study's Optuna storage (results/NAME/optuna.log) as
-    `optuna.load_study` reads it."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(experiment.parent.parent / experiment.name
-                                                                    / "optuna.log")))
-    study = optuna.load_study(study_name=experiment.name, storage=storage)
-    return {t.number: (t.state.name, t.params, t.value) for t in study.get_trials(deepcopy=False)}
-
-
-def mlflow_client(cwd: Path):
-    from mlflow import MlflowClient
-
-    return MlflowClient(f"sqlite:///{cwd / 'results' / 'mlflow.db'}")
-
-
-def study_runs(cwd: Path, experiment: str) -> tuple[list, list]:
-    """(parent runs, trial runs) of a study's MLflow experiment."""
-    return smoke_studies.study_runs(f"sqlite:///{cwd / 'results' / 'mlflow.db'}", experiment)
-
-
-def metric_history(cwd: Path, run_id: str, key: str) -> list[tuple[int, float]]:
-    return sorted((m.step, m.value) for m in mlflow_client(cwd).get_metric_history(run_id, key))
-
-
-def trial_rows(cwd: Path, name: str) -> list[dict]:
-    return json.loads((cwd / "results" / name / "trials.json").read_text())
-
-
-def kill_process_group(pid: int) -> None:
-    """SIGKILL what is left of a process group we started (Ray helpers a killed driver leaves behind)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 # --- 1. the driver is killed mid-study, then resumed ----------------------------------------------------
@@ -460,164 +387,6 @@ def test_mlflow_ui_commands_bind_to_localhost(nan_study) -> None:
     assert printed[0].endswith(f"MLflow: python study/ui.py {NAN}")  # which binds to 127.0.0.1 (test_ui)
     for line in commands:
         assert re.search(r"--host 127\.0\.0\.1(\s|$)", line) and "0.0.0.0" not in line, line
-
-
-# --- 2. a trial process is killed mid-training ----------------------------------------------------------
-
-class RecordingTune:
-    """Stands in for `ray.tune` inside the trainable: restores from `checkpoint`, keeps every report."""
-
-    def __init__(self, checkpoint=None) -> None:
-        from ray import tune
-
-        self.Checkpoint, self.checkpoint, self.reports = tune.Checkpoint, checkpoint, []
-
-    def get_checkpoint(self):
-        return self.checkpoint
-
-    def report(self, metrics: dict, *, checkpoint=None) -> None:
-        self.reports.append(dict(metrics))
-
-
-def test_trial_whose_damaged_checkpoint_was_deleted_trains_from_its_first_epoch(tmp_path: Path,
-                                                                                  monkeypatch) -> None:
-    """What `--resume` advises for a damaged checkpoint: delete its state.pt; the trial then starts over."""
-    from mpt.config import MPTConfig
-    from mpt.training import load_run_data
-    from study.settings import SMOKE_BASE, STUDY_BASE_DEFAULTS
-    from trainable import mpt_trial
-
-    base = MPTConfig.from_dict({**STUDY_BASE_DEFAULTS, **SMOKE_BASE, "dev_all_languages": True, "num_threads": 1})
-    data = load_run_data(base)
-    params = {"alignment_weight": 0.5, "trial_number": 3, "reference": None}
-    log = tmp_path / "epochs.jsonl"
-    monkeypatch.setenv("MPT_EPOCH_LOG", str(log))
-    monkeypatch.syspath_prepend(str(FAULT_HOOKS))
-    import mpt_faults
-
-    from mpt.training import Trainer
-
-    monkeypatch.setattr(Trainer, "train_epoch", mpt_faults.wrap_train_epoch(Trainer.train_epoch))
-    emptied = tmp_path / "checkpoint_000000"
-    emptied.mkdir()
-    restarted = RecordingTune(RecordingTune().Checkpoint.from_directory(str(emptied)))
-    monkeypatch.setattr(mpt_trial, "tune", restarted)
-    mpt_trial.train_mpt(params, base_config=base, objective="dev_avg", data=data)
-    fresh = RecordingTune()
-    monkeypatch.setattr(mpt_trial, "tune", fresh)
-    mpt_trial.train_mpt(params, base_config=base, objective="dev_avg", data=data)
-    assert [r["epoch"] for r in restarted.reports] == [1, 2]
-    assert [r["epoch"] for r in epochs_trained(log)] == [1, 2, 1, 2]
-    drop = ("epoch_seconds",)  # wall-clock time, the one value that differs between two runs
-    assert [{k: v for k, v in r.items() if k not in drop} for r in restarted.reports] == \
-        [{k: v for k, v in r.items() if k not in drop} for r in fresh.reports]
-
-CRASH = "crash"
-CRASH_EPOCHS = 3
-KILL_AT_EPOCH = 2
-
-
-@pytest.mark.slow
-def test_killed_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Path) -> None:
-    import torch
-
-    from mpt.backbones import load_backbone
-    from mpt.training import Trainer
-    from study.settings import StudySettings
-    from study.tuner import load_study_data
-    from trainable.spec import trial_config
-
-    log, marker = tmp_path / "epochs.jsonl", tmp_path / "fault-fired"
-    done = run_study(["--space", "alignment", "--smoke", "--name", CRASH, "--num-samples", "2", "--no-confirm",
-                      "--test-in-search", "--set", f"epochs={CRASH_EPOCHS}"], tmp_path,
-                     study_env(MPT_EPOCH_LOG=str(log), MPT_FAULT_KILL_AT_EPOCH=str(KILL_AT_EPOCH),
-                               MPT_FAULT_MARKER=str(marker)))
-    assert done.returncode == 0, done.stderr[-4000:]
-    killed = json.loads(marker.read_text())
-    records = epochs_trained(log)
-    # epoch 2 was trained, lost with the process, and trained again from the epoch-1 checkpoint
-    assert epochs_of(records, killed["trial_id"]) == [1, 2, 2, 3]
-    pids = [r["pid"] for r in records if r["trial_id"] == killed["trial_id"]]
-    assert pids[:2] == [killed["pid"]] * 2 and killed["pid"] not in pids[2:]
-    rows = trial_rows(tmp_path, CRASH)
-    assert [r["status"] for r in rows] == ["COMPLETE", "COMPLETE"]
-
-    # the same trials without a fault, in this process: identical losses, accuracies and weights
-    settings = StudySettings.from_json((tmp_path / "results" / CRASH / "study.json").read_text())
-    base = settings.trial_base_config(num_threads=1)  # what make_trainable passes with --cpus-per-trial 1
-    data = load_study_data(settings)
-    _, children = study_runs(tmp_path, CRASH)
-    runs = {c.data.tags["ray.trial_id"]: c for c in children}
-    threads = torch.get_num_threads()
-    try:
-        for row in rows:
-            config = trial_config(base, row["params"])
-            trainer = Trainer(config, backbone=load_backbone(config.backbone, config.num_layers,
-                                                             want_mlm=config.wants_mlm_head), data=data)
-            result = trainer.run()
-            assert row["test_accuracy"] == result.accuracy
-            run_id = runs[row["trial_id"]].info.run_id
-            assert metric_history(tmp_path, run_id, "loss") == [(r.epoch, r.loss) for r in result.history]
-            [state_file] = (tmp_path / "results" / "ray" / CRASH / f"train_mpt_{row['trial_id']}").glob(
-                "checkpoint_*/state.pt")
-            saved = torch.load(state_file, weights_only=True)
-            assert saved["epoch"] == CRASH_EPOCHS
-            for part in ("model", "best_state"):
-                expected = trainer.state_dict()[part]
-                assert saved[part].keys() == expected.keys()
-                assert all(torch.equal(saved[part][k], expected[k]) for k in expected), (row["trial_id"], part)
-    finally:
-        torch.set_num_threads(threads)
-
-
-# --- 3. a node of a multi-node cluster is lost ---------------------------------------------------------
-
-NODES = "nodes"
-
-
-@pytest.mark.slow
-def test_study_survives_the_loss_of_a_node(tmp_path: Path, monkeypatch) -> None:
-    from ray.cluster_utils import Cluster
-
-    log, marker = tmp_path / "epochs.jsonl", tmp_path / "fault-fired"
-    # the node processes (and so the trials) inherit these; the first trial to report epoch 1 then hangs
-    # there, so that its node can be removed while it holds a trial with a checkpoint
-    for key, value in study_env(MPT_EPOCH_LOG=str(log), MPT_FAULT_HOLD_AT_EPOCH="1", MPT_FAULT_MARKER=str(marker),
-                                PYTHONPATH=str(REPO_ROOT)).items():
-        monkeypatch.setenv(key, value)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # trials run on the workers only
-    try:
-        workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-        cluster.wait_for_nodes()
-        shared = tmp_path / "shared"  # one file system that every node of this machine sees
-        driver = subprocess.Popen(
-            [sys.executable, str(RUN), "--space", "alignment", "--smoke", "--name", NODES, "--num-samples", "3",
-             "--no-confirm", "--set", "epochs=3", "--address", cluster.address, "--storage-path", shared.as_uri()],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + STUDY_TIMEOUT_S
-        while not marker.exists() and driver.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert marker.exists(), "no trial reached epoch 1"
-        held = json.loads(marker.read_text())
-        lost = next(node for node in workers if node.node_id == held["node_id"])
-        cluster.remove_node(lost, allow_graceful=False)
-        _, stderr = driver.communicate(timeout=STUDY_TIMEOUT_S)
-        assert driver.returncode == 0, stderr[-4000:]
-    finally:
-        cluster.shutdown()
-
-    records = epochs_trained(log)
-    assert len({r["node_id"] for r in records}) == 2  # trials ran on both worker nodes
-    moved = [r for r in records if r["trial_id"] == held["trial_id"]]
-    assert [r["epoch"] for r in moved] == [1, 2, 3]  # not restarted: continued from its epoch-1 checkpoint
-    assert moved[0]["node_id"] == held["node_id"] and {r["node_id"] for r in moved[1:]} == {
-        next(node.node_id for node in workers if node is not lost)}
-    rows = trial_rows(tmp_path, NODES)
-    assert len(rows) == 3 and all(r["status"] == "COMPLETE" for r in rows)
-    _, children = study_runs(tmp_path, NODES)
-    run = next(c for c in children if c.data.tags["ray.trial_id"] == held["trial_id"])
-    assert run.info.status == "FINISHED"
-    assert [step for step, _ in metric_history(tmp_path, run.info.run_id, "loss")] == [1, 2, 3]
 
 
 def test_the_product_has_no_fault_injection_code():
