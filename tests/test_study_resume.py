@@ -178,12 +178,17 @@ def test_the_confirmation_resumes_to_exactly_its_runs_one_mlflow_run_each(resume
 def test_the_resumed_study_ends_as_the_uninterrupted_one(resumed, smoke_study: SmokeStudy) -> None:
     """The same trials, the same confirmation runs (the shared study's at the base K) and the same verdict."""
     cwd = resumed["cwd"]
-    searched = lambda rows: {r["trial_number"]: (r["params"], r["objective"], r["dev_accuracy"])  # noqa: E731
-                             for r in rows}
+
+    def searched(rows: list[dict]) -> dict:
+        return {r["trial_number"]: (r["params"], r["objective"], r["dev_accuracy"]) for r in rows}
+
     assert searched(trial_rows(cwd, NAME)) == searched(json.loads((smoke_study.study_dir / "trials.json").read_text()))
     base_shots = json.loads((smoke_study.study_dir / "study.json").read_text())["base_config"]["shots_per_class"]
-    runs = lambda rows: {(r["trial_number"], r["seed"]): (r["test_accuracy"], r["test_correct"])  # noqa: E731
-                         for r in rows if r["params"].get("shots_per_class", base_shots) == base_shots}
+
+    def runs(rows: list[dict]) -> dict:  # the confirmation's runs at the base shot count
+        return {(r["trial_number"], r["seed"]): (r["test_accuracy"], r["test_correct"])
+                for r in rows if r["params"].get("shots_per_class", base_shots) == base_shots}
+
     assert runs(json.loads((cwd / "results" / NAME / "confirm.json").read_text())) == runs(
         json.loads((smoke_study.study_dir / "confirm.json").read_text()))
     verdict = resumed["done"].stdout.rstrip().splitlines()[-1]
