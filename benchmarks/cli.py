@@ -22,22 +22,35 @@ NEEDS_STUDY = ("trials", "study")  # the parts that run `study/run.py` or the st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run",
-                                     description=(benchmarks.__doc__ or "").split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=(benchmarks.__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="a fast pass: 2-layer backbone, fewest repeats")
-    parser.add_argument("--study", action="store_true",
-                        help="also run the default study (item 7) and use Ray on more trials (item 5)")
-    parser.add_argument("--only", default="", help="comma-separated subset: " + ", ".join(
-        f"{part.name} ({part.what})" for part in parts()))
+    parser.add_argument(
+        "--study", action="store_true", help="also run the default study (item 7) and use Ray on more trials (item 5)"
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated subset: " + ", ".join(f"{part.name} ({part.what})" for part in parts()),
+    )
     parser.add_argument("--layers", type=int, help="e5-small layers for the step benchmarks (default 12; quick 2)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for every side and the matmul peak (default: 1, what each trial of the "
-                             "default study gets with --cpus-per-trial 1; on a shared machine two OpenMP threads "
-                             "stall on each other's barriers)")
-    parser.add_argument("--gpu-device", default="cuda",
-                        help="device for the XLM-R-base step times in fp32 and bf16 (run where CUDA is available, "
-                             "else recorded as skipped; 'cpu' runs the same code in fp32, for tests)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for every side and the matmul peak (default: 1, what each trial of the "
+        "default study gets with --cpus-per-trial 1; on a shared machine two OpenMP threads "
+        "stall on each other's barriers)",
+    )
+    parser.add_argument(
+        "--gpu-device",
+        default="cuda",
+        help="device for the XLM-R-base step times in fp32 and bf16 (run where CUDA is available, "
+        "else recorded as skipped; 'cpu' runs the same code in fp32, for tests)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_FILE, help=f"default: {RESULTS_FILE}")
     return parser
 
@@ -64,8 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = sorted(args.only - {part.name for part in parts()})
     if unknown:
-        parser.error(f"--only: unknown part(s) {', '.join(unknown)}; choose from "
-                     f"{', '.join(part.name for part in parts())}")
+        parser.error(
+            f"--only: unknown part(s) {', '.join(unknown)}; choose from {', '.join(part.name for part in parts())}"
+        )
     return args
 
 
@@ -114,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     ctx = RunContext(args, {t.name: Outcome(t.name, t.item, t.target) for t in all_targets})
     wanted = [part for part in parts() if not args.only or part.name in args.only]
     check_study(ctx, wanted, all_targets)
-    failed = [part.name for part in wanted
-              if not run_part(ctx, part, [t.name for t in all_targets if t.part == part.name])]
+    failed = [
+        part.name for part in wanted if not run_part(ctx, part, [t.name for t in all_targets if t.part == part.name])
+    ]
     for outcome in ctx.outcomes.values():
         if not outcome.values and not outcome.skipped:
             outcome.skipped = NOT_SELECTED

@@ -26,9 +26,19 @@ from pathlib import Path
 from typing import Any
 
 TARGETS = ["de", "zh", "ar", "sw"]
-BASE: dict[str, Any] = {"num_layers": 4, "epochs": 10, "shots_per_class": 64, "batch_size": 16,
-                        "learning_rate": 1e-2, "target_languages": TARGETS, "translator_depth": 0,
-                        "alignment_weight": 0.0, "dev_all_languages": True, "precision": "auto", "num_threads": 1}
+BASE: dict[str, Any] = {
+    "num_layers": 4,
+    "epochs": 10,
+    "shots_per_class": 64,
+    "batch_size": 16,
+    "learning_rate": 1e-2,
+    "target_languages": TARGETS,
+    "translator_depth": 0,
+    "alignment_weight": 0.0,
+    "dev_all_languages": True,
+    "precision": "auto",
+    "num_threads": 1,
+}
 PROBE = {"prompt_length": 0}
 PAPER = {"translator_depth": 1, "alignment_weight": 0.5}
 # name -> fields over BASE; `_pool_prompt` (not a config field) pools the prompt positions too, in siamese mode
@@ -41,25 +51,31 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 for _layers in (4, 8, 12):
     _base = {"pair_encoding": "siamese", "num_layers": _layers}
-    CONFIGS.update({
-        f"siamese-L{_layers}-paper": {**_base, **PAPER},
-        f"siamese-L{_layers}-lr3e-3": {**_base, "learning_rate": 3e-3},
-        f"siamese-L{_layers}-lr3e-2": {**_base, "learning_rate": 3e-2},
-        f"siamese-L{_layers}-K32": {**_base, "shots_per_class": 32},
-        f"siamese-L{_layers}-K128": {**_base, "shots_per_class": 128},
-        f"siamese-L{_layers}-len4": {**_base, "prompt_length": 4},
-        f"siamese-L{_layers}-len32": {**_base, "prompt_length": 32},
-        f"siamese-L{_layers}-normal": {**_base, "prompt_init": "normal"},
-        f"probe-L{_layers}-lr3e-2": {**_base, **PROBE, "learning_rate": 3e-2},
-        f"probe-L{_layers}-lr1e-1": {**_base, **PROBE, "learning_rate": 1e-1},
-        f"probe-L{_layers}-K128": {**_base, **PROBE, "shots_per_class": 128},
-    })
+    CONFIGS.update(
+        {
+            f"siamese-L{_layers}-paper": {**_base, **PAPER},
+            f"siamese-L{_layers}-lr3e-3": {**_base, "learning_rate": 3e-3},
+            f"siamese-L{_layers}-lr3e-2": {**_base, "learning_rate": 3e-2},
+            f"siamese-L{_layers}-K32": {**_base, "shots_per_class": 32},
+            f"siamese-L{_layers}-K128": {**_base, "shots_per_class": 128},
+            f"siamese-L{_layers}-len4": {**_base, "prompt_length": 4},
+            f"siamese-L{_layers}-len32": {**_base, "prompt_length": 32},
+            f"siamese-L{_layers}-normal": {**_base, "prompt_init": "normal"},
+            f"probe-L{_layers}-lr3e-2": {**_base, **PROBE, "learning_rate": 3e-2},
+            f"probe-L{_layers}-lr1e-1": {**_base, **PROBE, "learning_rate": 1e-1},
+            f"probe-L{_layers}-K128": {**_base, **PROBE, "shots_per_class": 128},
+        }
+    )
 # the second round, at the layer count the first chose, over 6 epochs (what the study's budget allows at most)
 for _name in [n for n in CONFIGS if n.startswith(("siamese-L8-", "probe-L8-"))]:
     CONFIGS[f"{_name}-6ep"] = {**CONFIGS[_name], "epochs": 6}
-CONFIGS.update({"siamese-L6-6ep": {"pair_encoding": "siamese", "num_layers": 6, "epochs": 6},
-                "probe-L6-6ep": {"pair_encoding": "siamese", "num_layers": 6, **PROBE, "epochs": 6},
-                "siamese-L4-paper-6ep": {**CONFIGS["siamese-L4-paper"], "epochs": 6}})
+CONFIGS.update(
+    {
+        "siamese-L6-6ep": {"pair_encoding": "siamese", "num_layers": 6, "epochs": 6},
+        "probe-L6-6ep": {"pair_encoding": "siamese", "num_layers": 6, **PROBE, "epochs": 6},
+        "siamese-L4-paper-6ep": {**CONFIGS["siamese-L4-paper"], "epochs": 6},
+    }
+)
 # the third round: the second's better learning rate and prompt length together, per layer count, and the paper's
 # point on them (the alignment task's cost)
 for _layers in (4, 6, 8):
@@ -84,12 +100,27 @@ def one_run(name: str, seed: int) -> dict[str, Any]:
     while not trainer.done:
         cpu = time.process_time()
         record = trainer.train_epoch()
-        epochs.append({"epoch": record.epoch, "seconds": record.seconds, "cpu_s": time.process_time() - cpu,
-                       "loss": record.loss, "dev": record.dev_accuracy})
-    return {"name": name, "seed": seed, "config": trainer.config.to_dict(), "pool_prompt": pool_prompt,
-            "startup_s": startup, "startup_cpu_s": startup_cpu, "epochs": epochs,
-            "wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu_started,
-            "load": os.getloadavg()}
+        epochs.append(
+            {
+                "epoch": record.epoch,
+                "seconds": record.seconds,
+                "cpu_s": time.process_time() - cpu,
+                "loss": record.loss,
+                "dev": record.dev_accuracy,
+            }
+        )
+    return {
+        "name": name,
+        "seed": seed,
+        "config": trainer.config.to_dict(),
+        "pool_prompt": pool_prompt,
+        "startup_s": startup,
+        "startup_cpu_s": startup_cpu,
+        "epochs": epochs,
+        "wall_s": time.perf_counter() - started,
+        "cpu_s": time.process_time() - cpu_started,
+        "load": os.getloadavg(),
+    }
 
 
 def run_all(names: list[str], seeds: list[int], jobs: int, output: Path) -> None:
@@ -101,8 +132,13 @@ def run_all(names: list[str], seeds: list[int], jobs: int, output: Path) -> None
         while queue and len(running) < jobs:
             name, seed = queue.pop(0)
             command = ["nice", "-n", "5", sys.executable, "-m", "benchmarks.defaults_sweep", "one", name, str(seed)]
-            running.append((subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                             env=env), name, seed))
+            running.append(
+                (
+                    subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env),
+                    name,
+                    seed,
+                )
+            )
         time.sleep(1)
         for entry in [r for r in running if r[0].poll() is not None]:
             running.remove(entry)
@@ -130,21 +166,31 @@ def selected(result: dict[str, Any], epochs: int) -> dict[str, Any]:
     targets = [lang for lang in result["config"]["target_languages"]]
     wall = result["startup_s"] + sum(e["seconds"] for e in result["epochs"] if e["epoch"] <= epochs)
     cpu = result["startup_cpu_s"] + sum(e["cpu_s"] for e in result["epochs"] if e["epoch"] <= epochs)
-    return {"epoch": best["epoch"], "en": best["dev"][source],
-            "targets": statistics.mean(best["dev"][lang] for lang in targets), "wall_s": wall, "cpu_s": cpu}
+    return {
+        "epoch": best["epoch"],
+        "en": best["dev"][source],
+        "targets": statistics.mean(best["dev"][lang] for lang in targets),
+        "wall_s": wall,
+        "cpu_s": cpu,
+    }
 
 
 def summary_of(result: dict[str, Any], epochs: int) -> str:
     chosen = selected(result, epochs)
-    return (f"{epochs} epochs: en {100 * chosen['en']:.1f}, targets {100 * chosen['targets']:.1f} (epoch "
-            f"{chosen['epoch']}), {chosen['wall_s']:.0f} s")
+    return (
+        f"{epochs} epochs: en {100 * chosen['en']:.1f}, targets {100 * chosen['targets']:.1f} (epoch "
+        f"{chosen['epoch']}), {chosen['wall_s']:.0f} s"
+    )
 
 
 def table(results: list[dict[str, Any]], epoch_counts: list[int]) -> str:
     """Markdown rows: config, epochs, seeds, English dev per seed and mean, target dev mean, wall and CPU seconds
     per run (the least and the most over seeds; CPU time is the work done, whatever else ran on the machine)."""
-    lines = ["| config | epochs | seeds | English dev per seed | English dev | target dev (de, zh, ar, sw) | "
-             "wall per run (s) | CPU per run (s) |", "|---|---:|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| config | epochs | seeds | English dev per seed | English dev | target dev (de, zh, ar, sw) | "
+        "wall per run (s) | CPU per run (s) |",
+        "|---|---:|---|---|---:|---:|---:|---:|",
+    ]
     names = list(dict.fromkeys(r["name"] for r in results))
     for name in names:
         runs = sorted((r for r in results if r["name"] == name), key=lambda r: r["seed"])
@@ -154,10 +200,12 @@ def table(results: list[dict[str, Any]], epoch_counts: list[int]) -> str:
             chosen = [selected(r, epochs) for r in runs]
             walls, cpus = [c["wall_s"] for c in chosen], [c["cpu_s"] for c in chosen]
             per_seed = " / ".join(f"{100 * c['en']:.1f}" for c in chosen)
-            lines.append(f"| {name} | {epochs} | {', '.join(str(r['seed']) for r in runs)} | {per_seed} | "
-                         f"{100 * statistics.mean(c['en'] for c in chosen):.1f} | "
-                         f"{100 * statistics.mean(c['targets'] for c in chosen):.1f} | "
-                         f"{min(walls):.0f}-{max(walls):.0f} | {min(cpus):.0f}-{max(cpus):.0f} |")
+            lines.append(
+                f"| {name} | {epochs} | {', '.join(str(r['seed']) for r in runs)} | {per_seed} | "
+                f"{100 * statistics.mean(c['en'] for c in chosen):.1f} | "
+                f"{100 * statistics.mean(c['targets'] for c in chosen):.1f} | "
+                f"{min(walls):.0f}-{max(walls):.0f} | {min(cpus):.0f}-{max(cpus):.0f} |"
+            )
     return "\n".join(lines)
 
 

@@ -42,8 +42,10 @@ def timed_trial(config: MPTConfig, backbone, data, test: bool) -> tuple[float, f
 def run(ctx: RunContext) -> None:
     loaded = loaded_default_trial(ctx.args.quick, ctx.args.threads)
     trial, point, config, backbone, data = loaded.trial, loaded.point, loaded.config, loaded.backbone, loaded.data
-    sides = {"before": dict(config=config.replace(target_dev_every_epoch=True), test=True),
-             "after": dict(config=config, test=False)}
+    sides = {
+        "before": dict(config=config.replace(target_dev_every_epoch=True), test=True),
+        "after": dict(config=config, test=False),
+    }
     shares: dict[str, list[float]] = {side: [] for side in sides}
     walls: dict[str, list[float]] = {side: [] for side in sides}
     for index in range(max(1, ctx.args.trial_rounds)):
@@ -52,10 +54,14 @@ def run(ctx: RunContext) -> None:
             shares[side].append(evaluating / total)
             walls[side].append(total)
             print(f"[eval_share] {side}: evaluation {evaluating:.1f} of {total:.1f} s; load {load_text()}", flush=True)
-    ctx.outcomes["eval_share"].record(shares["after"], [
-        f"the default search trial ({trial.source}: {trial.shown()}; {point_text(point, ' ')}), its data and "
-        f"backbone loaded first, {len(shares['after'])} round(s) alternating the two protocols",
-        f"- before (every dev language every epoch, then test): evaluation share {spread(shares['before'])}, trial "
-        f"{spread(walls['before'])} s",
-        f"- after (target dev only at the epochs English dev selects, no test): evaluation share "
-        f"{spread(shares['after'])}, trial {spread(walls['after'])} s"])
+    ctx.outcomes["eval_share"].record(
+        shares["after"],
+        [
+            f"the default search trial ({trial.source}: {trial.shown()}; {point_text(point, ' ')}), its data and "
+            f"backbone loaded first, {len(shares['after'])} round(s) alternating the two protocols",
+            f"- before (every dev language every epoch, then test): evaluation share {spread(shares['before'])}, trial "
+            f"{spread(walls['before'])} s",
+            f"- after (target dev only at the epochs English dev selects, no test): evaluation share "
+            f"{spread(shares['after'])}, trial {spread(walls['after'])} s",
+        ],
+    )

@@ -71,7 +71,7 @@ class MatmulPeak:
     def measure(self, repeats: int = 3) -> float:
         """FLOP/s of the fastest of `repeats` products (a peak is the best the hardware did)."""
         best = min(timed(lambda: torch.matmul(self.a, self.b, out=self.c)) for _ in range(repeats))
-        return 2 * self.n ** 3 / best
+        return 2 * self.n**3 / best
 
 
 def flop_notes(encoder_config=None) -> str:
@@ -95,8 +95,12 @@ and N layers over a padded batch of B sequences of T positions (the prompt's L p
 """
     if encoder_config is not None:
         hidden, inner = encoder_config.hidden_size, encoder_config.intermediate_size
-        text += (f"e5-small: H = {hidden}, I = {inner}, {encoder_config.num_hidden_layers} layers in this run "
-                 f"({(4 * hidden * hidden + 2 * hidden * inner) / 1e6:.2f} M matmul weights per layer). ")
-    return text + (f"The matmul peak is the best of three n x n fp32 `torch.matmul` products (n = {MATMUL_N}; "
-                   f"{QUICK_MATMUL_N} with --quick), measured in every round next to the training steps, at the "
-                   "same thread count.")
+        text += (
+            f"e5-small: H = {hidden}, I = {inner}, {encoder_config.num_hidden_layers} layers in this run "
+            f"({(4 * hidden * hidden + 2 * hidden * inner) / 1e6:.2f} M matmul weights per layer). "
+        )
+    return text + (
+        f"The matmul peak is the best of three n x n fp32 `torch.matmul` products (n = {MATMUL_N}; "
+        f"{QUICK_MATMUL_N} with --quick), measured in every round next to the training steps, at the "
+        "same thread count."
+    )

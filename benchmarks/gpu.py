@@ -22,8 +22,10 @@ from search_spaces import REFERENCE_POINTS, VANILLA
 XLMR_BASE_SHAPE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 BATCH_SIZES = (MPTConfig().batch_size, 32)  # the default batch, and one that fills more of a large GPU
 KINDS = (("CE-only", REFERENCE_POINTS[VANILLA]), ("full", {}))  # the full step: the default config
-NO_CUDA = ["skipped: no CUDA device here (`torch.cuda.is_available()` is False); run `python -m benchmarks.run "
-           "--only gpu` on a GPU machine to record it"]
+NO_CUDA = [
+    "skipped: no CUDA device here (`torch.cuda.is_available()` is False); run `python -m benchmarks.run "
+    "--only gpu` on a GPU machine to record it"
+]
 
 
 def xlmr_shaped_backbone(shape: dict[str, int]) -> Backbone:
@@ -32,8 +34,11 @@ def xlmr_shaped_backbone(shape: dict[str, int]) -> Backbone:
     from transformers import XLMRobertaForMaskedLM
 
     torch.manual_seed(0)
-    return frozen_backbone("xlm-roberta-base (random init)", XLMRobertaForMaskedLM(xlmr_masked_lm_config(**shape)),
-                           load_backbone("tiny-xlmr").tokenizer)
+    return frozen_backbone(
+        "xlm-roberta-base (random init)",
+        XLMRobertaForMaskedLM(xlmr_masked_lm_config(**shape)),
+        load_backbone("tiny-xlmr").tokenizer,
+    )
 
 
 def build_trainers(device: torch.device, precisions: tuple[str, ...], backbone: Backbone) -> dict[tuple, Trainer]:
@@ -45,8 +50,15 @@ def build_trainers(device: torch.device, precisions: tuple[str, ...], backbone: 
     for precision in precisions:
         for batch in BATCH_SIZES:
             for kind, overrides in KINDS:
-                config = MPTConfig(backbone="xlm-roberta-base", head="mlm", device=str(device), precision=precision,
-                                   batch_size=batch, alignment_batch_size=batch, **overrides)
+                config = MPTConfig(
+                    backbone="xlm-roberta-base",
+                    head="mlm",
+                    device=str(device),
+                    precision=precision,
+                    batch_size=batch,
+                    alignment_batch_size=batch,
+                    **overrides,
+                )
                 trainer = Trainer(config, backbone=backbone, data=data)
                 trainer.model.train()  # as train_epoch sets it
                 trainers[(precision, batch, kind)] = trainer
@@ -79,24 +91,30 @@ def measure(args, trainers: dict[tuple, Trainer], on_cuda: bool) -> tuple[dict[t
                 torch.cuda.reset_peak_memory_stats(trainers[key].device)
             times[key].append(step_seconds(trainers[key], on_cuda))
             if on_cuda:
-                peaks[key] = torch.cuda.max_memory_allocated(trainers[key].device) / 2 ** 30
+                peaks[key] = torch.cuda.max_memory_allocated(trainers[key].device) / 2**30
     return times, peaks
 
 
 def table(precisions, times: dict[tuple, list[float]], peaks: dict) -> list[str]:
-    lines = ["| precision | batch | CE-only step, ms | full step (CE + alignment), ms | full / CE-only | peak memory, "
-             "GiB |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| precision | batch | CE-only step, ms | full step (CE + alignment), ms | full / CE-only | peak memory, GiB |",
+        "|---|---|---|---|---|---|",
+    ]
     for precision in precisions:
         for batch in BATCH_SIZES:
             ce, full = times[(precision, batch, "CE-only")], times[(precision, batch, "full")]
             peak = peaks.get((precision, batch, "full"))
-            lines.append(f"| {precision} | {batch} | {spread([t * 1e3 for t in ce])} | "
-                         f"{spread([t * 1e3 for t in full])} | {med(full) / med(ce):.2f} | "
-                         f"{f'{peak:.2f}' if peak is not None else '-'} |")
+            lines.append(
+                f"| {precision} | {batch} | {spread([t * 1e3 for t in ce])} | "
+                f"{spread([t * 1e3 for t in full])} | {med(full) / med(ce):.2f} | "
+                f"{f'{peak:.2f}' if peak is not None else '-'} |"
+            )
     if "bf16" in precisions:
-        speedups = [f"batch {batch} {kind} "
-                    f"{med(times[('fp32', batch, kind)]) / med(times[('bf16', batch, kind)]):.2f}x"
-                    for batch in BATCH_SIZES for kind, _ in KINDS]
+        speedups = [
+            f"batch {batch} {kind} {med(times[('fp32', batch, kind)]) / med(times[('bf16', batch, kind)]):.2f}x"
+            for batch in BATCH_SIZES
+            for kind, _ in KINDS
+        ]
         lines += ["", f"- bf16 speed-up over fp32 (median step times): {', '.join(speedups)}"]
     return lines
 
@@ -104,11 +122,13 @@ def table(precisions, times: dict[tuple, list[float]], peaks: dict) -> list[str]
 def setup_line(args, device_name: str, shape: dict[str, int], config: MPTConfig) -> str:
     what = "XLM-R-base" if shape is XLMR_BASE_SHAPE else "a tiny XLM-R (--quick)"
     vocabulary = xlmr_masked_lm_config(**shape).vocab_size // 1000
-    return (f"{device_name}; {what}'s shape ({shape['num_hidden_layers']} layers, hidden {shape['hidden_size']}, "
-            f"FFN {shape['intermediate_size']}, {vocabulary}k vocabulary, MLM head; random init, seed 0) with the "
-            f"real tokenizer, the mini set, prompt {config.prompt_length}, max length {config.max_length}, dynamic "
-            f"padding; one optimizer step per timing, {args.gpu_rounds} alternating rounds after "
-            f"{args.warm_up_rounds} warm-up rounds, synchronised with the device")
+    return (
+        f"{device_name}; {what}'s shape ({shape['num_hidden_layers']} layers, hidden {shape['hidden_size']}, "
+        f"FFN {shape['intermediate_size']}, {vocabulary}k vocabulary, MLM head; random init, seed 0) with the "
+        f"real tokenizer, the mini set, prompt {config.prompt_length}, max length {config.max_length}, dynamic "
+        f"padding; one optimizer step per timing, {args.gpu_rounds} alternating rounds after "
+        f"{args.warm_up_rounds} warm-up rounds, synchronised with the device"
+    )
 
 
 def step_time_lines(args) -> list[str]:

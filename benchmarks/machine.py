@@ -22,7 +22,7 @@ def cpu_name() -> str:
 def memory_text() -> str:
     try:
         line = next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal"))
-        return f"{int(line.split()[1]) / 2 ** 20:.0f} GiB"
+        return f"{int(line.split()[1]) / 2**20:.0f} GiB"
     except (OSError, StopIteration, ValueError):
         return "?"
 
@@ -32,12 +32,14 @@ def machine_info(threads: int) -> dict[str, str]:
     import torch
     import transformers
 
-    return {"cpu": f"{cpu_name()}, {os.cpu_count()} logical CPUs, {memory_text()} RAM",
-            "software": f"Python {platform.python_version()}, torch {torch.__version__}, transformers "
-                        f"{transformers.__version__}, peft {peft.__version__}, {platform.system()} "
-                        f"{platform.release()}",
-            "threads": f"{threads} torch threads (intra-op); MKL {torch.backends.mkl.is_available()}, "
-                       f"oneDNN {torch.backends.mkldnn.is_available()}"}
+    return {
+        "cpu": f"{cpu_name()}, {os.cpu_count()} logical CPUs, {memory_text()} RAM",
+        "software": f"Python {platform.python_version()}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, peft {peft.__version__}, {platform.system()} "
+        f"{platform.release()}",
+        "threads": f"{threads} torch threads (intra-op); MKL {torch.backends.mkl.is_available()}, "
+        f"oneDNN {torch.backends.mkldnn.is_available()}",
+    }
 
 
 def git_commit() -> str:

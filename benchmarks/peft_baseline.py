@@ -21,16 +21,18 @@ class PeftBaseline:
         config = trainer.config
         self.length = config.prompt_length
         torch.manual_seed(config.seed)
-        self.model = get_peft_model(copy.deepcopy(trainer.model.encoder),
-                                    PromptTuningConfig(task_type=TaskType.FEATURE_EXTRACTION,
-                                                       num_virtual_tokens=self.length))
+        self.model = get_peft_model(
+            copy.deepcopy(trainer.model.encoder),
+            PromptTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=self.length),
+        )
         self.model.eval()  # frozen backbone without dropout, as MPT runs it; gradients still flow to the prompt
         self.head = LinearHead(trainer.backbone.hidden_size, config.pooling)
         prompt_parameters = [p for p in self.model.parameters() if p.requires_grad]
         if sum(p.numel() for p in prompt_parameters) != self.length * trainer.backbone.hidden_size:
             raise RuntimeError("the PEFT model trains more than its soft prompt: check the peft version")
-        self.optimizer = torch.optim.AdamW([*prompt_parameters, *self.head.parameters()], lr=config.learning_rate,
-                                           weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            [*prompt_parameters, *self.head.parameters()], lr=config.learning_rate, weight_decay=config.weight_decay
+        )
 
     def step(self, batch) -> float:
         """One optimizer step on a collated batch (`mpt.model.Batch`)."""
@@ -52,8 +54,11 @@ class PeftBaseline:
 
 def ce_batch(trainer: Trainer, rows: list[int]):
     """The trainer's few-shot rows as a source-language batch, as its step collates them."""
-    return trainer.templater.collate([trainer.train_ids[i] for i in rows], [trainer.train_labels[i] for i in rows],
-                                     [trainer.config.source_language] * len(rows))
+    return trainer.templater.collate(
+        [trainer.train_ids[i] for i in rows],
+        [trainer.train_labels[i] for i in rows],
+        [trainer.config.source_language] * len(rows),
+    )
 
 
 def warm_up(trainer: Trainer, peft: PeftBaseline) -> None:

@@ -38,18 +38,27 @@ def run(ctx: RunContext) -> None:
         for precision in alternating(list(PRECISIONS), index):
             trainer = trainers[precision]
             train[precision].append(timed(lambda: one_epoch(trainer, plans)))
-            evaluation[precision].append(timed(lambda: accuracy.update({precision: trainer.accuracy(dev, "en", "dev")})))
-        print(f"[precision] round {index + 1}: fp32 {train['fp32'][-1]:.1f} + {evaluation['fp32'][-1]:.1f} s, "
-              f"bf16 {train['bf16'][-1]:.1f} + {evaluation['bf16'][-1]:.1f} s; load {load_text()}", flush=True)
+            evaluation[precision].append(
+                timed(lambda: accuracy.update({precision: trainer.accuracy(dev, "en", "dev")}))
+            )
+        print(
+            f"[precision] round {index + 1}: fp32 {train['fp32'][-1]:.1f} + {evaluation['fp32'][-1]:.1f} s, "
+            f"bf16 {train['bf16'][-1]:.1f} + {evaluation['bf16'][-1]:.1f} s; load {load_text()}",
+            flush=True,
+        )
     walls = {p: [a + b for a, b in zip(train[p], evaluation[p])] for p in PRECISIONS}
-    ctx.outcomes["bf16_vs_fp32"].record(ratios(walls["bf16"], walls["fp32"]), [
-        f"the default trial ({trial.source}: {trial.shown()}; {point_text(point, ' ')}), one epoch of "
-        f"{len(plans)} training steps and English dev ({len(dev)} rows) per precision and round, "
-        f"{len(walls['fp32'])} round(s); this CPU computes bf16 natively: "
-        f"{'yes' if native_bf16(trainers['fp32'].device) else 'no'}",
-        f"- training epoch, s: fp32 {spread(train['fp32'])}, bf16 {spread(train['bf16'])}; bf16 / fp32 "
-        f"{spread(ratios(train['bf16'], train['fp32']))}",
-        f"- English dev, s: fp32 {spread(evaluation['fp32'])}, bf16 {spread(evaluation['bf16'])}; bf16 / fp32 "
-        f"{spread(ratios(evaluation['bf16'], evaluation['fp32']))}",
-        f"- English dev accuracy after the last round (the two runs train alike, in their own precision): "
-        f"fp32 {accuracy['fp32']:.3f}, bf16 {accuracy['bf16']:.3f}"])
+    ctx.outcomes["bf16_vs_fp32"].record(
+        ratios(walls["bf16"], walls["fp32"]),
+        [
+            f"the default trial ({trial.source}: {trial.shown()}; {point_text(point, ' ')}), one epoch of "
+            f"{len(plans)} training steps and English dev ({len(dev)} rows) per precision and round, "
+            f"{len(walls['fp32'])} round(s); this CPU computes bf16 natively: "
+            f"{'yes' if native_bf16(trainers['fp32'].device) else 'no'}",
+            f"- training epoch, s: fp32 {spread(train['fp32'])}, bf16 {spread(train['bf16'])}; bf16 / fp32 "
+            f"{spread(ratios(train['bf16'], train['fp32']))}",
+            f"- English dev, s: fp32 {spread(evaluation['fp32'])}, bf16 {spread(evaluation['bf16'])}; bf16 / fp32 "
+            f"{spread(ratios(evaluation['bf16'], evaluation['fp32']))}",
+            f"- English dev accuracy after the last round (the two runs train alike, in their own precision): "
+            f"fp32 {accuracy['fp32']:.3f}, bf16 {accuracy['bf16']:.3f}",
+        ],
+    )

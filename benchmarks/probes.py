@@ -20,9 +20,15 @@ def emit(result: dict) -> None:
 
 def run_probe(module: str, argv: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> dict:
     """Run `python -m benchmarks.<module> ARGV...` in a fresh interpreter and parse its RESULT line."""
-    done = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *argv], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    done = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
     for line in done.stdout.splitlines():
         if line.startswith(PREFIX):
-            return json.loads(line[len(PREFIX):])
+            return json.loads(line[len(PREFIX) :])
     raise RuntimeError(f"benchmark subprocess {module} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")

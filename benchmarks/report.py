@@ -12,8 +12,10 @@ from benchmarks.machine import git_commit
 from benchmarks.registry import Target
 from benchmarks.timing import spread
 
-QUICK_NOTE = ("**--quick run**: a reduced pass (smaller backbone, fewer repeats, smoke-sized trials) that checks "
-              "the code paths; its verdicts are not the benchmarks'. Run `python -m benchmarks.run` for those.")
+QUICK_NOTE = (
+    "**--quick run**: a reduced pass (smaller backbone, fewer repeats, smoke-sized trials) that checks "
+    "the code paths; its verdicts are not the benchmarks'. Run `python -m benchmarks.run` for those."
+)
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,19 @@ class RunInfo:
 
 def header(info: RunInfo) -> list[str]:
     machine = info.machine
-    return ["# Benchmarks (issue 7)", "", *([QUICK_NOTE, ""] if "--quick" in info.command else []),
-            f"- command: `{info.command}`", f"- date: {info.started} (wall {info.wall_s / 60:.1f} min)",
-            f"- commit: {git_commit()}",
-            f"- machine: {machine['cpu']}", f"- software: {machine['software']}", f"- threads: {machine['threads']}",
-            f"- load average (1/5/15 min) at start: {info.loads[0]}; at end: {info.loads[1]} -- a shared machine: "
-            "each comparison is a ratio of interleaved, repeated measurements taken side by side"]
+    return [
+        "# Benchmarks (issue 7)",
+        "",
+        *([QUICK_NOTE, ""] if "--quick" in info.command else []),
+        f"- command: `{info.command}`",
+        f"- date: {info.started} (wall {info.wall_s / 60:.1f} min)",
+        f"- commit: {git_commit()}",
+        f"- machine: {machine['cpu']}",
+        f"- software: {machine['software']}",
+        f"- threads: {machine['threads']}",
+        f"- load average (1/5/15 min) at start: {info.loads[0]}; at end: {info.loads[1]} -- a shared machine: "
+        "each comparison is a ratio of interleaved, repeated measurements taken side by side",
+    ]
 
 
 def summary_table(ctx: RunContext, targets: tuple[Target, ...]) -> list[str]:
@@ -65,8 +74,9 @@ def closing(ctx: RunContext, targets: tuple[Target, ...]) -> list[str]:
         lines += ["", "## Missed targets: why", ""]
         lines += [f"- `{t.name}`: {t.why_missed or 'see its section above.'}" for t in missed]
     lines += ["", "## Fixes in mpt/ (before / after)", ""]
-    lines += ([f"- `{f.file}`: {f.what} ({f.why}); before {f.before}, after {f.after}" for f in ctx.fixes]
-              or ["none: no change to `mpt/model.py` or `mpt/training.py` was made for these benchmarks."])
+    lines += [f"- `{f.file}`: {f.what} ({f.why}); before {f.before}, after {f.after}" for f in ctx.fixes] or [
+        "none: no change to `mpt/model.py` or `mpt/training.py` was made for these benchmarks."
+    ]
     if ctx.notes:
         lines += ["", "## Notes", "", *ctx.notes]
     lines += ["", "## Final lines", "", "```", *[ctx.outcomes[t.name].final_line() for t in targets], "```", ""]

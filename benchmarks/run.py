@@ -11,8 +11,9 @@ import os
 import sys
 
 if __package__ in (None, ""):
-    sys.exit("run the benchmarks as a module, from the repository root: python -m benchmarks.run "
-             + " ".join(sys.argv[1:]))
+    sys.exit(
+        "run the benchmarks as a module, from the repository root: python -m benchmarks.run " + " ".join(sys.argv[1:])
+    )
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

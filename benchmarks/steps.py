@@ -60,9 +60,14 @@ class StepBench:
     def one_round(self, index: int, records: StepRecords | None = None) -> None:
         plan = self.cycle.next()
         ce_plan = StepPlan(plan.number, plan.rows, [])
-        sides = alternating([("ce", lambda: self.ce.step(ce_plan)),
-                             ("peft", lambda: self.peft.step_plan(self.ce, ce_plan)),
-                             ("full", lambda: self.full.step(plan))], index)
+        sides = alternating(
+            [
+                ("ce", lambda: self.ce.step(ce_plan)),
+                ("peft", lambda: self.peft.step_plan(self.ce, ce_plan)),
+                ("full", lambda: self.full.step(plan)),
+            ],
+            index,
+        )
         measured = {name: timed_cpu(fn) for name, fn in sides}
         if records is not None:
             for name, (wall, cpu) in measured.items():
@@ -101,9 +106,12 @@ def measure(args, bench: StepBench) -> StepRecords:
             peaks.append(bench.peak.measure())
         records.peak.append(max(peaks))
         if index % 5 == 4:
-            print(f"[steps] round {index + 1}: CE-only {records.wall['ce'][-1]:.3f} s, PEFT "
-                  f"{records.wall['peft'][-1]:.3f} s, full {records.wall['full'][-1]:.3f} s; matmul peak "
-                  f"{max(peaks) / 1e9:.1f} GFLOP/s; load {load_text()}", flush=True)
+            print(
+                f"[steps] round {index + 1}: CE-only {records.wall['ce'][-1]:.3f} s, PEFT "
+                f"{records.wall['peft'][-1]:.3f} s, full {records.wall['full'][-1]:.3f} s; matmul peak "
+                f"{max(peaks) / 1e9:.1f} GFLOP/s; load {load_text()}",
+                flush=True,
+            )
     return records
 
 
@@ -113,16 +121,23 @@ def run(ctx: RunContext) -> None:
     bench = build(args, ctx.run_data())
     config = bench.ce.config
     batches = -(-len(bench.ce.train_ids) // config.batch_size)
-    print(f"[steps] {batches} batches of {config.batch_size} (alignment batch "
-          f"{bench.full.config.alignment_batch_size}), prompt {config.prompt_length}; warming up", flush=True)
+    print(
+        f"[steps] {batches} batches of {config.batch_size} (alignment batch "
+        f"{bench.full.config.alignment_batch_size}), prompt {config.prompt_length}; warming up",
+        flush=True,
+    )
     records = measure(args, bench)
-    setup = (f"e5-small cut to {args.layers} of 12 layers, {args.threads} thread(s); {len(records.peak)} rounds of "
-             f"one training step per side, cycling through the {batches} batches of the default few-shot set "
-             f"({config.shots_per_class} shots x {len(LABELS)} classes, batch {config.batch_size}, prompt length "
-             f"{config.prompt_length}, dynamic padding as in training), the sides' order reversed every round, "
-             f"after {args.warm_up_rounds} untimed rounds")
-    times = (f"- per-step seconds: MPT CE-only {spread(records.wall['ce'])}, PEFT {spread(records.wall['peft'])}, "
-             f"MPT full {spread(records.wall['full'])}")
+    setup = (
+        f"e5-small cut to {args.layers} of 12 layers, {args.threads} thread(s); {len(records.peak)} rounds of "
+        f"one training step per side, cycling through the {batches} batches of the default few-shot set "
+        f"({config.shots_per_class} shots x {len(LABELS)} classes, batch {config.batch_size}, prompt length "
+        f"{config.prompt_length}, dynamic padding as in training), the sides' order reversed every round, "
+        f"after {args.warm_up_rounds} untimed rounds"
+    )
+    times = (
+        f"- per-step seconds: MPT CE-only {spread(records.wall['ce'])}, PEFT {spread(records.wall['peft'])}, "
+        f"MPT full {spread(records.wall['full'])}"
+    )
     record_ce_vs_peft(ctx, records, bench, [setup, times])
     record_full_overhead(ctx, records, bench, [setup, times])
     record_flop_rate(ctx, records, bench, setup)
@@ -133,14 +148,18 @@ def record_ce_vs_peft(ctx: RunContext, records: StepRecords, bench: StepBench, h
     config = bench.ce.config
     vanilla = ", ".join(f"{k}={v}" for k, v in REFERENCE_POINTS[VANILLA].items())
     wall = ratios(records.wall["ce"], records.wall["peft"])
-    ctx.outcomes["ce_step_vs_peft"].record(wall, [
-        *head,
-        f"- MPT: `Trainer.step` with {vanilla} (the prompt position `{config.prompt_position}`); PEFT: "
-        "`get_peft_model(encoder, PromptTuningConfig(task_type=FEATURE_EXTRACTION, num_virtual_tokens=L))` "
-        f"(prompt before `<s>`), same {config.pooling}-pooling linear head, CE and AdamW over prompt + head, the "
-        "encoder in eval mode (no dropout) on both sides",
-        f"- ratio MPT / PEFT per round (wall time, the benchmark): {spread(wall)}; the same in process CPU time "
-        f"(cross-check): {spread(ratios(records.cpu['ce'], records.cpu['peft']))}"])
+    ctx.outcomes["ce_step_vs_peft"].record(
+        wall,
+        [
+            *head,
+            f"- MPT: `Trainer.step` with {vanilla} (the prompt position `{config.prompt_position}`); PEFT: "
+            "`get_peft_model(encoder, PromptTuningConfig(task_type=FEATURE_EXTRACTION, num_virtual_tokens=L))` "
+            f"(prompt before `<s>`), same {config.pooling}-pooling linear head, CE and AdamW over prompt + head, the "
+            "encoder in eval mode (no dropout) on both sides",
+            f"- ratio MPT / PEFT per round (wall time, the benchmark): {spread(wall)}; the same in process CPU time "
+            f"(cross-check): {spread(ratios(records.cpu['ce'], records.cpu['peft']))}",
+        ],
+    )
 
 
 def record_full_overhead(ctx: RunContext, records: StepRecords, bench: StepBench, head: list[str]) -> None:
@@ -151,15 +170,19 @@ def record_full_overhead(ctx: RunContext, records: StepRecords, bench: StepBench
     cpu_overhead = ratios(ratios(records.cpu["full"], records.cpu["peft"]), flop_ratio)
     same = "=" if config.alignment_batch_size == config.batch_size else "vs"
     teacher = "under no_grad" if config.teacher_stop_gradient else "with gradients"
-    ctx.outcomes["full_step_overhead"].record(overhead, [
-        *head,
-        f"- full step: the default config (translator depth {config.translator_depth}, alignment weight "
-        f"{config.alignment_weight}, alignment batch {config.alignment_batch_size} {same} CE batch "
-        f"{config.batch_size}, teacher {teacher})",
-        f"- measured time ratio full / PEFT: {spread(wall)}",
-        f"- FLOP ratio full / PEFT from the actual padded batch shapes: {spread(flop_ratio)}",
-        f"- measured / FLOP ratio per round (wall time, the benchmark): {spread(overhead)}; in process CPU "
-        f"time (cross-check): {spread(cpu_overhead)}"])
+    ctx.outcomes["full_step_overhead"].record(
+        overhead,
+        [
+            *head,
+            f"- full step: the default config (translator depth {config.translator_depth}, alignment weight "
+            f"{config.alignment_weight}, alignment batch {config.alignment_batch_size} {same} CE batch "
+            f"{config.batch_size}, teacher {teacher})",
+            f"- measured time ratio full / PEFT: {spread(wall)}",
+            f"- FLOP ratio full / PEFT from the actual padded batch shapes: {spread(flop_ratio)}",
+            f"- measured / FLOP ratio per round (wall time, the benchmark): {spread(overhead)}; in process CPU "
+            f"time (cross-check): {spread(cpu_overhead)}",
+        ],
+    )
 
 
 def record_flop_rate(ctx: RunContext, records: StepRecords, bench: StepBench, setup: str) -> None:
@@ -168,28 +191,49 @@ def record_flop_rate(ctx: RunContext, records: StepRecords, bench: StepBench, se
     efficiency = ratios(rate, peak)
     ce_efficiency = ratios(ratios(records.flops_ce, records.wall["ce"]), peak)
     peft_efficiency = ratios(ratios(records.flops_ce, records.wall["peft"]), peak)
-    ctx.outcomes["train_flop_rate"].record(efficiency, [
-        setup,
-        f"- matmul peak ({args.matmul_n}x{args.matmul_n} fp32 torch.matmul, best of 3, every round): "
-        f"{spread([p / 1e9 for p in peak])} GFLOP/s",
-        f"- full MPT training loop: {spread([r / 1e9 for r in rate])} GFLOP/s, "
-        f"{spread([f / 1e9 for f in records.flops_full])} GFLOP per step",
-        f"- fraction of peak, full MPT loop (the benchmark): {spread(efficiency)}; CE-only MPT loop "
-        f"{spread(ce_efficiency)}; PEFT loop {spread(peft_efficiency)}",
-        f"- the full loop against the run's best peak ({max(peak) / 1e9:.1f} GFLOP/s) instead of its own "
-        f"round's: {spread([r / max(peak) for r in rate])}",
-        step_mix_line(bench)])
+    ctx.outcomes["train_flop_rate"].record(
+        efficiency,
+        [
+            setup,
+            f"- matmul peak ({args.matmul_n}x{args.matmul_n} fp32 torch.matmul, best of 3, every round): "
+            f"{spread([p / 1e9 for p in peak])} GFLOP/s",
+            f"- full MPT training loop: {spread([r / 1e9 for r in rate])} GFLOP/s, "
+            f"{spread([f / 1e9 for f in records.flops_full])} GFLOP per step",
+            f"- fraction of peak, full MPT loop (the benchmark): {spread(efficiency)}; CE-only MPT loop "
+            f"{spread(ce_efficiency)}; PEFT loop {spread(peft_efficiency)}",
+            f"- the full loop against the run's best peak ({max(peak) / 1e9:.1f} GFLOP/s) instead of its own "
+            f"round's: {spread([r / max(peak) for r in rate])}",
+            step_mix_line(bench),
+        ],
+    )
 
 
 OPERATOR_KINDS = (
     ("matmul (mm, addmm, bmm)", ("aten::mm", "aten::addmm", "aten::bmm")),
-    ("attention (sdpa fwd+bwd)", ("aten::_scaled_dot_product_flash_attention_for_cpu",
-                                  "aten::_scaled_dot_product_flash_attention_for_cpu_backward")),
+    (
+        "attention (sdpa fwd+bwd)",
+        (
+            "aten::_scaled_dot_product_flash_attention_for_cpu",
+            "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+        ),
+    ),
     ("copies and fills", ("aten::copy_", "aten::fill_", "aten::zero_")),
-    ("elementwise (add, mul, gelu, layer norm, ...)", ("aten::add", "aten::add_", "aten::mul", "aten::gelu",
-                                                     "aten::gelu_backward", "aten::native_layer_norm",
-                                                     "aten::native_layer_norm_backward", "aten::mul_",
-                                                     "aten::div", "aten::where", "aten::sum")),
+    (
+        "elementwise (add, mul, gelu, layer norm, ...)",
+        (
+            "aten::add",
+            "aten::add_",
+            "aten::mul",
+            "aten::gelu",
+            "aten::gelu_backward",
+            "aten::native_layer_norm",
+            "aten::native_layer_norm_backward",
+            "aten::mul_",
+            "aten::div",
+            "aten::where",
+            "aten::sum",
+        ),
+    ),
 )
 
 
@@ -203,10 +247,13 @@ def step_mix_line(bench: StepBench, repeats: int = 3) -> str:
                 bench.full.step(bench.cycle.next())
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events) or 1.0
-        shares = {kind: sum(e.self_cpu_time_total for e in events if e.key in names) / total
-                  for kind, names in OPERATOR_KINDS}
+        shares = {
+            kind: sum(e.self_cpu_time_total for e in events if e.key in names) / total for kind, names in OPERATOR_KINDS
+        }
     except Exception as err:  # the profiler is a diagnosis aid, never a reason to fail the run
         return f"- profiler breakdown unavailable: {err}"
     shares["everything else"] = max(0.0, 1.0 - sum(shares.values()))
-    return (f"- where {'three' if repeats == 3 else repeats} full MPT steps' CPU time goes (torch.profiler, self "
-            "time): " + ", ".join(f"{kind} {share:.0%}" for kind, share in shares.items()))
+    return (
+        f"- where {'three' if repeats == 3 else repeats} full MPT steps' CPU time goes (torch.profiler, self "
+        "time): " + ", ".join(f"{kind} {share:.0%}" for kind, share in shares.items())
+    )

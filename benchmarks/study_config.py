@@ -16,8 +16,15 @@ from mpt.config import MPTConfig
 from search_spaces import PAPER_DEFAULT, REFERENCE_POINTS
 from study.settings import SMOKE_BASE, SMOKE_NUM_SAMPLES, STUDY_BASE_DEFAULTS, StudySettings, default
 
-SHOWN_FIELDS = ("num_layers", "epochs", "shots_per_class", "max_eval_examples", "target_languages", "num_threads",
-                "dev_all_languages")
+SHOWN_FIELDS = (
+    "num_layers",
+    "epochs",
+    "shots_per_class",
+    "max_eval_examples",
+    "target_languages",
+    "num_threads",
+    "dev_all_languages",
+)
 
 
 @dataclass(frozen=True)
@@ -37,13 +44,18 @@ class DefaultTrial:
 def default_trial(smoke: bool, threads: int) -> DefaultTrial:
     """The study's defaults (`STUDY_BASE_DEFAULTS`, with `SMOKE_BASE` for --smoke) as its settings resolve
     them, with `threads` torch threads per trial (the study gives each trial its --cpus-per-trial)."""
-    settings = StudySettings(name="benchmark", space=STUDY_SPACE, smoke=smoke,
-                             num_samples=SMOKE_NUM_SAMPLES if smoke else default("num_samples"))
+    settings = StudySettings(
+        name="benchmark",
+        space=STUDY_SPACE,
+        smoke=smoke,
+        num_samples=SMOKE_NUM_SAMPLES if smoke else default("num_samples"),
+    )
     values = {**STUDY_BASE_DEFAULTS, "seed": settings.seed, **(SMOKE_BASE if smoke else {})}
     settings = dataclasses.replace(settings, base_config=MPTConfig.from_dict(values))
     source = "study/run.py's default settings" + (" + --smoke" if smoke else "")
-    return DefaultTrial(settings.trial_base_config(num_threads=threads).to_dict(), source, settings.objective,
-                        settings.num_samples)
+    return DefaultTrial(
+        settings.trial_base_config(num_threads=threads).to_dict(), source, settings.objective, settings.num_samples
+    )
 
 
 def trial_points(count: int) -> list[dict[str, Any]]:
@@ -64,8 +76,14 @@ def point_text(point: dict[str, Any], sep: str = "=") -> str:
 def study_available() -> str:
     """'' when `python study/run.py --help` works, else why not."""
     try:
-        done = subprocess.run([sys.executable, str(ROOT / "study" / "run.py"), "--help"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "study" / "run.py"), "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
     except (OSError, subprocess.SubprocessError) as err:
         return str(err)
     return "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["exit status nonzero"])[-1]

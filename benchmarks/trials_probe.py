@@ -34,24 +34,34 @@ def plain_trials(base: dict, points: list[dict], data, result: dict) -> None:
         result["trials"].append(time.perf_counter() - begun)
 
 
-def tune_trials(base: dict, points: list[dict], objective: str, data, storage: str, started: float,
-                result: dict) -> None:
+def tune_trials(
+    base: dict, points: list[dict], objective: str, data, storage: str, started: float, result: dict
+) -> None:
     """`Tuner.fit` of `trainable.mpt_trial.train_mpt` over the points, one at a time, actors reused."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from trainable.mpt_trial import train_mpt
 
-    trainable = tune.with_resources(tune.with_parameters(train_mpt, base_config=MPTConfig.from_dict(base),
-                                                         objective=objective, data=data), {"cpu": os.cpu_count()})
+    trainable = tune.with_resources(
+        tune.with_parameters(train_mpt, base_config=MPTConfig.from_dict(base), objective=objective, data=data),
+        {"cpu": os.cpu_count()},
+    )
     # BasicVariantGenerator needs every preset key in the param space
     space = {key: tune.choice(sorted({p[key] for p in points})) for key in points[0]}
-    grid = tune.Tuner(trainable, param_space=space,
-                      tune_config=tune.TuneConfig(search_alg=BasicVariantGenerator(points_to_evaluate=points),
-                                                  num_samples=len(points), max_concurrent_trials=1,
-                                                  reuse_actors=True),
-                      run_config=tune.RunConfig(name="bench", storage_path=storage, verbose=0,
-                                                checkpoint_config=tune.CheckpointConfig(num_to_keep=1))).fit()
+    grid = tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            search_alg=BasicVariantGenerator(points_to_evaluate=points),
+            num_samples=len(points),
+            max_concurrent_trials=1,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name="bench", storage_path=storage, verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1)
+        ),
+    ).fit()
     result["fit"] = time.perf_counter() - started - result["init"]
     if grid.num_errors or len(grid) != len(points):
         raise SystemExit(f"Ray trials failed: {[str(r.error)[:300] for r in grid if r.error]}")

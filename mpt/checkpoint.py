@@ -18,8 +18,20 @@ from typing import Any
 from mpt.config import MPTConfig
 
 CHECKPOINT_FORMAT = 1
-REQUIRED_KEYS = frozenset({"format", "config", "epoch", "model", "optimizer", "generator", "best_epoch",
-                           "best_dev_accuracy", "best_state", "history"})
+REQUIRED_KEYS = frozenset(
+    {
+        "format",
+        "config",
+        "epoch",
+        "model",
+        "optimizer",
+        "generator",
+        "best_epoch",
+        "best_dev_accuracy",
+        "best_state",
+        "history",
+    }
+)
 
 
 class CheckpointError(ValueError):
@@ -82,13 +94,17 @@ def _sha256(path: Path) -> str:
 
 
 def _corrupt(path: str | Path, why: str) -> str:
-    return (f"checkpoint {path} is corrupt or not an mpt-study checkpoint ({why}): delete it to restart from the "
-            f"previous checkpoint or from scratch")
+    return (
+        f"checkpoint {path} is corrupt or not an mpt-study checkpoint ({why}): delete it to restart from the "
+        f"previous checkpoint or from scratch"
+    )
 
 
 def _format_problem(path: str | Path, found: Any) -> str:
-    return (f"checkpoint {path}: format {found!r} is not {CHECKPOINT_FORMAT}: it was written by another version "
-            f"of mpt-study; start the run afresh")
+    return (
+        f"checkpoint {path}: format {found!r} is not {CHECKPOINT_FORMAT}: it was written by another version "
+        f"of mpt-study; start the run afresh"
+    )
 
 
 def validate_checkpoint(state: Any, path: str | Path) -> dict[str, Any]:

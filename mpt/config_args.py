@@ -44,7 +44,7 @@ def parse_value(name: str, text: str) -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as err:
-            raise ConfigError(f"{name} must be JSON such as '{{\"en\": [\"yes\", \"maybe\", \"no\"]}}': {err}") from None
+            raise ConfigError(f'{name} must be JSON such as \'{{"en": ["yes", "maybe", "no"]}}\': {err}') from None
     if origin is list:
         return [part.strip() for part in text.split(",") if part.strip()]
     if kind is bool:
@@ -83,11 +83,22 @@ class ConfigArgumentParser(argparse.ArgumentParser):
         for f in dataclasses.fields(MPTConfig):
             flag = f"--{f.name.replace('_', '-')}"
             names = dict.fromkeys([flag, f"--{f.name}"])  # a one-word field has one name
-            group.add_argument(*names, dest=f.name, type=_FieldValue(f.name), default=None, metavar=_metavar(f.name),
-                               help=f"{f.metadata.get('help', '')} (default: {_shown(getattr(defaults, f.name))})")
+            group.add_argument(
+                *names,
+                dest=f.name,
+                type=_FieldValue(f.name),
+                default=None,
+                metavar=_metavar(f.name),
+                help=f"{f.metadata.get('help', '')} (default: {_shown(getattr(defaults, f.name))})",
+            )
             if _parts(_HINTS[f.name])[0] is bool:
-                group.add_argument(*dict.fromkeys([f"--no-{f.name.replace('_', '-')}", f"--no_{f.name}"]),
-                                   dest=f.name, action="store_false", default=None, help=f"the same as {flag} false")
+                group.add_argument(
+                    *dict.fromkeys([f"--no-{f.name.replace('_', '-')}", f"--no_{f.name}"]),
+                    dest=f.name,
+                    action="store_false",
+                    default=None,
+                    help=f"the same as {flag} false",
+                )
 
 
 def _shown(default: Any) -> str:
@@ -151,6 +162,7 @@ def _load_yaml(path: str, text: str) -> Any:
         where = getattr(err, "problem_mark", None)
         line = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"config file {path} is not valid YAML{line} ({problem}): fix the file, e.g. "
-                          f"'learning_rate: 0.01' with one field per line") from None
-
+        raise ConfigError(
+            f"config file {path} is not valid YAML{line} ({problem}): fix the file, e.g. "
+            f"'learning_rate: 0.01' with one field per line"
+        ) from None

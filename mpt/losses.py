@@ -17,7 +17,7 @@ def alignment_loss(source_logits: torch.Tensor, target_logits: torch.Tensor, tem
     """
     log_source = F.log_softmax(source_logits.float() / temperature, dim=-1)
     log_target = F.log_softmax(target_logits.float() / temperature, dim=-1)
-    return F.kl_div(log_target, log_source, log_target=True, reduction="batchmean") * temperature ** 2
+    return F.kl_div(log_target, log_source, log_target=True, reduction="batchmean") * temperature**2
 
 
 def joint_loss(ce: torch.Tensor, kl: torch.Tensor, alignment_weight: float) -> torch.Tensor:

@@ -24,8 +24,9 @@ POOL_PROMPT_POSITIONS = False  # siamese mean pooling covers the text's tokens o
 class SoftPrompt(nn.Module):
     """L trainable vectors: embeddings of random vocabulary tokens (`vocab`) or Gaussian noise (`normal`)."""
 
-    def __init__(self, length: int, embeddings: nn.Embedding, init: str, generator: torch.Generator,
-                 vocab_size: int) -> None:
+    def __init__(
+        self, length: int, embeddings: nn.Embedding, init: str, generator: torch.Generator, vocab_size: int
+    ) -> None:
         super().__init__()
         table = embeddings.weight.detach()
         if init == "vocab":
@@ -48,8 +49,13 @@ class LinearHead(nn.Module):
         self.pooling = pooling
         self.classifier = nn.Linear(hidden_size * (4 if pair_features else 1), 3)
 
-    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor, mask_positions: torch.Tensor,
-             bos_positions: torch.Tensor) -> torch.Tensor:
+    def pool(
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor,
+        mask_positions: torch.Tensor,
+        bos_positions: torch.Tensor,
+    ) -> torch.Tensor:
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         if self.pooling == "mean":
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -58,8 +64,13 @@ class LinearHead(nn.Module):
             return hidden[rows, mask_positions]
         return hidden[rows, bos_positions]  # cls: the <s> token
 
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, mask_positions: torch.Tensor,
-                bos_positions: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor,
+        mask_positions: torch.Tensor,
+        bos_positions: torch.Tensor,
+    ) -> torch.Tensor:
         return self.classifier(self.pool(hidden, attention_mask, mask_positions, bos_positions))
 
     def classify_pair(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -75,8 +86,13 @@ class PromptedClassifier(nn.Module):
     backbone's input conventions, `conventions` when given, as a saved prompt records them).
     """
 
-    def __init__(self, config: MPTConfig, backbone: Backbone, generator: torch.Generator,
-                 conventions: InputConventions | None = None) -> None:
+    def __init__(
+        self,
+        config: MPTConfig,
+        backbone: Backbone,
+        generator: torch.Generator,
+        conventions: InputConventions | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.backbone = backbone
@@ -91,20 +107,35 @@ class PromptedClassifier(nn.Module):
         hidden = backbone.hidden_size
         max_positions = getattr(self.encoder.config, "max_position_embeddings", 514) - 2
         if config.max_length + config.prompt_length > max_positions:
-            raise ValueError(f"max_length + prompt_length = {config.max_length + config.prompt_length} exceeds the "
-                             f"{max_positions} positions of backbone '{backbone.name}': lower max_length")
-        self.prompt = SoftPrompt(config.prompt_length, backbone.word_embeddings, config.prompt_init, generator,
-                                 len(backbone.tokenizer))
+            raise ValueError(
+                f"max_length + prompt_length = {config.max_length + config.prompt_length} exceeds the "
+                f"{max_positions} positions of backbone '{backbone.name}': lower max_length"
+            )
+        self.prompt = SoftPrompt(
+            config.prompt_length, backbone.word_embeddings, config.prompt_init, generator, len(backbone.tokenizer)
+        )
         # Each part starts from its own seed, so that paired runs (one seed, different configurations) start
         # what they share alike: vanilla (no translator) and MPT get the same head, whatever the translator draws.
-        self.translator = seeded(config.seed + 1, lambda: PromptTranslator(
-            hidden, config.translator_hidden, config.translator_depth, config.translator_residual,
-            config.translator_mode, config.target_languages))
-        self.linear_head = (seeded(config.seed + 2, lambda: LinearHead(hidden, config.pooling, pair_features=siamese))
-                            if self.head_kind == "linear" else None)
+        self.translator = seeded(
+            config.seed + 1,
+            lambda: PromptTranslator(
+                hidden,
+                config.translator_hidden,
+                config.translator_depth,
+                config.translator_residual,
+                config.translator_mode,
+                config.target_languages,
+            ),
+        )
+        self.linear_head = (
+            seeded(config.seed + 2, lambda: LinearHead(hidden, config.pooling, pair_features=siamese))
+            if self.head_kind == "linear"
+            else None
+        )
         self.mlm_head = backbone.mlm_head if self.head_kind == "mlm" else None
-        self._label_word_ids = {lang: label_word_ids(backbone.tokenizer, config.words_for(lang))
-                                for lang in config.languages}
+        self._label_word_ids = {
+            lang: label_word_ids(backbone.tokenizer, config.words_for(lang)) for lang in config.languages
+        }
         # Nothing before the head trains without a prompt: the pooled features of a text never change, so they
         # are computed once (keyed by its ids and train/eval mode, whose attention kernels differ in bf16).
         self.features_frozen = config.prompt_length == 0 and self.head_kind == "linear"
@@ -132,14 +163,16 @@ class PromptedClassifier(nn.Module):
         return [p for module in self.trainable_modules().values() for p in module.parameters()]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"{name}.{key}": value.detach().clone()
-                for name, module in self.trainable_modules().items()
-                for key, value in module.state_dict().items()}
+        return {
+            f"{name}.{key}": value.detach().clone()
+            for name, module in self.trainable_modules().items()
+            for key, value in module.state_dict().items()
+        }
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for name, module in self.trainable_modules().items():
             prefix = f"{name}."
-            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
 
     def train(self, mode: bool = True) -> "PromptedClassifier":
         super().train(mode)
@@ -157,8 +190,9 @@ class PromptedClassifier(nn.Module):
         cache = {lang: self.prompt_for(lang) for lang in dict.fromkeys(langs)}
         return torch.stack([cache[lang] for lang in langs])
 
-    def hidden_states(self, batch: Batch | TextBatch | PairBatch,
-                      prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden_states(
+        self, batch: Batch | TextBatch | PairBatch, prompts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Last hidden states of the frozen encoder with `prompts` [B, L, H] inserted, and their mask."""
         embeds = self.encoder.get_input_embeddings()(batch.input_ids)
         prompts = prompts.to(embeds.dtype)
@@ -177,8 +211,11 @@ class PromptedClassifier(nn.Module):
             features = self.text_features(batch.texts)
             return self.linear_head.classify_pair(features[batch.first], features[batch.second])
         if self.linear_head is not None:
-            keys = [tuple(row[mask].tolist()) for row, mask in zip(batch.input_ids, batch.attention_mask.bool())] \
-                if self.features_frozen and prompts is None else None
+            keys = (
+                [tuple(row[mask].tolist()) for row, mask in zip(batch.input_ids, batch.attention_mask.bool())]
+                if self.features_frozen and prompts is None
+                else None
+            )
             pooled = self._cached(keys, lambda rows: self._pooled_pairs(_rows_of(batch, rows), prompts))
             return self.linear_head.classifier(pooled)
         prompts = self.prompts_for(batch.langs) if prompts is None else prompts
@@ -190,8 +227,9 @@ class PromptedClassifier(nn.Module):
 
     def text_features(self, texts: TextBatch) -> torch.Tensor:
         """[T, H] pooled features of single texts, each with its language's prompt (siamese)."""
-        return self._cached(texts.keys if self.features_frozen else None,
-                            lambda rows: self._pooled_texts(_rows_of(texts, rows)))
+        return self._cached(
+            texts.keys if self.features_frozen else None, lambda rows: self._pooled_texts(_rows_of(texts, rows))
+        )
 
     def _pooled_texts(self, texts: TextBatch) -> torch.Tensor:
         length = self.config.prompt_length
@@ -257,25 +295,32 @@ def resolve_pair_encoding(pair_encoding: str, backbone: Backbone) -> str:
 def check_combination(head_kind: str, pair_encoding: str, config: MPTConfig, backbone: Backbone) -> None:
     """Refuse what the resolved head and pair encoding cannot do together (the config refuses what it can see)."""
     if pair_encoding == "siamese" and head_kind == "mlm":
-        raise ValueError(f"pair_encoding='{config.pair_encoding}' resolved to siamese, but head='{config.head}' "
-                         f"resolved to the MLM verbalizer of '{backbone.name}', which reads one cloze sequence: set "
-                         f"head=linear for siamese, or pair_encoding=joint")
+        raise ValueError(
+            f"pair_encoding='{config.pair_encoding}' resolved to siamese, but head='{config.head}' "
+            f"resolved to the MLM verbalizer of '{backbone.name}', which reads one cloze sequence: set "
+            f"head=linear for siamese, or pair_encoding=joint"
+        )
     if pair_encoding == "siamese" and config.pooling == "mask":
-        raise ValueError(f"pooling='mask' reads the <mask> token of the joint template, but pair_encoding="
-                         f"'{config.pair_encoding}' resolved to siamese on '{backbone.name}': set pooling=mean or "
-                         f"cls, or pair_encoding=joint")
+        raise ValueError(
+            f"pooling='mask' reads the <mask> token of the joint template, but pair_encoding="
+            f"'{config.pair_encoding}' resolved to siamese on '{backbone.name}': set pooling=mean or "
+            f"cls, or pair_encoding=joint"
+        )
     if config.prompt_length == 0 and head_kind == "mlm":
-        raise ValueError(f"prompt_length=0 leaves the MLM verbalizer of '{backbone.name}' nothing to train (head="
-                         f"'{config.head}' resolved to mlm): set head=linear for the frozen probe, or prompt_length "
-                         f">= 1")
+        raise ValueError(
+            f"prompt_length=0 leaves the MLM verbalizer of '{backbone.name}' nothing to train (head="
+            f"'{config.head}' resolved to mlm): set head=linear for the frozen probe, or prompt_length "
+            f">= 1"
+        )
 
 
 def resolve_head(head: str, backbone: Backbone) -> str:
     if head == "auto":
         return "mlm" if backbone.mlm_head is not None else "linear"
     if head == "mlm" and backbone.mlm_head is None:
-        raise ValueError(f"head='mlm' needs a backbone with an MLM head, and '{backbone.name}' has none: "
-                         f"use head='linear' or 'auto'")
+        raise ValueError(
+            f"head='mlm' needs a backbone with an MLM head, and '{backbone.name}' has none: use head='linear' or 'auto'"
+        )
     return head
 
 

@@ -25,11 +25,15 @@ FORMATS = (".tsv", ".jsonl")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mpt.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("directory", metavar="DIR", help="a trained-prompt directory (mpt.train --save, a study's "
-                                                         "results/<study>/best_model)")
+    parser.add_argument(
+        "directory",
+        metavar="DIR",
+        help="a trained-prompt directory (mpt.train --save, a study's results/<study>/best_model)",
+    )
     parser.add_argument("--input", required=True, metavar="FILE", help="pairs.tsv (with a header) or pairs.jsonl")
-    parser.add_argument("--lang", help="language of the rows without a `lang` column (default: the run's source "
-                                       "language)")
+    parser.add_argument(
+        "--lang", help="language of the rows without a `lang` column (default: the run's source language)"
+    )
     parser.add_argument("--output", required=True, metavar="FILE", help="predictions, one JSON object per line")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto, CUDA when there is one)")
     return parser
@@ -53,12 +57,16 @@ def read_pairs(path: Path) -> list[dict[str, str]]:
         header = [name.strip() for name in numbered.pop(0)[1].split("\t")]
         absent = [c for c in COLUMNS if c not in header]
         if absent:
-            raise DataError(f"{path}, line 1: the header has no column(s) {absent}: the first line must name the "
-                            f"columns, tab-separated, e.g. 'premise<TAB>hypothesis<TAB>lang'")
+            raise DataError(
+                f"{path}, line 1: the header has no column(s) {absent}: the first line must name the "
+                f"columns, tab-separated, e.g. 'premise<TAB>hypothesis<TAB>lang'"
+            )
     rows = [_row(path, number, line, header) for number, line in numbered]
     if not rows:
-        raise DataError(f"{path} has no pairs: it needs one premise/hypothesis pair per line"
-                        + (" after the header" if header else ""))
+        raise DataError(
+            f"{path} has no pairs: it needs one premise/hypothesis pair per line"
+            + (" after the header" if header else "")
+        )
     return rows
 
 
@@ -71,17 +79,21 @@ def _row(path: Path, number: int, line: str, header: list[str] | None) -> dict[s
         except json.JSONDecodeError as err:
             raise DataError(f"{path}, line {number}: not valid JSON ({err}): one JSON object per line") from None
         if not isinstance(record, dict):
-            raise DataError(f"{path}, line {number}: not a JSON object: write {{\"premise\": ..., \"hypothesis\": ...}}")
+            raise DataError(f'{path}, line {number}: not a JSON object: write {{"premise": ..., "hypothesis": ...}}')
     else:
         fields = line.split("\t")
         if len(fields) != len(header):
-            raise DataError(f"{path}, line {number}: {len(fields)} tab-separated field(s) but the header names "
-                            f"{len(header)} ({', '.join(header)}): check for a missing column or a stray tab")
+            raise DataError(
+                f"{path}, line {number}: {len(fields)} tab-separated field(s) but the header names "
+                f"{len(header)} ({', '.join(header)}): check for a missing column or a stray tab"
+            )
         record = dict(zip(header, fields))
     absent = [c for c in COLUMNS if c not in record]
     if absent:
-        raise DataError(f"{path}, line {number}: missing column(s) {absent}: every line needs premise and "
-                        f"hypothesis (and may have lang)")
+        raise DataError(
+            f"{path}, line {number}: missing column(s) {absent}: every line needs premise and "
+            f"hypothesis (and may have lang)"
+        )
     row = {c: "" if record.get(c) is None else str(record.get(c, "")).strip() for c in (*COLUMNS, *OPTIONAL)}
     empty = [c for c in COLUMNS if not row[c]]
     if empty:
@@ -109,8 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, BackboneError, PretrainedError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    Path(args.output).write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions),
-                                 encoding="utf-8")
+    Path(args.output).write_text(
+        "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8"
+    )
     print(f"wrote {len(predictions)} predictions to {args.output}")
     return 0
 

@@ -17,8 +17,15 @@ from mpt.precision import autocast
 
 
 @torch.inference_mode()
-def answer_logits(model: PromptedClassifier, templater, items: Sequence, lang: str, batch_size: int,
-                  precision: str, device: torch.device) -> torch.Tensor:
+def answer_logits(
+    model: PromptedClassifier,
+    templater,
+    items: Sequence,
+    lang: str,
+    batch_size: int,
+    precision: str,
+    device: torch.device,
+) -> torch.Tensor:
     """[N, 3] float32 logits of the tokenised pairs `items` (`templater.tokenize`) in `lang`, in input order."""
     if not items:
         return torch.zeros((0, 3), dtype=torch.float32)
@@ -36,7 +43,7 @@ def _joint(model, templater, items, lang, batch_size, precision, device) -> torc
     logits = torch.zeros((len(items), 3), dtype=torch.float32)
     order = sorted(range(len(items)), key=lambda i: len(items[i]))
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         batch = templater.collate([items[i] for i in rows], None, [lang] * len(rows)).to(device)
         with autocast(precision, device):
             logits[rows] = model(batch).float().cpu()
@@ -49,7 +56,7 @@ def _siamese(model, templater, items, lang, batch_size, precision, device) -> to
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     features: list[torch.Tensor | None] = [None] * len(texts)
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         batch = templater.collate_texts([texts[i] for i in rows], [lang] * len(rows)).to(device)
         with autocast(precision, device):
             for row, value in zip(rows, model.text_features(batch)):

@@ -28,8 +28,13 @@ class Batch:
     langs: list[str]
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.mask_positions.to(device),
-                     None if self.labels is None else self.labels.to(device), self.langs)
+        return Batch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.mask_positions.to(device),
+            None if self.labels is None else self.labels.to(device),
+            self.langs,
+        )
 
 
 @dataclass
@@ -65,8 +70,13 @@ class PairBatch:
         return self.texts.attention_mask
 
     def to(self, device: torch.device) -> "PairBatch":
-        return PairBatch(self.texts.to(device), self.first.to(device), self.second.to(device),
-                         None if self.labels is None else self.labels.to(device), self.langs)
+        return PairBatch(
+            self.texts.to(device),
+            self.first.to(device),
+            self.second.to(device),
+            None if self.labels is None else self.labels.to(device),
+            self.langs,
+        )
 
 
 def _special_ids(tokenizer) -> tuple[int, int, int]:
@@ -80,8 +90,8 @@ def _padded(sequences: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor,
     ids = torch.full((len(sequences), width), pad, dtype=torch.long)
     attention = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
-        ids[row, :len(seq)] = torch.tensor(seq)
-        attention[row, :len(seq)] = 1
+        ids[row, : len(seq)] = torch.tensor(seq)
+        attention[row, : len(seq)] = 1
     return ids, attention
 
 
@@ -137,20 +147,21 @@ class SiameseTemplater:
         if not distinct:
             return []
         ids = self.tokenizer([self.text_prefix + text for text in distinct], add_special_tokens=False)["input_ids"]
-        by_text = {text: (self.bos, *seq[:self.max_length - 2], self.eos) for text, seq in zip(distinct, ids)}
+        by_text = {text: (self.bos, *seq[: self.max_length - 2], self.eos) for text, seq in zip(distinct, ids)}
         return [by_text[text] for text in texts]
 
     def tokenize(self, premises: Sequence[str], hypotheses: Sequence[str]) -> list[PairIds]:
         """(premise ids, hypothesis ids) of each pair."""
         ids = self.texts([*premises, *hypotheses])
-        return list(zip(ids[:len(premises)], ids[len(premises):]))
+        return list(zip(ids[: len(premises)], ids[len(premises) :]))
 
     def collate_texts(self, texts: Sequence[TextIds], langs: Sequence[str]) -> TextBatch:
         ids, attention = _padded(texts, self.pad)
         return TextBatch(ids, attention, list(langs), [tuple(t) for t in texts])
 
-    def collate(self, pairs: Sequence[PairIds], labels: Sequence[int] | None, langs: Sequence[str],
-                dedup: bool = True) -> PairBatch:
+    def collate(
+        self, pairs: Sequence[PairIds], labels: Sequence[int] | None, langs: Sequence[str], dedup: bool = True
+    ) -> PairBatch:
         """The pairs' texts, each distinct (language, text) once (`dedup=False`: every sentence of every pair,
         the baseline the dedup is measured against)."""
         rows: dict[object, int] = {}
@@ -166,8 +177,13 @@ class SiameseTemplater:
                     texts.append(text)
                     text_langs.append(lang)
                 side.append(rows[key])
-        return PairBatch(self.collate_texts(texts, text_langs), torch.tensor(first, dtype=torch.long),
-                         torch.tensor(second, dtype=torch.long), _labels(labels), list(langs))
+        return PairBatch(
+            self.collate_texts(texts, text_langs),
+            torch.tensor(first, dtype=torch.long),
+            torch.tensor(second, dtype=torch.long),
+            _labels(labels),
+            list(langs),
+        )
 
 
 def _truncate_longest_first(first: list[int], second: list[int], budget: int) -> tuple[list[int], list[int]]:

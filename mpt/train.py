@@ -41,10 +41,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML/JSON file of config fields, applied before the flags")
     parser.add_argument("--output", help="write the results JSON here")
     parser.add_argument("--resume-from", help="a checkpoint written by --checkpoint to continue from")
-    parser.add_argument("--checkpoint", help="save the full training state here after every epoch (and beside it "
-                                             "its manifest, the same name + .json)")
-    parser.add_argument("--save", metavar="DIR", help="write the trained prompt here: config, backbone "
-                                                      "fingerprint and trainable weights (mpt.pretrained)")
+    parser.add_argument(
+        "--checkpoint",
+        help="save the full training state here after every epoch (and beside it its manifest, the same name + .json)",
+    )
+    parser.add_argument(
+        "--save",
+        metavar="DIR",
+        help="write the trained prompt here: config, backbone fingerprint and trainable weights (mpt.pretrained)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")

@@ -64,9 +64,16 @@ class FitResult:
     correct: dict[str, list[int]] = field(default_factory=dict)  # language -> 1/0 per test row, in file order
 
     def to_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "average": self.average, "average_target": self.average_target,
-                "best_epoch": self.best_epoch, "best_dev_accuracy": self.best_dev_accuracy,
-                "history": [asdict(r) for r in self.history], "config": self.config, "correct": self.correct}
+        return {
+            "accuracy": self.accuracy,
+            "average": self.average,
+            "average_target": self.average_target,
+            "best_epoch": self.best_epoch,
+            "best_dev_accuracy": self.best_dev_accuracy,
+            "history": [asdict(r) for r in self.history],
+            "config": self.config,
+            "correct": self.correct,
+        }
 
 
 @dataclass(frozen=True)
@@ -95,11 +102,12 @@ class Trainer:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         self.device = resolve_device(config.device)
-        self.backbone = backbone or load_backbone(config.backbone, config.num_layers,
-                                                  want_mlm=config.head != "linear")
+        self.backbone = backbone or load_backbone(config.backbone, config.num_layers, want_mlm=config.head != "linear")
         # `auto` resolved once, so the run's record (results, checkpoints, saved prompts) names what it ran in
-        self.config = config = config.replace(precision=resolve_precision(config.precision, self.device),
-                                              pair_encoding=resolve_pair_encoding(config.pair_encoding, self.backbone))
+        self.config = config = config.replace(
+            precision=resolve_precision(config.precision, self.device),
+            pair_encoding=resolve_pair_encoding(config.pair_encoding, self.backbone),
+        )
         self.data = data or load_run_data(config)
         torch.manual_seed(config.seed)  # whatever else draws from torch's global RNG (the parts seed themselves)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -107,21 +115,26 @@ class Trainer:
         self.templater = self.model.templater()
         self.train_examples = few_shot(self.data.train_pool, config.shots_per_class, config.seed)
         # token ids, once: the few-shot set and the parallel pairs (source and target side)
-        self.train_ids = self.templater.tokenize([e.premise for e in self.train_examples],
-                                                 [e.hypothesis for e in self.train_examples])
+        self.train_ids = self.templater.tokenize(
+            [e.premise for e in self.train_examples], [e.hypothesis for e in self.train_examples]
+        )
         self.train_labels = [e.label for e in self.train_examples]
         pairs = self.data.parallel
         self.pair_source_ids = self.templater.tokenize([p.premise for p in pairs], [p.hypothesis for p in pairs])
-        self.pair_target_ids = self.templater.tokenize([p.target_premise for p in pairs],
-                                                       [p.target_hypothesis for p in pairs])
+        self.pair_target_ids = self.templater.tokenize(
+            [p.target_premise for p in pairs], [p.target_hypothesis for p in pairs]
+        )
         self.pair_langs = [p.lang for p in pairs]
         if config.alignment_weight > 0 and not pairs:
-            raise ValueError("alignment_weight > 0 needs a parallel corpus, and the one given has no pairs for "
-                             f"{config.target_languages}: set parallel=mini|xnli|FILE or alignment_weight=0")
+            raise ValueError(
+                "alignment_weight > 0 needs a parallel corpus, and the one given has no pairs for "
+                f"{config.target_languages}: set parallel=mini|xnli|FILE or alignment_weight=0"
+            )
         # (split, lang) -> (the examples, their token ids, labels): reused only for the very same examples
         self._eval_cache: dict[tuple[str, str], tuple[tuple[NLIExample, ...], list[list[int]], list[int]]] = {}
-        self.optimizer = torch.optim.AdamW(self.model.trainable_parameters(), lr=config.learning_rate,
-                                           weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.model.trainable_parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
         self.epoch = 0
         self.history: list[EpochRecord] = []
         self.best_epoch = 0
@@ -162,14 +175,17 @@ class Trainer:
                 pair_rows = [(pair_order[index % count] + j) % count for j in range(size)]
             else:
                 pair_rows = [pair_order[(index * size + j) % count] for j in range(size)]
-            plan.append(StepPlan(number=index + 1, rows=order[start:start + config.batch_size], pair_rows=pair_rows))
+            plan.append(StepPlan(number=index + 1, rows=order[start : start + config.batch_size], pair_rows=pair_rows))
         return plan
 
     def step(self, plan: StepPlan) -> StepLosses:
         """One optimizer step: CE on the plan's few-shot rows plus alignment on its parallel pairs."""
         config = self.config
-        batch = self.templater.collate([self.train_ids[i] for i in plan.rows], [self.train_labels[i] for i in plan.rows],
-                                       [config.source_language] * len(plan.rows)).to(self.device)
+        batch = self.templater.collate(
+            [self.train_ids[i] for i in plan.rows],
+            [self.train_labels[i] for i in plan.rows],
+            [config.source_language] * len(plan.rows),
+        ).to(self.device)
         with autocast(config.precision, self.device, training=True):
             ce = classification_loss(self.model(batch), batch.labels)
             kl = self._alignment_loss(plan.pair_rows) if plan.pair_rows else torch.zeros((), device=self.device)
@@ -177,7 +193,8 @@ class Trainer:
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss is {loss.item()} (CE {ce.item()}, KL {kl.item()}) at epoch {self.epoch}, step {plan.number}: "
-                f"lower learning_rate (now {config.learning_rate}) or kl_temperature")
+                f"lower learning_rate (now {config.learning_rate}) or kl_temperature"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -191,9 +208,13 @@ class Trainer:
         self.model.train()
         losses = [self.step(plan) for plan in plans]
         steps = len(losses)
-        record = EpochRecord(epoch=self.epoch, steps=steps, loss=sum(x.loss for x in losses) / steps,
-                             ce_loss=sum(x.ce_loss for x in losses) / steps,
-                             kl_loss=sum(x.kl_loss for x in losses) / steps)
+        record = EpochRecord(
+            epoch=self.epoch,
+            steps=steps,
+            loss=sum(x.loss for x in losses) / steps,
+            ce_loss=sum(x.ce_loss for x in losses) / steps,
+            kl_loss=sum(x.kl_loss for x in losses) / steps,
+        )
         if self.epoch % self.config.eval_every == 0 or self.done:
             self._evaluate_dev(record)
         record.best_epoch, record.best_dev_accuracy = self.best_epoch, self.best_dev_accuracy
@@ -210,18 +231,25 @@ class Trainer:
         selected = source_dev > self.best_dev_accuracy  # ties keep the earlier epoch
         record.dev_accuracy = {source: source_dev}
         if self.config.dev_all_languages and (selected or self.config.target_dev_every_epoch):
-            record.dev_accuracy.update({lang: self.accuracy(examples, lang, split="dev")
-                                        for lang, examples in self.data.dev.items() if lang != source})
+            record.dev_accuracy.update(
+                {
+                    lang: self.accuracy(examples, lang, split="dev")
+                    for lang, examples in self.data.dev.items()
+                    if lang != source
+                }
+            )
         if selected:
             self.best_dev_accuracy, self.best_epoch = source_dev, self.epoch
             self.best_state = self.model.trainable_state_dict()
 
     def _alignment_loss(self, pair_rows: list[int]) -> torch.Tensor:
         """KL(P_src || P_tgt) on the given parallel pairs: English with p_S, the translation with p_T."""
-        source = self.templater.collate([self.pair_source_ids[i] for i in pair_rows], None,
-                                        [self.config.source_language] * len(pair_rows)).to(self.device)
-        target = self.templater.collate([self.pair_target_ids[i] for i in pair_rows], None,
-                                        [self.pair_langs[i] for i in pair_rows]).to(self.device)
+        source = self.templater.collate(
+            [self.pair_source_ids[i] for i in pair_rows], None, [self.config.source_language] * len(pair_rows)
+        ).to(self.device)
+        target = self.templater.collate(
+            [self.pair_target_ids[i] for i in pair_rows], None, [self.pair_langs[i] for i in pair_rows]
+        ).to(self.device)
         teacher_context = torch.no_grad() if self.config.teacher_stop_gradient else contextlib.nullcontext()
         with teacher_context:
             source_logits = self.model(source)
@@ -243,10 +271,16 @@ class Trainer:
         self.model.load_trainable_state_dict(final_state)
         accuracy = {lang: sum(rows) / len(rows) for lang, rows in correct.items()}
         targets = [accuracy[lang] for lang in self.config.target_languages]
-        return FitResult(accuracy=accuracy, average=sum(accuracy.values()) / len(accuracy),
-                         average_target=sum(targets) / len(targets), best_epoch=self.best_epoch,
-                         best_dev_accuracy=self.best_dev_accuracy, history=list(self.history),
-                         config=self.config.to_dict(), correct=correct)
+        return FitResult(
+            accuracy=accuracy,
+            average=sum(accuracy.values()) / len(accuracy),
+            average_target=sum(targets) / len(targets),
+            best_epoch=self.best_epoch,
+            best_dev_accuracy=self.best_dev_accuracy,
+            history=list(self.history),
+            config=self.config.to_dict(),
+            correct=correct,
+        )
 
     def encoded(self, examples: Sequence[NLIExample], split: str, lang: str) -> tuple[list[list[int]], list[int]]:
         """Token ids and labels of `examples`, tokenised once per (split, language) and example set."""
@@ -266,30 +300,47 @@ class Trainer:
         """1 where the prediction on that example (in order) is right, else 0 (`mpt.scoring.answer_logits`:
         length-sorted batches, dynamic padding; siamese: each distinct sentence encoded once)."""
         ids, labels = self.encoded(examples, split, lang)
-        predictions = answer_logits(self.model, self.templater, ids, lang, self.config.eval_batch_size,
-                                    self.config.precision, self.device).argmax(dim=-1).tolist()
+        predictions = (
+            answer_logits(
+                self.model, self.templater, ids, lang, self.config.eval_batch_size, self.config.precision, self.device
+            )
+            .argmax(dim=-1)
+            .tolist()
+        )
         return [int(p == label) for p, label in zip(predictions, labels)]
 
     # --- state ------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
         """Everything needed to continue this run exactly: weights, optimizer, RNG, selection, history."""
-        return {"format": CHECKPOINT_FORMAT, "config": self.config.to_json(), "epoch": self.epoch,
-                "model": self.model.trainable_state_dict(), "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-                "generator": self.generator.get_state(), "best_epoch": self.best_epoch,
-                "best_dev_accuracy": self.best_dev_accuracy, "best_state": self.best_state,
-                "history": [asdict(r) for r in self.history]}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_json(),
+            "epoch": self.epoch,
+            "model": self.model.trainable_state_dict(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "generator": self.generator.get_state(),
+            "best_epoch": self.best_epoch,
+            "best_dev_accuracy": self.best_dev_accuracy,
+            "best_state": self.best_state,
+            "history": [asdict(r) for r in self.history],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         validate_checkpoint(state, "the state to load")
         saved = config_from_saved(json.loads(state["config"])).to_dict()
         current = self.config.to_dict()
         # the runtime knobs may change on resume (a trial moved to another node): not what the run is
-        differing = sorted(k for k in current if k not in ("epochs", "device", "num_threads", "precision")
-                           and saved.get(k) != current[k])
+        differing = sorted(
+            k
+            for k in current
+            if k not in ("epochs", "device", "num_threads", "precision") and saved.get(k) != current[k]
+        )
         if differing:
-            raise CheckpointError(f"checkpoint was written with a different config ({differing}): resume with the "
-                                  f"same settings, or start a new run")
+            raise CheckpointError(
+                f"checkpoint was written with a different config ({differing}): resume with the "
+                f"same settings, or start a new run"
+            )
         self.model.load_trainable_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
@@ -316,8 +367,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def fit(config: MPTConfig, callbacks: Sequence[EpochCallback] = (), resume_from: str | Path | None = None,
-        backbone: Backbone | None = None, data: RunData | None = None) -> FitResult:
+def fit(
+    config: MPTConfig,
+    callbacks: Sequence[EpochCallback] = (),
+    resume_from: str | Path | None = None,
+    backbone: Backbone | None = None,
+    data: RunData | None = None,
+) -> FitResult:
     """Train one MPT run from `config` (optionally resuming a saved state) and test it per language."""
     trainer = Trainer(config, backbone=backbone, data=data)
     if resume_from is not None:

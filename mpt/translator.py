@@ -36,8 +36,9 @@ class PerceptronStack(nn.Module):
 class PromptTranslator(nn.Module):
     """The model's translator: one `PerceptronStack` shared by all target languages, or one per language."""
 
-    def __init__(self, hidden_size: int, inner_size: int, depth: int, residual: bool, mode: str,
-                 languages: Sequence[str]) -> None:
+    def __init__(
+        self, hidden_size: int, inner_size: int, depth: int, residual: bool, mode: str, languages: Sequence[str]
+    ) -> None:
         super().__init__()
         self.mode = mode
         keys = ["shared"] if mode == "shared" else list(languages)
@@ -46,6 +47,7 @@ class PromptTranslator(nn.Module):
     def forward(self, prompt: torch.Tensor, lang: str) -> torch.Tensor:
         key = "shared" if self.mode == "shared" else lang
         if key not in self.translators:
-            raise KeyError(f"no translator for language '{lang}': per-language translators exist for "
-                           f"{sorted(self.translators)}")
+            raise KeyError(
+                f"no translator for language '{lang}': per-language translators exist for {sorted(self.translators)}"
+            )
         return self.translators[key](prompt)

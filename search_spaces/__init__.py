@@ -64,8 +64,9 @@ def get_space(name: str) -> SearchSpace:
     return SPACES[name]
 
 
-def probe(space: SearchSpace, base: Mapping[str, Any], values: Mapping[str, Any],
-          seed: int = 0) -> optuna.trial.FrozenTrial:
+def probe(
+    space: SearchSpace, base: Mapping[str, Any], values: Mapping[str, Any], seed: int = 0
+) -> optuna.trial.FrozenTrial:
     """Optuna's record of the trial `space` suggests when every parameter it asks for takes its value from
     `values` (a value out of its range too; parameters `values` lacks are drawn at random, seeded), made in a
     throwaway in-memory study: which parameters such a trial searches, with their distributions."""
@@ -96,8 +97,9 @@ def contains(distribution: BaseDistribution, value: Any) -> bool:
     return step is None or (value - distribution.low) % step == 0
 
 
-def reference_points(space: SearchSpace, base_config: Mapping[str, Any],
-                     skip: Collection[str] = ()) -> dict[str, dict[str, Any]]:
+def reference_points(
+    space: SearchSpace, base_config: Mapping[str, Any], skip: Collection[str] = ()
+) -> dict[str, dict[str, Any]]:
     """Reference name -> the values Optuna enqueues for it (the references named in `skip` left out): the
     reference's fixed values and, for the other parameters the space suggests at those values, the base
     config's (where the space can represent them; Optuna draws the rest). Fixed values the space does not
@@ -111,8 +113,9 @@ def reference_points(space: SearchSpace, base_config: Mapping[str, Any],
             continue
         wanted = {**base_config, **_enqueueable(space, base_config, fixed)}
         record = probe(space, base_config, wanted)
-        points[name] = {p: wanted[p] for p, dist in record.distributions.items()
-                        if p in wanted and contains(dist, wanted[p])}
+        points[name] = {
+            p: wanted[p] for p, dist in record.distributions.items() if p in wanted and contains(dist, wanted[p])
+        }
     return points
 
 

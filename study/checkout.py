@@ -13,6 +13,8 @@ def require_this_checkout(script: str) -> None:
     """Exit with the fix when `study` would import from anywhere but the folder of `script`."""
     found = importlib.util.find_spec("study")
     if found is None or Path(found.origin).resolve().parent != Path(script).resolve().parent:
-        sys.exit(f"error: {script} runs from a checkout that is not installed ('study' imports from "
-                 f"{Path(found.origin).parent if found else 'nowhere'}): run `pip install -e .` in "
-                 f"{Path(script).resolve().parent.parent}, or put that folder on PYTHONPATH")
+        sys.exit(
+            f"error: {script} runs from a checkout that is not installed ('study' imports from "
+            f"{Path(found.origin).parent if found else 'nowhere'}): run `pip install -e .` in "
+            f"{Path(script).resolve().parent.parent}, or put that folder on PYTHONPATH"
+        )

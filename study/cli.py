@@ -78,14 +78,22 @@ class StudyRequest:
 
     def refuse_changes(self, stored: StudySettings) -> None:
         """A resume continues `stored`: refuse flags that would change it."""
-        changed = [field for field in StudySettings.DEFINING
-                   if field in self.given and getattr(self.settings, field) != getattr(stored, field)]
+        changed = [
+            field
+            for field in StudySettings.DEFINING
+            if field in self.given and getattr(self.settings, field) != getattr(stored, field)
+        ]
         if changed:
-            details = "; ".join(f"{field}: stored {_setting_text(getattr(stored, field))}, "
-                                f"given {_setting_text(getattr(self.settings, field))}" for field in changed)
-            raise StudyError(f"--resume continues study {stored.name!r} with its stored settings, but the flags "
-                             f"change {', '.join(changed)} ({details}): drop those flags to resume, or start a new "
-                             f"study with a new --name")
+            details = "; ".join(
+                f"{field}: stored {_setting_text(getattr(stored, field))}, "
+                f"given {_setting_text(getattr(self.settings, field))}"
+                for field in changed
+            )
+            raise StudyError(
+                f"--resume continues study {stored.name!r} with its stored settings, but the flags "
+                f"change {', '.join(changed)} ({details}): drop those flags to resume, or start a new "
+                f"study with a new --name"
+            )
 
 
 def _setting_text(value: Any) -> str:
@@ -97,93 +105,173 @@ def _setting_text(value: Any) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     usage = USAGE.replace("python study/run.py", command("study"))
-    parser = argparse.ArgumentParser(prog=command("study"), description=usage.split("\n\n")[0],
-                                     epilog=usage.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=command("study"),
+        description=usage.split("\n\n")[0],
+        epilog=usage.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_study_flags(parser.add_argument_group("the study"))
     base = parser.add_argument_group("the base config every trial starts from (mpt.config.MPTConfig fields)")
-    base.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="override one field, repeatable, e.g. --set num_layers=4 --set target_languages=de,fr "
-                           f"(study defaults on top of MPTConfig's: {json.dumps(STUDY_BASE_DEFAULTS)})")
-    base.add_argument("--config", metavar="FILE", help="YAML/JSON file of fields, applied before --set "
-                                                       "(default: none)")
+    base.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one field, repeatable, e.g. --set num_layers=4 --set target_languages=de,fr "
+        f"(study defaults on top of MPTConfig's: {json.dumps(STUDY_BASE_DEFAULTS)})",
+    )
+    base.add_argument("--config", metavar="FILE", help="YAML/JSON file of fields, applied before --set (default: none)")
     confirm = parser.add_argument_group("confirmation and verdict")
-    confirm.add_argument("--confirm-top", type=int, metavar="K",
-                         help="after the search, retrain the K best configurations and the references (vanilla, the "
-                              "paper default, the frozen probe) "
-                              "with --confirm-seeds paired seeds, evaluate test and report the verdict with 95%% "
-                              f"intervals (default: {default('confirm_top')})")
-    confirm.add_argument("--confirm-seeds", type=int, metavar="S",
-                         help=f"paired seeds per confirmed configuration (default: {default('confirm_seeds')})")
-    confirm.add_argument("--confirm-shots", metavar="K,K,...",
-                         help="a shot-count sweep: run the confirmation at each K (English training examples per "
-                              "class, e.g. 4,16,64) with the same paired seeds (their samples are nested across K), "
-                              "with a verdict per K and accuracy plotted against K (default: the base config's "
-                              "shots_per_class only)")
-    confirm.add_argument("--no-confirm", action="store_true",
-                         help="skip the confirmation: the study ends after the search, with dev accuracies and no "
-                              "test accuracy or verdict (default: off)")
-    confirm.add_argument("--test-in-search", action="store_true",
-                         help="also evaluate test in every search trial (default: off; the search ranks on dev, and "
-                              "the test set is looked at once, by the confirmation)")
+    confirm.add_argument(
+        "--confirm-top",
+        type=int,
+        metavar="K",
+        help="after the search, retrain the K best configurations and the references (vanilla, the "
+        "paper default, the frozen probe) "
+        "with --confirm-seeds paired seeds, evaluate test and report the verdict with 95%% "
+        f"intervals (default: {default('confirm_top')})",
+    )
+    confirm.add_argument(
+        "--confirm-seeds",
+        type=int,
+        metavar="S",
+        help=f"paired seeds per confirmed configuration (default: {default('confirm_seeds')})",
+    )
+    confirm.add_argument(
+        "--confirm-shots",
+        metavar="K,K,...",
+        help="a shot-count sweep: run the confirmation at each K (English training examples per "
+        "class, e.g. 4,16,64) with the same paired seeds (their samples are nested across K), "
+        "with a verdict per K and accuracy plotted against K (default: the base config's "
+        "shots_per_class only)",
+    )
+    confirm.add_argument(
+        "--no-confirm",
+        action="store_true",
+        help="skip the confirmation: the study ends after the search, with dev accuracies and no "
+        "test accuracy or verdict (default: off)",
+    )
+    confirm.add_argument(
+        "--test-in-search",
+        action="store_true",
+        help="also evaluate test in every search trial (default: off; the search ranks on dev, and "
+        "the test set is looked at once, by the confirmation)",
+    )
     _add_cluster_flags(parser.add_argument_group("resources and cluster"))
     return parser
 
 
 def _add_study_flags(study) -> None:
-    study.add_argument("--space",
-                       help=f"search space: {', '.join(SPACES)}; search_spaces/NAME.py says what each searches "
-                            f"(default: {DEFAULT_SPACE}, so a bare `{command('study')}` runs the default study)")
-    study.add_argument("--name", help="study name: its folder results/NAME and MLflow experiment "
-                                      "(default: the space, with '-smoke' under --smoke)")
-    study.add_argument("--num-samples", type=int, metavar="N",
-                       help=f"trials, the {len(REFERENCE_POINTS)} reference points included (default: "
-                            f"{default('num_samples')}; "
-                            f"{SMOKE_NUM_SAMPLES} with --smoke)")
-    study.add_argument("--objective", choices=tuple(OBJECTIVES),
-                       help="what Optuna maximises: "
-                            + "; ".join(f"{name}: {objective.description}" for name, objective in OBJECTIVES.items())
-                            + f" (default: {default('objective')})")
-    study.add_argument("--scheduler", choices=SCHEDULERS,
-                       help="none: every trial runs all epochs; asha: stop weak trials early (never the "
-                            f"reference points) (default: {default('scheduler')})")
-    study.add_argument("--seed", type=int, help="seeds the TPE sampler and the base config's few-shot "
-                                                f"sample and initialisation (default: {default('seed')})")
-    study.add_argument("--resume", action="store_true",
-                       help="continue the study --name (finished trials are kept, running ones continue from "
-                            "their last checkpoint); its stored settings apply (default: off)")
-    study.add_argument("--smoke", action="store_true",
-                       help=f"tiny settings for an end-to-end check in under 2 minutes: {SMOKE_NUM_SAMPLES} "
-                            f"trials, {json.dumps(SMOKE_BASE)} (default: off)")
+    study.add_argument(
+        "--space",
+        help=f"search space: {', '.join(SPACES)}; search_spaces/NAME.py says what each searches "
+        f"(default: {DEFAULT_SPACE}, so a bare `{command('study')}` runs the default study)",
+    )
+    study.add_argument(
+        "--name",
+        help="study name: its folder results/NAME and MLflow experiment "
+        "(default: the space, with '-smoke' under --smoke)",
+    )
+    study.add_argument(
+        "--num-samples",
+        type=int,
+        metavar="N",
+        help=f"trials, the {len(REFERENCE_POINTS)} reference points included (default: "
+        f"{default('num_samples')}; "
+        f"{SMOKE_NUM_SAMPLES} with --smoke)",
+    )
+    study.add_argument(
+        "--objective",
+        choices=tuple(OBJECTIVES),
+        help="what Optuna maximises: "
+        + "; ".join(f"{name}: {objective.description}" for name, objective in OBJECTIVES.items())
+        + f" (default: {default('objective')})",
+    )
+    study.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        help="none: every trial runs all epochs; asha: stop weak trials early (never the "
+        f"reference points) (default: {default('scheduler')})",
+    )
+    study.add_argument(
+        "--seed",
+        type=int,
+        help="seeds the TPE sampler and the base config's few-shot "
+        f"sample and initialisation (default: {default('seed')})",
+    )
+    study.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the study --name (finished trials are kept, running ones continue from "
+        "their last checkpoint); its stored settings apply (default: off)",
+    )
+    study.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"tiny settings for an end-to-end check in under 2 minutes: {SMOKE_NUM_SAMPLES} "
+        f"trials, {json.dumps(SMOKE_BASE)} (default: off)",
+    )
 
 
 def _add_cluster_flags(cluster) -> None:
-    cluster.add_argument("--max-concurrent", type=int, metavar="N",
-                         help="trials at once; a resumed study keeps its first value (default: the cluster's "
-                              "CPUs / --cpus-per-trial)")
-    cluster.add_argument("--cpus-per-trial", type=float, default=Resources.cpus_per_trial, metavar="N",
-                         help="CPUs per trial; also the trial's torch threads (default: %(default)g)")
-    cluster.add_argument("--gpus-per-trial", type=float, default=Resources.gpus_per_trial, metavar="N",
-                         help="GPUs per trial, fractions allowed: 0.25 packs 4 trials per GPU (default: %(default)g)")
-    cluster.add_argument("--address", help="join a running Ray cluster: 'auto' (from a node of it) or "
-                                           "'ray://HOST:10001' (default: start a local Ray)")
-    cluster.add_argument("--storage-path", metavar="PATH",
-                         help="where Ray Tune keeps trials and checkpoints: a folder, or a URI such as "
-                              "s3://bucket/path, which a multi-node cluster needs "
-                              f"(default: {default('storage_path')}; DIR/ray with --results-dir DIR)")
-    cluster.add_argument("--mlflow-tracking-uri", metavar="URI",
-                         help="MLflow store: a server URL on a cluster (default: sqlite:///results/mlflow.db)")
-    cluster.add_argument("--register-model", metavar="NAME",
-                         help="register the best trial's MLflow model (its trained prompt) in the Model Registry "
-                              "under NAME, as a new version (default: logged on the trial's run, not registered)")
-    cluster.add_argument("--results-dir", metavar="DIR",
-                         help="where the study's folder NAME/ (settings, trials, report) and the default MLflow and "
-                              "Optuna stores go; a Ray Job runs in a temporary copy of its --working-dir, so give it "
-                              f"a folder that outlives the job (default: ./{RESULTS_ROOT})")
-    cluster.add_argument("--optuna-storage", metavar="URL",
-                         help="the Optuna study's storage: a database URL on a cluster "
-                              "(postgresql+psycopg://user:password@host/db, with the postgres extra) "
-                              "or a journal file (default: results/NAME/optuna.log)")
+    cluster.add_argument(
+        "--max-concurrent",
+        type=int,
+        metavar="N",
+        help="trials at once; a resumed study keeps its first value (default: the cluster's CPUs / --cpus-per-trial)",
+    )
+    cluster.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        default=Resources.cpus_per_trial,
+        metavar="N",
+        help="CPUs per trial; also the trial's torch threads (default: %(default)g)",
+    )
+    cluster.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=Resources.gpus_per_trial,
+        metavar="N",
+        help="GPUs per trial, fractions allowed: 0.25 packs 4 trials per GPU (default: %(default)g)",
+    )
+    cluster.add_argument(
+        "--address",
+        help="join a running Ray cluster: 'auto' (from a node of it) or "
+        "'ray://HOST:10001' (default: start a local Ray)",
+    )
+    cluster.add_argument(
+        "--storage-path",
+        metavar="PATH",
+        help="where Ray Tune keeps trials and checkpoints: a folder, or a URI such as "
+        "s3://bucket/path, which a multi-node cluster needs "
+        f"(default: {default('storage_path')}; DIR/ray with --results-dir DIR)",
+    )
+    cluster.add_argument(
+        "--mlflow-tracking-uri",
+        metavar="URI",
+        help="MLflow store: a server URL on a cluster (default: sqlite:///results/mlflow.db)",
+    )
+    cluster.add_argument(
+        "--register-model",
+        metavar="NAME",
+        help="register the best trial's MLflow model (its trained prompt) in the Model Registry "
+        "under NAME, as a new version (default: logged on the trial's run, not registered)",
+    )
+    cluster.add_argument(
+        "--results-dir",
+        metavar="DIR",
+        help="where the study's folder NAME/ (settings, trials, report) and the default MLflow and "
+        "Optuna stores go; a Ray Job runs in a temporary copy of its --working-dir, so give it "
+        f"a folder that outlives the job (default: ./{RESULTS_ROOT})",
+    )
+    cluster.add_argument(
+        "--optuna-storage",
+        metavar="URL",
+        help="the Optuna study's storage: a database URL on a cluster "
+        "(postgresql+psycopg://user:password@host/db, with the postgres extra) "
+        "or a journal file (default: results/NAME/optuna.log)",
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -196,10 +284,17 @@ def request_from_args(args: argparse.Namespace) -> StudyRequest:
     check_resources(args)
     return StudyRequest(
         settings=settings_from_args(args),
-        resources=Resources(cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                            max_concurrent=args.max_concurrent, address=args.address),
-        resume=args.resume, given=settings_given(args), register_model=args.register_model,
-        results_root=results_root(args))
+        resources=Resources(
+            cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial,
+            max_concurrent=args.max_concurrent,
+            address=args.address,
+        ),
+        resume=args.resume,
+        given=settings_given(args),
+        register_model=args.register_model,
+        results_root=results_root(args),
+    )
 
 
 def results_root(args: argparse.Namespace) -> Path:
@@ -214,15 +309,22 @@ def confirm_plan(args: argparse.Namespace) -> tuple[int, int]:
 
 def settings_given(args: argparse.Namespace) -> frozenset[str]:
     """The defining settings (StudySettings.DEFINING) that the flags set rather than leave at their defaults."""
-    given = {"space": args.space is not None, "objective": args.objective is not None,
-             "num_samples": args.num_samples is not None, "scheduler": args.scheduler is not None,
-             "seed": args.seed is not None, "smoke": args.smoke, "storage_path": args.storage_path is not None,
-             "mlflow_tracking_uri": args.mlflow_tracking_uri is not None,
-             "optuna_storage": args.optuna_storage is not None,
-             "base_config": bool(args.set or args.config or args.smoke or args.seed is not None),
-             "confirm_top": args.confirm_top is not None or args.no_confirm,
-             "confirm_seeds": args.confirm_seeds is not None, "test_in_search": args.test_in_search,
-             "confirm_shots": args.confirm_shots is not None}
+    given = {
+        "space": args.space is not None,
+        "objective": args.objective is not None,
+        "num_samples": args.num_samples is not None,
+        "scheduler": args.scheduler is not None,
+        "seed": args.seed is not None,
+        "smoke": args.smoke,
+        "storage_path": args.storage_path is not None,
+        "mlflow_tracking_uri": args.mlflow_tracking_uri is not None,
+        "optuna_storage": args.optuna_storage is not None,
+        "base_config": bool(args.set or args.config or args.smoke or args.seed is not None),
+        "confirm_top": args.confirm_top is not None or args.no_confirm,
+        "confirm_seeds": args.confirm_seeds is not None,
+        "test_in_search": args.test_in_search,
+        "confirm_shots": args.confirm_shots is not None,
+    }
     return frozenset(field for field, flagged in given.items() if flagged)
 
 
@@ -246,26 +348,40 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     """The settings a new study with these flags would have (validated, nothing written)."""
     space = get_space(args.space or DEFAULT_SPACE)
     name = check_name(args.name or (f"{space.name}-smoke" if args.smoke else space.name))
-    num_samples = args.num_samples if args.num_samples is not None else (
-        SMOKE_NUM_SAMPLES if args.smoke else default("num_samples"))
+    num_samples = (
+        args.num_samples
+        if args.num_samples is not None
+        else (SMOKE_NUM_SAMPLES if args.smoke else default("num_samples"))
+    )
     # the verdict needs vanilla and the paper default, the first two; the frozen probe, third, runs from 3 trials on
     required = list(REFERENCE_POINTS).index(PAPER_DEFAULT) + 1
     if num_samples < required:
-        raise StudyError(f"--num-samples {num_samples} is too small: every study first runs the reference points "
-                         f"({', '.join(REFERENCE_POINTS)}), and its verdict needs {VANILLA} and {PAPER_DEFAULT}; use "
-                         f"at least {required} ({len(REFERENCE_POINTS)} to include the {PROBE} too)")
+        raise StudyError(
+            f"--num-samples {num_samples} is too small: every study first runs the reference points "
+            f"({', '.join(REFERENCE_POINTS)}), and its verdict needs {VANILLA} and {PAPER_DEFAULT}; use "
+            f"at least {required} ({len(REFERENCE_POINTS)} to include the {PROBE} too)"
+        )
     seed = args.seed if args.seed is not None else default("seed")
     if seed < 0:
         raise StudyError(f"--seed {seed} is negative: use an integer >= 0")
     confirm_top, confirm_seeds = confirm_plan(args)
     return StudySettings(
-        name=name, space=space.name, objective=args.objective or default("objective"), num_samples=num_samples,
-        scheduler=args.scheduler or default("scheduler"), seed=seed, smoke=args.smoke,
+        name=name,
+        space=space.name,
+        objective=args.objective or default("objective"),
+        num_samples=num_samples,
+        scheduler=args.scheduler or default("scheduler"),
+        seed=seed,
+        smoke=args.smoke,
         storage_path=absolute_storage(args.storage_path or str(results_root(args) / "ray")),
         mlflow_tracking_uri=args.mlflow_tracking_uri or default_tracking_uri(results_root(args)),
         optuna_storage=absolute_storage(args.optuna_storage) if args.optuna_storage else "",
-        base_config=base_config_from_args(args, seed), confirm_top=confirm_top, confirm_seeds=confirm_seeds,
-        test_in_search=args.test_in_search, confirm_shots=shot_counts(args.confirm_shots))
+        base_config=base_config_from_args(args, seed),
+        confirm_top=confirm_top,
+        confirm_seeds=confirm_seeds,
+        test_in_search=args.test_in_search,
+        confirm_shots=shot_counts(args.confirm_shots),
+    )
 
 
 def shot_counts(text: str | None) -> list[int]:
@@ -277,8 +393,10 @@ def shot_counts(text: str | None) -> list[int]:
     except ValueError:
         shots = []
     if not shots or shots[0] < 1:
-        raise StudyError(f"--confirm-shots {text!r} is not a list of shot counts: give positive integers separated "
-                         f"by commas, e.g. --confirm-shots 4,16,64 (English training examples per class)")
+        raise StudyError(
+            f"--confirm-shots {text!r} is not a list of shot counts: give positive integers separated "
+            f"by commas, e.g. --confirm-shots 4,16,64 (English training examples per class)"
+        )
     return shots
 
 
@@ -296,5 +414,7 @@ def check_resources(args: argparse.Namespace) -> None:
     if args.no_confirm and (args.confirm_top or args.confirm_seeds is not None or args.confirm_shots is not None):
         raise StudyError("--no-confirm contradicts --confirm-top/--confirm-seeds/--confirm-shots: drop one of them")
     if args.confirm_seeds is not None and args.confirm_seeds < 2:
-        raise StudyError(f"--confirm-seeds {args.confirm_seeds} must be >= 2: an interval over seeds needs at least "
-                         f"two (3 is the default)")
+        raise StudyError(
+            f"--confirm-seeds {args.confirm_seeds} must be >= 2: an interval over seeds needs at least "
+            f"two (3 is the default)"
+        )

@@ -33,8 +33,7 @@ from study.results import last_line
 from study.tracking import trial_error_text, trial_run_name
 from trainable.metrics import TrialReport
 
-STATUS = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused", "TERMINATED": "done",
-          "ERROR": "FAILED"}
+STATUS = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused", "TERMINATED": "done", "ERROR": "FAILED"}
 MAX_NAME_WIDTH = 60  # longer trial names are cut (MLflow has them whole)
 
 
@@ -51,8 +50,16 @@ class TrialNamer:
 class StudyConsole(ProgressReporter):
     """What a researcher reads while a study runs (see the module's docstring)."""
 
-    def __init__(self, study: str, space: str, phase: str, planned: int, epochs: int, source_language: str,
-                 interval_s: float = 30.0):
+    def __init__(
+        self,
+        study: str,
+        space: str,
+        phase: str,
+        planned: int,
+        epochs: int,
+        source_language: str,
+        interval_s: float = 30.0,
+    ):
         self.study, self.space, self.phase = study, space, phase
         self.planned, self.epochs, self.interval_s = planned, epochs, interval_s
         self.source_language = source_language
@@ -65,8 +72,9 @@ class StudyConsole(ProgressReporter):
         self._baseline: float | None = None  # epochs already done when this session's first report came
         self._reported_errors: set[str] = set()
 
-    def setup(self, start_time: float | None = None, total_samples: int | None = None, metric=None, mode=None,
-              **kwargs) -> None:
+    def setup(
+        self, start_time: float | None = None, total_samples: int | None = None, metric=None, mode=None, **kwargs
+    ) -> None:
         self._reset(start_time)  # also after a resume: elapsed and the rate are this session's
 
     def should_report(self, trials: list, done: bool = False) -> bool:
@@ -90,24 +98,31 @@ class StudyConsole(ProgressReporter):
         now = now or time.time()
         rows = sorted(trials, key=lambda t: (int(t.config.get("trial_number", 0)), t.config.get("seed", 0)))
         width = min(MAX_NAME_WIDTH, max([len("trial"), *(len(self.name(t)) for t in rows)]))
-        lines = [self._progress_line(rows, now), self._resources_line(rows, sys_info),
-                 f"{'trial':<{width}}  {'status':<8} {'epoch':>6} {'objective':>10} "
-                 f"{'dev ' + self.source_language:>7} {'time':>7}"]
+        lines = [
+            self._progress_line(rows, now),
+            self._resources_line(rows, sys_info),
+            f"{'trial':<{width}}  {'status':<8} {'epoch':>6} {'objective':>10} "
+            f"{'dev ' + self.source_language:>7} {'time':>7}",
+        ]
         lines += [self._trial_line(t, width) for t in rows]
         for trial in rows:
             if trial.status == "ERROR" and trial.trial_id not in self._reported_errors:
                 self._reported_errors.add(trial.trial_id)
                 error = last_line(trial_error_text(trial)) or "no error message"
-                lines.append(f"{self.name(trial)} FAILED: {error} (the full trace is above and in "
-                             f"{trial.error_file or 'its trial folder'})")
+                lines.append(
+                    f"{self.name(trial)} FAILED: {error} (the full trace is above and in "
+                    f"{trial.error_file or 'its trial folder'})"
+                )
         return "\n".join(lines) + "\n"
 
     def name(self, trial) -> str:
         return trial_run_name(self.space, self.phase, trial.config)
 
     def _progress_line(self, trials: list, now: float) -> str:
-        counts = {status: sum(STATUS.get(t.status, t.status.lower()) == status for t in trials)
-                  for status in ("done", "FAILED", "running", "pending", "paused")}
+        counts = {
+            status: sum(STATUS.get(t.status, t.status.lower()) == status for t in trials)
+            for status in ("done", "FAILED", "running", "pending", "paused")
+        }
         ended = counts["done"] + counts["FAILED"]
         parts = [f"{ended}/{self.planned} trials done" + (f" ({counts['FAILED']} failed)" if counts["FAILED"] else "")]
         parts += [f"{counts[s]} {s}" for s in ("running", "paused") if counts[s]]
@@ -115,8 +130,10 @@ class StudyConsole(ProgressReporter):
         if pending:
             parts.append(f"{pending} pending")
         elapsed = now - self._start
-        return (f"study {self.study} ({self.phase}): {', '.join(parts)} | elapsed {_clock(elapsed)}, "
-                f"{self._remaining(trials, elapsed)}")
+        return (
+            f"study {self.study} ({self.phase}): {', '.join(parts)} | elapsed {_clock(elapsed)}, "
+            f"{self._remaining(trials, elapsed)}"
+        )
 
     def _remaining(self, trials: list, elapsed: float) -> str:
         """Time left at this session's rate of epochs (ASHA's early stops make it an overestimate)."""
@@ -124,8 +141,11 @@ class StudyConsole(ProgressReporter):
         done_epochs = sum(self._epochs_of(t) if t.status in ("TERMINATED", "ERROR") else _epoch(t) for t in trials)
         if self._baseline is None:
             self._baseline = done_epochs
-        if done_epochs >= total or len(trials) >= self.planned and all(
-                t.status in ("TERMINATED", "ERROR") for t in trials):
+        if (
+            done_epochs >= total
+            or len(trials) >= self.planned
+            and all(t.status in ("TERMINATED", "ERROR") for t in trials)
+        ):
             return "finished"
         trained = done_epochs - self._baseline
         if trained <= 0 or elapsed <= 0:
@@ -148,17 +168,20 @@ class StudyConsole(ProgressReporter):
         report = TrialReport.from_result(trial.last_result)
         name = self.name(trial)
         if len(name) > width:
-            name = name[:width - 1] + "…"
+            name = name[: width - 1] + "…"
         epoch = f"{report.epoch}/{self._epochs_of(trial)}"
         seconds = report.time_total_s
-        return (f"{name:<{width}}  {STATUS.get(trial.status, trial.status.lower()):<8} {epoch:>6} "
-                f"{_number(report.objective):>10} {_number(report.dev_accuracy.get(self.source_language)):>7} "
-                f"{_clock(seconds) if seconds else '-':>7}")
+        return (
+            f"{name:<{width}}  {STATUS.get(trial.status, trial.status.lower()):<8} {epoch:>6} "
+            f"{_number(report.objective):>10} {_number(report.dev_accuracy.get(self.source_language)):>7} "
+            f"{_clock(seconds) if seconds else '-':>7}"
+        )
 
     def _epochs_of(self, trial) -> int:
         """The trial's planned epochs: what it reports, else its searched value, else the study's."""
-        return int(TrialReport.from_result(trial.last_result).planned_epochs or trial.config.get("epochs")
-                   or self.epochs)
+        return int(
+            TrialReport.from_result(trial.last_result).planned_epochs or trial.config.get("epochs") or self.epochs
+        )
 
 
 def _epoch(trial) -> int:

@@ -9,8 +9,11 @@ from pathlib import Path
 
 PACKAGES = ("mpt-study", "torch", "transformers", "ray", "optuna", "mlflow")  # their versions tag the study's run
 # the study's commands: (the console script an installed package has, the script a checkout runs)
-COMMANDS = {"study": ("mpt-study", "python study/run.py"), "report": ("mpt-report", "python study/report.py"),
-            "ui": ("mpt-ui", "python study/ui.py")}
+COMMANDS = {
+    "study": ("mpt-study", "python study/run.py"),
+    "report": ("mpt-report", "python study/report.py"),
+    "ui": ("mpt-ui", "python study/ui.py"),
+}
 
 
 def checkout_root() -> Path | None:
@@ -31,10 +34,14 @@ def command(name: str) -> str:
 def git_state(repo_root: Path) -> tuple[str, bool] | None:
     """(commit, whether tracked files differ from it) of the checkout at repo_root; None without git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True, text=True,
-                                timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root,
-                               capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return (commit.stdout.strip(), bool(dirty.stdout.strip())) if commit.returncode == 0 else None

@@ -88,16 +88,19 @@ class VarianceComponents:
         seeds = self.seeds if seeds is None else seeds
         with np.errstate(invalid="ignore"):  # one seed: no seed term (0 x nan)
             seed_q = sum(stats.t.ppf(q, np.maximum(seeds - 1, 0)) for q in quantiles)
-            seed_part = np.where(self.seed > 0, seed_q ** 2 * self.seed / seeds, 0.0)
+            seed_part = np.where(self.seed > 0, seed_q**2 * self.seed / seeds, 0.0)
         row_q = sum(stats.t.ppf(q, max(self.rows - 1, 1)) for q in quantiles)
-        return np.sqrt(seed_part + row_q ** 2 * self.row)
+        return np.sqrt(seed_part + row_q**2 * self.row)
 
     def interval(self, confidence: float = CONFIDENCE, bounds: tuple[float, float] = (-np.inf, np.inf)) -> Estimate:
         """The interval, cut to `bounds` where the true value must lie (an accuracy in [0, 1]): that never
         excludes it, so coverage stays what it was."""
         half = self._reach([0.5 + confidence / 2])
-        return Estimate(_scalar(self.mean), _scalar(np.maximum(self.mean - half, bounds[0])),
-                        _scalar(np.minimum(self.mean + half, bounds[1])))
+        return Estimate(
+            _scalar(self.mean),
+            _scalar(np.maximum(self.mean - half, bounds[0])),
+            _scalar(np.minimum(self.mean + half, bounds[1])),
+        )
 
     def p_value(self) -> float:
         """Two-sided p-value of mean = 0: 1 - the largest confidence whose interval excludes 0 (so it is below
@@ -106,8 +109,9 @@ class VarianceComponents:
             return 1.0
         if self.variance() == 0:
             return 0.0
-        return float(optimize.brentq(lambda alpha: float(self._reach([1 - alpha / 2])) - abs(self.mean),
-                                     1e-15, 1.0, xtol=1e-12))
+        return float(
+            optimize.brentq(lambda alpha: float(self._reach([1 - alpha / 2])) - abs(self.mean), 1e-15, 1.0, xtol=1e-12)
+        )
 
     def detectable(self, seeds: int | None = None, power: float = POWER, confidence: float = CONFIDENCE) -> float:
         """The minimum detectable effect: the smallest true difference this design finds with `power` (two-sided
@@ -161,15 +165,20 @@ def variance_components(arrays: Sequence[np.ndarray], weights: Sequence[float] |
         ms_row = seeds * row_means.var(axis=-1, ddof=1) if n > 1 else 0.0
         ms_resid = 0.0
         if seeds > 1 and n > 1:  # SS_total - SS_seed - SS_row, in one pass over the array
-            squares = (array * array).sum(axis=(-2, -1)) - n * (seed_means ** 2).sum(axis=-1) \
-                - seeds * (row_means ** 2).sum(axis=-1) + seeds * n * grand ** 2
+            squares = (
+                (array * array).sum(axis=(-2, -1))
+                - n * (seed_means**2).sum(axis=-1)
+                - seeds * (row_means**2).sum(axis=-1)
+                + seeds * n * grand**2
+            )
             ms_resid = np.maximum(squares, 0.0) / ((seeds - 1) * (n - 1))
         # w^2 sigma_b^2 / n, a negative estimate being 0 (with one seed: the rows' whole spread, residual included)
-        row = row + np.maximum(w ** 2 * (ms_row - ms_resid) / (seeds * n), 0.0)
+        row = row + np.maximum(w**2 * (ms_row - ms_resid) / (seeds * n), 0.0)
     # the spread of the per-seed values (seed effect plus residual); unknown with one seed: 0, rows only
     seed = per_seed.var(axis=-1, ddof=1) if seeds > 1 else np.zeros(per_seed.shape[:-1])
-    return VarianceComponents(_scalar(per_seed.mean(axis=-1)), seeds, _scalar(seed), _scalar(row),
-                              min(array.shape[-1] for array in arrays))
+    return VarianceComponents(
+        _scalar(per_seed.mean(axis=-1)), seeds, _scalar(seed), _scalar(row), min(array.shape[-1] for array in arrays)
+    )
 
 
 def holm_distinguishable(p_values: Sequence[float], confidence: float = CONFIDENCE) -> list[bool]:

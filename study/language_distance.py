@@ -19,8 +19,23 @@ from typing import Sequence
 
 FEATURE_SET = "syntax_knn"
 # ISO 639-1 (what XNLI and the mini set use) -> the ISO 639-3 code URIEL knows the language by
-ISO3 = {"en": "eng", "ar": "arb", "bg": "bul", "de": "deu", "el": "ell", "es": "spa", "fr": "fra", "hi": "hin",
-        "ru": "rus", "sw": "swh", "th": "tha", "tr": "tur", "ur": "urd", "vi": "vie", "zh": "zho"}
+ISO3 = {
+    "en": "eng",
+    "ar": "arb",
+    "bg": "bul",
+    "de": "deu",
+    "el": "ell",
+    "es": "spa",
+    "fr": "fra",
+    "hi": "hin",
+    "ru": "rus",
+    "sw": "swh",
+    "th": "tha",
+    "tr": "tur",
+    "ur": "urd",
+    "vi": "vie",
+    "zh": "zho",
+}
 
 
 def _lang2vec():
@@ -57,8 +72,9 @@ def _distances(languages: tuple[str, ...], source: str) -> dict[str, float]:
     except Exception:  # lang2vec raises a bare Exception for a code it does not know
         return {}
     vectors = {lang: np.array(features[code], dtype=float) for lang, code in codes.items()}
-    return {lang: float(cosine(vectors[source], vectors[lang])) for lang in languages
-            if np.all(vectors[lang] >= 0)}  # -1 marks a missing feature: no distance then
+    return {
+        lang: float(cosine(vectors[source], vectors[lang])) for lang in languages if np.all(vectors[lang] >= 0)
+    }  # -1 marks a missing feature: no distance then
 
 
 def distance_from(source: str, languages: Sequence[str]) -> dict[str, float]:

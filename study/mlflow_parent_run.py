@@ -70,37 +70,55 @@ class StudyRun:
         self.experiment_id = get_or_create_experiment(self.client, settings.name, artifacts)
         # what the runs page opens with, and its saved view of the best trial and the references, per language
         self.client.set_experiment_tag(self.experiment_id, DESCRIPTION_TAG, experiment_description(settings.name))
-        self.client.set_experiment_tag(self.experiment_id, VIEW_TAG,
-                                       saved_view(settings.base_config.languages, int(time.time() * 1000)))
+        self.client.set_experiment_tag(
+            self.experiment_id, VIEW_TAG, saved_view(settings.base_config.languages, int(time.time() * 1000))
+        )
         run_id = find_study_run(self.client, self.experiment_id)
         if run_id is None:
-            run_id = start_study_run(self.client, self.experiment_id, settings.name, self._params(),
-                                     self._tags())
+            run_id = start_study_run(self.client, self.experiment_id, settings.name, self._params(), self._tags())
         else:
             self.client.update_run(run_id, status="RUNNING")
         self.run_id = run_id
 
     def _params(self) -> dict:
         settings = self.settings
-        search_settings = {"space": settings.space, "objective": settings.objective,
-                           "num_samples": settings.num_samples, "scheduler": settings.scheduler,
-                           "seed": settings.seed, "smoke": settings.smoke, "sampler": "TPE(multivariate)",
-                           "storage_path": settings.storage_path}
+        search_settings = {
+            "space": settings.space,
+            "objective": settings.objective,
+            "num_samples": settings.num_samples,
+            "scheduler": settings.scheduler,
+            "seed": settings.seed,
+            "smoke": settings.smoke,
+            "sampler": "TPE(multivariate)",
+            "storage_path": settings.storage_path,
+        }
         # no credentials in MLflow: a URI with a token (storage, data, hub repo) is logged without it
         return redacted({**search_settings, **{f"base.{k}": v for k, v in settings.base_config.to_dict().items()}})
 
     def _tags(self) -> dict:
         config = self.settings.base_config
-        return redacted({**environment_tags(), "backbone": config.backbone, "data": config.data,
-                         "languages": ",".join(config.languages)})
+        return redacted(
+            {
+                **environment_tags(),
+                "backbone": config.backbone,
+                "data": config.data,
+                "languages": ",".join(config.languages),
+            }
+        )
 
     def tracker(self, phase: str) -> StudyTracker:
         """The Tune callback that records the trials of one phase ("search" or "confirm") under this run."""
         settings = self.settings
         # no credentials in MLflow, nor in Tune's experiment state, which keeps the tracker
         base = MPTConfig.from_dict(redacted(settings.trial_base_config(ranked=phase == "search").to_dict()))
-        return StudyTracker(settings.mlflow_tracking_uri, settings.name, settings.space, base, phase,
-                            best_trial=self.best_trial if phase == "confirm" else None)
+        return StudyTracker(
+            settings.mlflow_tracking_uri,
+            settings.name,
+            settings.space,
+            base,
+            phase,
+            best_trial=self.best_trial if phase == "confirm" else None,
+        )
 
     def retire_lost_trials(self, rows: list[TrialRow]) -> None:
         """Delete the MLflow runs of search trials the study no longer has, so each trial keeps exactly one run.
@@ -113,8 +131,9 @@ class StudyRun:
         known = {row.trial_id for row in rows}
         for run in find_runs(client, self.experiment_id, mpt_study__run_type="trial", mpt_study__phase="search"):
             if run.data.tags.get("ray.trial_id") not in known:
-                client.set_tag(run.info.run_id, "lost", "its trial was lost with a killed driver and ran again as "
-                                                        "a new trial")
+                client.set_tag(
+                    run.info.run_id, "lost", "its trial was lost with a killed driver and ran again as a new trial"
+                )
                 client.set_terminated(run.info.run_id, status="KILLED")
                 client.delete_run(run.info.run_id)
 
@@ -165,11 +184,16 @@ class StudyRun:
                 self._backbones[key] = load_backbone_for(config)
             return self._backbones[key]
 
-        training = {"study": self.settings.name, "trial_number": row.trial_number, "seed": row.seed,
-                    "dev_accuracy_selected": row.dev_accuracy}
+        training = {
+            "study": self.settings.name,
+            "trial_number": row.trial_number,
+            "seed": row.seed,
+            "dev_accuracy_selected": row.dev_accuracy,
+        }
         if row.test_accuracy:  # runs that evaluated test: the figures mpt.evaluate reproduces
-            training.update(accuracy=row.test_accuracy, average=row.test_average,
-                            average_target=row.test_average_target)
+            training.update(
+                accuracy=row.test_accuracy, average=row.test_average, average_target=row.test_average_target
+            )
         return export_trained_prompt(checkpoint, directory, training, backbone_for)
 
     def _checkpoint(self, path: str):
@@ -206,11 +230,22 @@ class StudyRun:
     def describe(self, report, rows: list[TrialRow], best: TrialRow | None) -> None:
         """The description the study run opens with, once the study ended: the verdict (`report`, the report's
         `WrittenReport`), the best trial and the references with links to their runs, per-language accuracy."""
-        links = search_run_links(find_runs(self.client, self.experiment_id, mpt_study__run_type="trial",
-                                           mpt_study__phase="search"), self.experiment_id)
+        links = search_run_links(
+            find_runs(self.client, self.experiment_id, mpt_study__run_type="trial", mpt_study__phase="search"),
+            self.experiment_id,
+        )
         settings = self.settings
-        text = final_description(settings.name, self._params(), report.verdict_line, report.verdict, rows, best,
-                                 links, self.experiment_id, settings.base_config.languages)
+        text = final_description(
+            settings.name,
+            self._params(),
+            report.verdict_line,
+            report.verdict,
+            rows,
+            best,
+            links,
+            self.experiment_id,
+            settings.base_config.languages,
+        )
         self.client.set_tag(self.run_id, DESCRIPTION_TAG, text[:MAX_TAG_CHARS])
 
     def links(self) -> dict[str, str]:
@@ -219,8 +254,10 @@ class StudyRun:
         base = ui_base_url(self.settings.mlflow_tracking_uri)
         if base is None:
             return {}
-        return {"mlflow_experiment_url": experiment_url(base, self.experiment_id),
-                "mlflow_per_language_view_url": f"{base}/{view_route(self.experiment_id)}"}
+        return {
+            "mlflow_experiment_url": experiment_url(base, self.experiment_id),
+            "mlflow_per_language_view_url": f"{base}/{view_route(self.experiment_id)}",
+        }
 
     def log_report(self, study_dir: Path) -> None:
         """The report, its plots and the study's JSON files, under the parent run's artifacts `report/`."""

@@ -45,37 +45,53 @@ def column_width(title: str) -> int:
 
 def per_language_metrics(languages: Sequence[str]) -> list[str]:
     """The view's columns: test accuracy per language and on the target average, then dev per language."""
-    return ([f"{TEST_PREFIX}{lang}" for lang in languages] + [f"{TEST_PREFIX}{AVERAGE_TARGET}"]
-            + [f"{SELECTED_DEV_PREFIX}{lang}" for lang in languages])
+    return (
+        [f"{TEST_PREFIX}{lang}" for lang in languages]
+        + [f"{TEST_PREFIX}{AVERAGE_TARGET}"]
+        + [f"{SELECTED_DEV_PREFIX}{lang}" for lang in languages]
+    )
 
 
 def per_language_view_state(languages: Sequence[str]) -> dict[str, Any]:
     """The runs table's state the saved view holds (the UI's keys; what it leaves out keeps the UI's default)."""
     columns = [metric_column(metric) for metric in per_language_metrics(languages)]
-    return {"searchFilter": f"tags.`{ROLE_TAG}` IS NOT NULL",
-            "selectedColumns": columns,
-            "columnOrder": [RUN_NAME_COLUMN, *columns],
-            "columnWidths": {RUN_NAME_COLUMN: RUN_NAME_WIDTH, **{metric_column(metric): column_width(metric)
-                                                      for metric in per_language_metrics(languages)}},
-            "groupBy": {"aggregateFunction": "average",
-                        "groupByKeys": [{"mode": "tag", "groupByData": ROLE_TAG},
-                                        {"mode": "tag", "groupByData": PHASE_TAG}]},
-            # the chart view of the same runs: test accuracy, a chart per language, a bar per group
-            "chartsSearchFilter": TEST_PREFIX}
+    return {
+        "searchFilter": f"tags.`{ROLE_TAG}` IS NOT NULL",
+        "selectedColumns": columns,
+        "columnOrder": [RUN_NAME_COLUMN, *columns],
+        "columnWidths": {
+            RUN_NAME_COLUMN: RUN_NAME_WIDTH,
+            **{metric_column(metric): column_width(metric) for metric in per_language_metrics(languages)},
+        },
+        "groupBy": {
+            "aggregateFunction": "average",
+            "groupByKeys": [{"mode": "tag", "groupByData": ROLE_TAG}, {"mode": "tag", "groupByData": PHASE_TAG}],
+        },
+        # the chart view of the same runs: test accuracy, a chart per language, a bar per group
+        "chartsSearchFilter": TEST_PREFIX,
+    }
 
 
 def experiment_description(name: str) -> str:
     """What the experiment is, above its runs table (Markdown; the UI shows its first line or two)."""
-    return (f"MPT hyperparameter study {name}. The run named {name} opens with the verdict, the best trial and the "
-            f"references; the view \"{VIEW_NAME}\" (\"Views\", top right) puts their accuracy per language side by "
-            f"side. The trials are the runs nested under the study run, named `<space>-<trial number> <key values>`; "
-            f"the study run's artifacts `{REPORT_ARTIFACT_DIR}/` hold the report and its plots.")
+    return (
+        f"MPT hyperparameter study {name}. The run named {name} opens with the verdict, the best trial and the "
+        f'references; the view "{VIEW_NAME}" ("Views", top right) puts their accuracy per language side by '
+        f"side. The trials are the runs nested under the study run, named `<space>-<trial number> <key values>`; "
+        f"the study run's artifacts `{REPORT_ARTIFACT_DIR}/` hold the report and its plots."
+    )
 
 
 def saved_view(languages: Sequence[str], now_ms: int) -> str:
     """The value of VIEW_TAG: the view's name, when it was made, and its state (a JSON string inside)."""
-    return json.dumps({"name": VIEW_NAME, "createdAt": now_ms, "updatedAt": now_ms,
-                       "state": json.dumps(per_language_view_state(languages))})
+    return json.dumps(
+        {
+            "name": VIEW_NAME,
+            "createdAt": now_ms,
+            "updatedAt": now_ms,
+            "state": json.dumps(per_language_view_state(languages)),
+        }
+    )
 
 
 def view_route(experiment_id: str, charts: bool = False) -> str:
@@ -92,13 +108,24 @@ class RunLink:
 
 def search_run_links(runs: Sequence, experiment_id: str) -> dict[int, RunLink]:
     """Trial number -> its search run's link, from the runs (MLflow `Run`s) of the search phase."""
-    return {int(run.data.tags["trial_number"]): RunLink(run.info.run_name, run_route(experiment_id, run.info.run_id))
-            for run in runs if "trial_number" in run.data.tags}
+    return {
+        int(run.data.tags["trial_number"]): RunLink(run.info.run_name, run_route(experiment_id, run.info.run_id))
+        for run in runs
+        if "trial_number" in run.data.tags
+    }
 
 
-def final_description(name: str, params: Mapping[str, Any], verdict_line: str, verdict, rows: Sequence[TrialRow],
-                      best: TrialRow | None, links: Mapping[int, RunLink], experiment_id: str,
-                      languages: Sequence[str]) -> str:
+def final_description(
+    name: str,
+    params: Mapping[str, Any],
+    verdict_line: str,
+    verdict,
+    rows: Sequence[TrialRow],
+    best: TrialRow | None,
+    links: Mapping[int, RunLink],
+    experiment_id: str,
+    languages: Sequence[str],
+) -> str:
     """The study run's description once the study ended (Markdown): the verdict, the best trial and the references
     with links, where the per-language numbers are and a table of them, then what the run is
     (`study_description`). `verdict` is the report's (`study.verdict.Verdict`, None without a confirmation)."""
@@ -106,13 +133,19 @@ def final_description(name: str, params: Mapping[str, Any], verdict_line: str, v
     if verdict is not None and verdict.note:
         lines += [f"({verdict.note}.)", ""]
     lines += [_best_and_references(rows, best, links, params.get("objective")), ""]
-    lines += [f"**Per-language accuracy:** the view [{VIEW_NAME}]({view_route(experiment_id)}) ([test accuracy as "
-              f"charts]({view_route(experiment_id, charts=True)})), or the table below.", ""]
+    lines += [
+        f"**Per-language accuracy:** the view [{VIEW_NAME}]({view_route(experiment_id)}) ([test accuracy as "
+        f"charts]({view_route(experiment_id, charts=True)})), or the table below.",
+        "",
+    ]
     lines += _accuracy_table(verdict, rows, best, languages)
-    lines += ["", f"The view (saved under \"Views\" above the runs table) lists the runs whose tag `{ROLE_TAG}` is "
-                  f"set, the best trial's and the references', grouped by role and phase: `{TEST_PREFIX}<lang>` of the "
-                  f"confirmation runs (a group's row averages its seeds) and `{SELECTED_DEV_PREFIX}<lang>` of the "
-                  f"search runs (dev at the epoch English dev selected)."]
+    lines += [
+        "",
+        f'The view (saved under "Views" above the runs table) lists the runs whose tag `{ROLE_TAG}` is '
+        f"set, the best trial's and the references', grouped by role and phase: `{TEST_PREFIX}<lang>` of the "
+        f"confirmation runs (a group's row averages its seeds) and `{SELECTED_DEV_PREFIX}<lang>` of the "
+        f"search runs (dev at the epoch English dev selected).",
+    ]
     return "\n".join([*lines, "", study_description(name, params)])
 
 
@@ -125,8 +158,9 @@ def _link(number: int, links: Mapping[int, RunLink]) -> str:
     return f"[{link.name}]({link.route})" if link else f"trial {number} (no MLflow run)"
 
 
-def _best_and_references(rows: Sequence[TrialRow], best: TrialRow | None, links: Mapping[int, RunLink],
-                         objective: str | None) -> str:
+def _best_and_references(
+    rows: Sequence[TrialRow], best: TrialRow | None, links: Mapping[int, RunLink], objective: str | None
+) -> str:
     if best is None:
         text = "**Best trial:** none (no trial completed)"
     else:
@@ -142,24 +176,41 @@ def _accuracy_table(verdict, rows: Sequence[TrialRow], best: TrialRow | None, la
     if verdict is not None and verdict.summaries:
         labels = [*languages, "targets"]
         seeds = len(verdict.summaries[0].configuration.seeds)
-        lines = [f"Test accuracy (%), mean over {seeds} paired seeds (the confirmation):", "",
-                 "| configuration | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+        lines = [
+            f"Test accuracy (%), mean over {seeds} paired seeds (the confirmation):",
+            "",
+            "| configuration | " + " | ".join(labels) + " |",
+            "|---|" + "---:|" * len(labels),
+        ]
         for summary in verdict.summaries:
             configuration = summary.configuration
             is_best = best is not None and configuration.trial_number == best.trial_number
             role = run_role(configuration.reference, is_best)
-            lines.append(f"| #{configuration.trial_number} {role or configuration.label.split(' ', 1)[1]} | "
-                         + " | ".join(f"{100 * summary.accuracy[label].mean:.1f}" for label in labels) + " |")
+            lines.append(
+                f"| #{configuration.trial_number} {role or configuration.label.split(' ', 1)[1]} | "
+                + " | ".join(f"{100 * summary.accuracy[label].mean:.1f}" for label in labels)
+                + " |"
+            )
         if verdict.headline is not None:
-            lines.append(f"| {verdict.headline.name} - vanilla (pp) | "
-                         + " | ".join(f"{100 * verdict.headline.gain[label].mean:+.1f}" for label in labels) + " |")
+            lines.append(
+                f"| {verdict.headline.name} - vanilla (pp) | "
+                + " | ".join(f"{100 * verdict.headline.gain[label].mean:+.1f}" for label in labels)
+                + " |"
+            )
         for comparison in verdict.against_probe:
-            lines.append(f"| {comparison.name} - frozen probe (pp) | "
-                         + " | ".join(f"{100 * comparison.gain[label].mean:+.1f}" for label in labels) + " |")
+            lines.append(
+                f"| {comparison.name} - frozen probe (pp) | "
+                + " | ".join(f"{100 * comparison.gain[label].mean:+.1f}" for label in labels)
+                + " |"
+            )
         return lines
     shown = [row for row in rows if row.reference or (best is not None and row.trial_number == best.trial_number)]
-    lines = ["Dev accuracy (%) at the selected epoch, one seed (the search):", "",
-             "| configuration | " + " | ".join(languages) + " |", "|---|" + "---:|" * len(languages)]
+    lines = [
+        "Dev accuracy (%) at the selected epoch, one seed (the search):",
+        "",
+        "| configuration | " + " | ".join(languages) + " |",
+        "|---|" + "---:|" * len(languages),
+    ]
     for row in shown:
         cells = [f"{100 * row.dev_accuracy[lang]:.1f}" if lang in row.dev_accuracy else "n/a" for lang in languages]
         lines.append(f"| #{row.trial_number} {_role(row, best)} | " + " | ".join(cells) + " |")

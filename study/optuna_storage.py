@@ -49,10 +49,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     except (ImportError, OSError, ValueError, SQLAlchemyError) as err:
-        raise StudyError(f"cannot open the Optuna storage {url!r} ({type(err).__name__}: {err}): give "
-                         f"--optuna-storage a reachable database URL (e.g. postgresql+psycopg://user:password@host/db, "
-                         f"with the postgres extra installed) or a writable file path, or leave it out for the "
-                         f"study's own journal file") from None
+        raise StudyError(
+            f"cannot open the Optuna storage {url!r} ({type(err).__name__}: {err}): give "
+            f"--optuna-storage a reachable database URL (e.g. postgresql+psycopg://user:password@host/db, "
+            f"with the postgres extra installed) or a writable file path, or leave it out for the "
+            f"study's own journal file"
+        ) from None
 
 
 SCHEMA_LOCK = 0x6D7074  # a PostgreSQL advisory lock key ("mpt"): one process at a time creates Optuna's tables
@@ -79,12 +81,13 @@ def rdb_storage(url: str) -> optuna.storages.RDBStorage:
 def load_optuna_study(url: str, name: str) -> optuna.Study:
     """The study's Optuna study, read from its storage (what `optuna.load_study` gives any reader)."""
     if not is_database_url(url) and not Path(url).is_file():  # opening a journal creates it: readers never write
-        raise StudyError(f"the study has no Optuna storage: {url} is missing (was it run by a version that kept "
-                         f"none?)")
+        raise StudyError(f"the study has no Optuna storage: {url} is missing (was it run by a version that kept none?)")
     storage = open_storage(url)
     if name not in optuna.study.get_all_study_names(storage):
-        raise StudyError(f"the Optuna storage {url!r} has no study {name!r}: was it run with another "
-                         f"--optuna-storage, or by a version that kept none?")
+        raise StudyError(
+            f"the Optuna storage {url!r} has no study {name!r}: was it run with another "
+            f"--optuna-storage, or by a version that kept none?"
+        )
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -106,7 +109,8 @@ def annotate_study(url: str, name: str, verdict: str, links: Mapping[str, str]) 
     if complete < MIN_TRIALS_FOR_IMPORTANCE:
         attributes["importance_caveat"] = (
             f"only {complete} complete trials: parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} to mean "
-            f"anything (the report shows none), so read the dashboard's importance chart as noise")
+            f"anything (the report shows none), so read the dashboard's importance chart as noise"
+        )
     for key, value in attributes.items():
         study.set_user_attr(key, value)
     return attributes

@@ -50,16 +50,25 @@ def rows_from_results(result_grid, finished: bool) -> list[TrialRow]:
             status = STOPPED if finished else UNFINISHED
         test = report.test
         checkpoint = result.checkpoint.path if result.checkpoint is not None else None
-        rows.append(TrialRow(
-            trial_id=str(report.trial_id or _trial_id_from_path(result.path)),
-            trial_number=int(config.get("trial_number", len(rows))),
-            status=status, params={k: v for k, v in config.items() if k not in META_KEYS},
-            reference=config.get("reference"), objective=report.objective,
-            test_accuracy=test.accuracy if test else {}, test_average=test.average if test else None,
-            test_average_target=test.average_target if test else None,
-            dev_accuracy=report.selected_dev_accuracy, dev_rows=report.dev_rows,
-            test_correct=test.correct if test else {}, error=_error_line(result.error), checkpoint=checkpoint,
-            seed=config.get("seed")))
+        rows.append(
+            TrialRow(
+                trial_id=str(report.trial_id or _trial_id_from_path(result.path)),
+                trial_number=int(config.get("trial_number", len(rows))),
+                status=status,
+                params={k: v for k, v in config.items() if k not in META_KEYS},
+                reference=config.get("reference"),
+                objective=report.objective,
+                test_accuracy=test.accuracy if test else {},
+                test_average=test.average if test else None,
+                test_average_target=test.average_target if test else None,
+                dev_accuracy=report.selected_dev_accuracy,
+                dev_rows=report.dev_rows,
+                test_correct=test.correct if test else {},
+                error=_error_line(result.error),
+                checkpoint=checkpoint,
+                seed=config.get("seed"),
+            )
+        )
     return sorted(rows, key=lambda row: (row.trial_number, row.seed or 0))
 
 
@@ -95,8 +104,9 @@ def save_rows(path: Path, rows: list[TrialRow]) -> None:
 def load_rows(path: Path) -> list[TrialRow]:
     """The rows `save_rows` wrote; fields an older version stored and this one dropped are ignored."""
     known = {f.name for f in fields(TrialRow)}
-    return [TrialRow(**{k: v for k, v in row.items() if k in known})
-            for row in json.loads(path.read_text(encoding="utf-8"))]
+    return [
+        TrialRow(**{k: v for k, v in row.items() if k in known}) for row in json.loads(path.read_text(encoding="utf-8"))
+    ]
 
 
 def completed(rows: list[TrialRow]) -> list[TrialRow]:

@@ -71,8 +71,9 @@ def run_study(request: StudyRequest) -> int:
     import ray
 
     preflight.check_shared_storage(settings.storage_path, ray.nodes())
-    warning = preflight.check_trial_resources(request.resources.cpus_per_trial, request.resources.gpus_per_trial,
-                                              ray.nodes(), request.resources.address)
+    warning = preflight.check_trial_resources(
+        request.resources.cpus_per_trial, request.resources.gpus_per_trial, ray.nodes(), request.resources.address
+    )
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     if request.resources.address:  # a cluster's nodes need not have what this machine has
@@ -82,9 +83,14 @@ def run_study(request: StudyRequest) -> int:
         write_atomically(paths.settings_file, settings.to_json())
     record.start(paths.results_root)
     started = time.perf_counter()
-    grid, finished = tuner.run_search(settings, paths, request.resources,
-                                      tuner.make_trainable(settings, request.resources, data, "search"),
-                                      record.tracker("search"), request.resume)
+    grid, finished = tuner.run_search(
+        settings,
+        paths,
+        request.resources,
+        tuner.make_trainable(settings, request.resources, data, "search"),
+        record.tracker("search"),
+        request.resume,
+    )
     rows = rows_from_results(grid, finished)
     save_rows(paths.trials_file, rows)
     record.retire_lost_trials(rows)
@@ -95,10 +101,15 @@ def run_study(request: StudyRequest) -> int:
     if best is not None:
         record.log_best(best, trial_result(grid, best.trial_id), paths.study_dir, register_as=request.register_model)
     if settings.confirm_top and best is not None:
-        confirm_rows, confirmed = tuner.run_confirmation(settings, paths, request.resources, rows,
-                                                         tuner.make_trainable(settings, request.resources, data,
-                                                                              "confirm"),
-                                                         record.tracker, request.resume)
+        confirm_rows, confirmed = tuner.run_confirmation(
+            settings,
+            paths,
+            request.resources,
+            rows,
+            tuner.make_trainable(settings, request.resources, data, "confirm"),
+            record.tracker,
+            request.resume,
+        )
         if not confirmed:
             return interrupted(record, settings, rows, "confirmation")
         record.export_confirmation_models(confirm_rows, paths.study_dir)
@@ -108,8 +119,9 @@ def run_study(request: StudyRequest) -> int:
         record.log_verdict(report.verdict, report.metric_steps)
     record.log_report(paths.study_dir)
     record.describe(report, rows, best)  # what the study run's page opens with
-    annotate_study(optuna_storage_url(settings.optuna_storage, paths.study_dir), settings.name, report.verdict_line,
-                   record.links())  # what optuna-dashboard shows of the study
+    annotate_study(
+        optuna_storage_url(settings.optuna_storage, paths.study_dir), settings.name, report.verdict_line, record.links()
+    )  # what optuna-dashboard shows of the study
     return finish(record, settings, paths, report.summary, started, succeeded=best is not None)
 
 
@@ -138,8 +150,9 @@ def checked_settings(request: StudyRequest) -> tuple[StudySettings, StudyPaths]:
     return settings, paths
 
 
-def finish(record: StudyRun, settings: StudySettings, paths: StudyPaths, summary: str, started: float,
-           succeeded: bool) -> int:
+def finish(
+    record: StudyRun, settings: StudySettings, paths: StudyPaths, summary: str, started: float, succeeded: bool
+) -> int:
     """End the study's MLflow run, show the report's summary (the verdict last), and say whether any trial
     completed."""
     record.finish(succeeded)
@@ -148,8 +161,11 @@ def finish(record: StudyRun, settings: StudySettings, paths: StudyPaths, summary
     print(f"\nfinished in {time.perf_counter() - started:.0f} s; MLflow: {browse}")
     print(f"\n{summary}")
     if not succeeded:
-        print(f"error: no trial of study {settings.name} completed; the reasons are in {paths.report_file} and "
-              f"in the trials' MLflow runs (tag 'error')", file=sys.stderr)
+        print(
+            f"error: no trial of study {settings.name} completed; the reasons are in {paths.report_file} and "
+            f"in the trials' MLflow runs (tag 'error')",
+            file=sys.stderr,
+        )
         return EXIT_NO_RESULT
     return 0
 
@@ -158,9 +174,12 @@ def interrupted(record: StudyRun, settings: StudySettings, rows: list[TrialRow],
     """Leave MLflow saying what happened, and tell the user how to continue."""
     record.interrupted(phase)
     done = sum(r.status != "UNFINISHED" for r in rows)
-    print(f"\nstudy {settings.name} interrupted during the {phase} ({done} of {settings.num_samples} search trials "
-          f"ended); continue it with:\n  {command('study')} --space {settings.space} --name {settings.name} "
-          f"--resume", file=sys.stderr)
+    print(
+        f"\nstudy {settings.name} interrupted during the {phase} ({done} of {settings.num_samples} search trials "
+        f"ended); continue it with:\n  {command('study')} --space {settings.space} --name {settings.name} "
+        f"--resume",
+        file=sys.stderr,
+    )
     return EXIT_INTERRUPTED
 
 
@@ -175,8 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("\ninterrupted before the study started its trials: nothing to resume beyond what was saved",
-              file=sys.stderr)
+        print(
+            "\ninterrupted before the study started its trials: nothing to resume beyond what was saved",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
 
 

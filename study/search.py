@@ -40,6 +40,7 @@ RunInfo = Callable[[str], Mapping[str, Any]]
 
 # --- the search space as Optuna sees it -----------------------------------------------------------------
 
+
 @dataclass
 class SpaceWithReferences:
     """The define-by-run space with the study's reference points, which Optuna is given first (enqueued):
@@ -74,6 +75,7 @@ class SpaceWithReferences:
 
 # --- the searcher ---------------------------------------------------------------------------------------
 
+
 class StudySearcher(Searcher):
     """A Tune searcher over an Optuna study kept in an Optuna storage, resumable after a driver kill.
 
@@ -84,8 +86,17 @@ class StudySearcher(Searcher):
     again, with its suggested values, to the next trial Tune asks for instead of a new one.
     """
 
-    def __init__(self, function: SpaceWithReferences, *, storage_url: str, study_name: str,
-                 sampler: optuna.samplers.BaseSampler, epochs: int, resume: bool, run_info: RunInfo | None = None):
+    def __init__(
+        self,
+        function: SpaceWithReferences,
+        *,
+        storage_url: str,
+        study_name: str,
+        sampler: optuna.samplers.BaseSampler,
+        epochs: int,
+        resume: bool,
+        run_info: RunInfo | None = None,
+    ):
         super().__init__(metric=METRIC, mode=MODE)
         self.function, self.storage_url, self.study_name = function, storage_url, study_name
         self.sampler, self.epochs, self.resume = sampler, epochs, resume
@@ -117,21 +128,31 @@ class StudySearcher(Searcher):
         exists = self.study_name in optuna.study.get_all_study_names(storage)
         if self.numbers is None:
             if exists and not self.resume:
-                raise StudyError(f"the Optuna storage {self.storage_url!r} already has a study "
-                                 f"{self.study_name!r}: choose another --name, or another --optuna-storage")
+                raise StudyError(
+                    f"the Optuna storage {self.storage_url!r} already has a study "
+                    f"{self.study_name!r}: choose another --name, or another --optuna-storage"
+                )
             if exists:  # Tune saved nothing before the interruption: its experiment, and our study, start over
                 optuna.delete_study(study_name=self.study_name, storage=storage)
-            study = optuna.create_study(storage=storage, sampler=self.sampler, pruner=optuna.pruners.NopPruner(),
-                                        study_name=self.study_name, direction="maximize")
+            study = optuna.create_study(
+                storage=storage,
+                sampler=self.sampler,
+                pruner=optuna.pruners.NopPruner(),
+                study_name=self.study_name,
+                direction="maximize",
+            )
             for point in self.function.points:
                 study.enqueue_trial(point)
             self.numbers = {}
         elif not exists:
-            raise StudyError(f"the Optuna storage {self.storage_url!r} has lost study {self.study_name!r} that "
-                             f"this study's saved state refers to: restore the storage, or start a new study")
+            raise StudyError(
+                f"the Optuna storage {self.storage_url!r} has lost study {self.study_name!r} that "
+                f"this study's saved state refers to: restore the storage, or start a new study"
+            )
         else:
-            study = optuna.load_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
-                                      pruner=optuna.pruners.NopPruner())
+            study = optuna.load_study(
+                study_name=self.study_name, storage=storage, sampler=self.sampler, pruner=optuna.pruners.NopPruner()
+            )
         self._study, self._storage = study, storage
         self._match_storage(study)
         return study
@@ -140,8 +161,10 @@ class StudySearcher(Searcher):
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         for trial_id, number in self.numbers.items():
             if number not in trials:
-                raise StudyError(f"Optuna study {self.study_name!r} in {self.storage_url!r} has no trial "
-                                 f"{number}, which Tune's saved state names: the storage is not this study's")
+                raise StudyError(
+                    f"Optuna study {self.study_name!r} in {self.storage_url!r} has no trial "
+                    f"{number}, which Tune's saved state names: the storage is not this study's"
+                )
             self._steps[trial_id] = set(trials[number].intermediate_values)
             if trials[number].state.is_finished():
                 self._told[trial_id] = trials[number].state  # told before the interruption: not told again
@@ -177,8 +200,9 @@ class StudySearcher(Searcher):
             trial = study.ask()  # the next enqueued reference point first, then the sampler's suggestion
             self.function.space.define(trial, self.function.base)
             number, params = trial.number, trial.params
-            self._set_user_attrs(number, {"role": self.function.role(number),
-                                          "seed": int(self.function.base.get("seed", 0))})
+            self._set_user_attrs(
+                number, {"role": self.function.role(number), "seed": int(self.function.base.get("seed", 0))}
+            )
         self.numbers[trial_id] = number
         self._live.add(trial_id)
         return self.function.config(number, params)
@@ -191,17 +215,20 @@ class StudySearcher(Searcher):
         step = TrialReport.from_result(result).epoch
         if step in self._steps.setdefault(trial_id, set()):
             return  # an epoch redone after an interruption: Optuna keeps its first value
-        self._storage.set_trial_intermediate_value(self._storage_id(self.numbers[trial_id]), step,
-                                                   float(result[self.metric]))
+        self._storage.set_trial_intermediate_value(
+            self._storage_id(self.numbers[trial_id]), step, float(result[self.metric])
+        )
         self._steps[trial_id].add(step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         study = self.connect()
         self._live.discard(trial_id)
         if self._told.get(trial_id) == TrialState.FAIL and not error:
-            logger.warning("trial %s, retried by --resume, succeeded, but its Optuna trial stays FAIL: it was "
-                           "told so when an earlier search ended, and Optuna cannot reopen a finished trial",
-                           self.numbers[trial_id])
+            logger.warning(
+                "trial %s, retried by --resume, succeeded, but its Optuna trial stays FAIL: it was "
+                "told so when an earlier search ended, and Optuna cannot reopen a finished trial",
+                self.numbers[trial_id],
+            )
         if trial_id in self._told or trial_id not in self.numbers:
             return
         if result and not error:
@@ -230,8 +257,7 @@ class StudySearcher(Searcher):
         attrs: dict[str, Any] = {"ray_trial_id": trial_id}
         if report.best_epoch:
             attrs["selected_epoch"] = report.best_epoch
-        attrs.update({f"{SELECTED_DEV_PREFIX}{lang}": float(acc)
-                      for lang, acc in report.selected_dev_accuracy.items()})
+        attrs.update({f"{SELECTED_DEV_PREFIX}{lang}": float(acc) for lang, acc in report.selected_dev_accuracy.items()})
         if self.run_info is not None:
             attrs.update(self.run_info(trial_id))
         return attrs
@@ -266,23 +292,42 @@ class StudySearcher(Searcher):
         self._forget_storage()
 
 
-def make_searcher(space: SearchSpace, base_config: dict[str, Any], seed: int, num_samples: int, *,
-                  storage_url: str, study_name: str, resume: bool = False,
-                  run_info: RunInfo | None = None, skip_references: Iterable[str] = ()) -> StudySearcher:
+def make_searcher(
+    space: SearchSpace,
+    base_config: dict[str, Any],
+    seed: int,
+    num_samples: int,
+    *,
+    storage_url: str,
+    study_name: str,
+    resume: bool = False,
+    run_info: RunInfo | None = None,
+    skip_references: Iterable[str] = (),
+) -> StudySearcher:
     """The study's searcher over `space`: seeded multivariate TPE, reference points first. A new study's Optuna
     study is created now, so that a storage problem stops the study before its trials start. `run_info` maps a
     Tune trial id to more user attributes of its Optuna trial (its MLflow run); it must pickle.
     `skip_references` names reference points the study cannot run (the probe on an MLM-verbalizer backbone)."""
-    function = SpaceWithReferences(space, dict(base_config),
-                                   reference_points(space, base_config, skip=tuple(skip_references)))
+    function = SpaceWithReferences(
+        space, dict(base_config), reference_points(space, base_config, skip=tuple(skip_references))
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate is "experimental"
         sampler = optuna.samplers.TPESampler(
-            seed=seed, multivariate=True,
+            seed=seed,
+            multivariate=True,
             # random start-up trials: Optuna's 10 would leave a 12-trial study almost no TPE trials
-            n_startup_trials=max(2, min(10, num_samples // 3)))
-    searcher = StudySearcher(function, storage_url=storage_url, study_name=study_name, sampler=sampler,
-                             epochs=int(base_config.get("epochs", 1)), resume=resume, run_info=run_info)
+            n_startup_trials=max(2, min(10, num_samples // 3)),
+        )
+    searcher = StudySearcher(
+        function,
+        storage_url=storage_url,
+        study_name=study_name,
+        sampler=sampler,
+        epochs=int(base_config.get("epochs", 1)),
+        resume=resume,
+        run_info=run_info,
+    )
     if not resume:
         searcher.connect()
     return searcher
@@ -302,6 +347,7 @@ def tell_failed(storage_url: str, study_name: str, numbers: Iterable[int]) -> li
 
 
 # --- confirmation runs and schedulers -------------------------------------------------------------------
+
 
 class FixedConfigs(Searcher):
     """Runs exactly the given trial configs, in order, then finishes (the confirmation reruns).
@@ -354,6 +400,7 @@ def make_scheduler(name: str, epochs: int) -> TrialScheduler:
         return FIFOScheduler()
     if name == "asha":
         # one report per epoch; rungs at 1, 2, 4, ... epochs, halving the trials at each
-        return ReferencePreservingASHA(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=epochs,
-                                       grace_period=1, reduction_factor=2)
+        return ReferencePreservingASHA(
+            time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=epochs, grace_period=1, reduction_factor=2
+        )
     raise ValueError(f"unknown scheduler {name!r}: choose one of {', '.join(SCHEDULERS)}")

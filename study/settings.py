@@ -18,13 +18,24 @@ from trainable.metrics import get_objective
 # Base-config defaults of a study (on top of MPTConfig's), chosen on the mini set's train/dev (never its test) so
 # that the default study learns and fits 10 minutes on 2 CPU cores: docs/defaults.md has every measurement.
 # Override with --set/--config, e.g. --set num_layers=12 --set target_languages=ar,bg,... on a GPU.
-STUDY_BASE_DEFAULTS: dict[str, Any] = {"num_layers": 8, "epochs": 6, "shots_per_class": 64, "batch_size": 16,
-                                       "learning_rate": 1e-2, "prompt_length": 4,
-                                       "target_languages": ["de", "zh", "ar", "sw"]}
+STUDY_BASE_DEFAULTS: dict[str, Any] = {
+    "num_layers": 8,
+    "epochs": 6,
+    "shots_per_class": 64,
+    "batch_size": 16,
+    "learning_rate": 1e-2,
+    "prompt_length": 4,
+    "target_languages": ["de", "zh", "ar", "sw"],
+}
 # --smoke: the smallest study that still exercises everything (2 minutes on 2 cores): the three reference points
 # and two of TPE's trials.
-SMOKE_BASE: dict[str, Any] = {"num_layers": 1, "epochs": 2, "shots_per_class": 4, "max_eval_examples": 12,
-                              "target_languages": ["de", "fr"]}
+SMOKE_BASE: dict[str, Any] = {
+    "num_layers": 1,
+    "epochs": 2,
+    "shots_per_class": 4,
+    "max_eval_examples": 12,
+    "target_languages": ["de", "fr"],
+}
 SMOKE_NUM_SAMPLES = 5
 
 SCHEDULERS = ("none", "asha")
@@ -54,9 +65,22 @@ class StudySettings:
     confirm_shots: list[int] = field(default_factory=list)  # a shot-count sweep's K per class ([]: the base's K)
 
     # the flags that define the study: a resume must not change them
-    DEFINING = ("space", "objective", "num_samples", "scheduler", "seed", "smoke", "storage_path",
-                "mlflow_tracking_uri", "optuna_storage", "base_config", "confirm_top", "confirm_seeds",
-                "test_in_search", "confirm_shots")
+    DEFINING = (
+        "space",
+        "objective",
+        "num_samples",
+        "scheduler",
+        "seed",
+        "smoke",
+        "storage_path",
+        "mlflow_tracking_uri",
+        "optuna_storage",
+        "base_config",
+        "confirm_top",
+        "confirm_seeds",
+        "test_in_search",
+        "confirm_shots",
+    )
 
     def trial_base_config(self, num_threads: int | None = None, ranked: bool = True) -> MPTConfig:
         """What every trial starts from: the base config, evaluating the dev languages the objective ranks
@@ -91,16 +115,18 @@ def load_study_settings(paths: StudyPaths) -> StudySettings:
     if not paths.settings_file.is_file():
         studies = sorted(p.parent.name for p in paths.results_root.glob(f"*/{SETTINGS_FILE}"))
         found = f"studies there: {', '.join(studies)}" if studies else "there are no studies there yet"
-        raise StudyError(f"no study {paths.name!r} under {paths.results_root} ({paths.settings_file} is missing; "
-                         f"{found}): run `{command('study')} --space SPACE --name {paths.name}` first, or pass "
-                         f"--results-dir")
+        raise StudyError(
+            f"no study {paths.name!r} under {paths.results_root} ({paths.settings_file} is missing; "
+            f"{found}): run `{command('study')} --space SPACE --name {paths.name}` first, or pass "
+            f"--results-dir"
+        )
     return StudySettings.from_json(paths.settings_file.read_text(encoding="utf-8"))
 
 
 def check_name(name: str) -> str:
     if not NAME_PATTERN.match(name):
-        raise StudyError(f"study name {name!r} is invalid: use letters, digits, '-', '_' and '.', starting with a "
-                         f"letter or digit (it names folders and the MLflow experiment)")
+        raise StudyError(
+            f"study name {name!r} is invalid: use letters, digits, '-', '_' and '.', starting with a "
+            f"letter or digit (it names folders and the MLflow experiment)"
+        )
     return name
-
-

@@ -40,8 +40,9 @@ def shots_of(row: TrialRow, base_shots: int) -> int:
     return int(row.params.get("shots_per_class", base_shots))
 
 
-def build_sweep(rows: Sequence[TrialRow], languages: Sequence[str], best_trial: int | None, shots: Sequence[int],
-                base_shots: int) -> ShotSweep:
+def build_sweep(
+    rows: Sequence[TrialRow], languages: Sequence[str], best_trial: int | None, shots: Sequence[int], base_shots: int
+) -> ShotSweep:
     """A verdict per K from the confirmation rows of a sweep."""
     verdicts = {}
     for k in sorted(shots):
@@ -65,8 +66,10 @@ def plot_sweep(path: Path, sweep: ShotSweep, source: str) -> None:
     95% error bars and the chance line."""
     figure, panels = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     shots = list(sweep.verdicts)
-    for axes, label, title in ((panels[0], source, "English (the source language)"),
-                               (panels[1], TARGETS, "target languages' average")):
+    for axes, label, title in (
+        (panels[0], source, "English (the source language)"),
+        (panels[1], TARGETS, "target languages' average"),
+    ):
         curves = _curves(sweep, label)
         for index, (name, points) in enumerate(curves.items()):
             shift = 1 + 0.04 * (index - (len(curves) - 1) / 2)  # side by side on the log axis, not on top
@@ -99,23 +102,33 @@ def _pp(estimate, signed: bool = False) -> str:
 
 def markdown_sweep(sweep: ShotSweep) -> list[str]:
     """The report's section on the sweep: the verdict at each K, then each configuration's accuracy by K."""
-    lines = ["### Shot-count sweep", "",
-             f"The confirmation at {', '.join(map(str, sweep.verdicts))} English training examples per class, the "
-             "same paired seeds at every K (nested samples: a seed's smaller sample is part of its larger ones). The "
-             f"verdict above is the one at K = {sweep.headline_shots}.", "",
-             "| shots per class | compared | vs vanilla, target average (pp) | verdict | detects gains >= (pp) |",
-             "|---:|---|---:|---|---:|"]
+    lines = [
+        "### Shot-count sweep",
+        "",
+        f"The confirmation at {', '.join(map(str, sweep.verdicts))} English training examples per class, the "
+        "same paired seeds at every K (nested samples: a seed's smaller sample is part of its larger ones). The "
+        f"verdict above is the one at K = {sweep.headline_shots}.",
+        "",
+        "| shots per class | compared | vs vanilla, target average (pp) | verdict | detects gains >= (pp) |",
+        "|---:|---|---:|---|---:|",
+    ]
     for k, verdict in sweep.verdicts.items():
         headline = verdict.headline
         if headline is None:
             lines.append(f"| {k} | | | no verdict: {verdict.note} | |")
             continue
         detectable = "n/a" if headline.detectable is None else f"{100 * headline.detectable:.1f}"
-        lines.append(f"| {k} | {headline.name} | {_pp(headline.gain[TARGETS], True)} | {headline.conclusion()} | "
-                     f"{detectable} |")
+        lines.append(
+            f"| {k} | {headline.name} | {_pp(headline.gain[TARGETS], True)} | {headline.conclusion()} | {detectable} |"
+        )
     source = sweep.headline.languages[0]
-    lines += ["", "Test accuracy (%) by shots per class: mean over seeds [95% interval].", "",
-              f"| configuration | shots per class | {source} | target average |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "Test accuracy (%) by shots per class: mean over seeds [95% interval].",
+        "",
+        f"| configuration | shots per class | {source} | target average |",
+        "|---|---:|---:|---:|",
+    ]
     english, targets = _curves(sweep, source), _curves(sweep, TARGETS)
     for name in english:
         for (k, en), (_, avg) in zip(english[name], targets[name]):
@@ -137,8 +150,11 @@ def sweep_metrics(sweep: ShotSweep) -> list[tuple[str, float, int]]:
     for k, verdict in sweep.verdicts.items():
         if verdict.headline is not None:
             gain = verdict.headline.gain[TARGETS]
-            values += [("sweep_gain_avg_target", gain.mean, k), ("sweep_gain_avg_target_low", gain.low, k),
-                       ("sweep_gain_avg_target_high", gain.high, k)]
+            values += [
+                ("sweep_gain_avg_target", gain.mean, k),
+                ("sweep_gain_avg_target_low", gain.low, k),
+                ("sweep_gain_avg_target_high", gain.high, k),
+            ]
             if verdict.headline.detectable is not None:
                 values.append(("sweep_mde_avg_target", verdict.headline.detectable, k))
         for summary in verdict.summaries:

@@ -44,7 +44,7 @@ DESCRIPTION_TAG = "mlflow.note.content"  # the UI shows it as the description of
 # A run's colour in the UI's table and charts, as its colour picker sets it; by default the UI hashes run ids
 # into a small palette, so unrelated runs share colours.
 COLOUR_TAG = "mlflow.runColor"
-GOLDEN_RATIO = (5 ** 0.5 - 1) / 2
+GOLDEN_RATIO = (5**0.5 - 1) / 2
 # The MLflow 3 UI opens experiments in its GenAI view unless told otherwise (an experiment's kind, or
 # the "Model training" switch, which `?workflowType=machine_learning` in the URL sets).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -55,8 +55,9 @@ SHOWN_PARAMS = 3  # how many searched values a run name shows
 logger = logging.getLogger(__name__)
 
 
-def run_name(space: str, trial_number: int, params: dict[str, Any], reference: str | None = None,
-             phase: str = "search") -> str:
+def run_name(
+    space: str, trial_number: int, params: dict[str, Any], reference: str | None = None, phase: str = "search"
+) -> str:
     """A readable run name: space, trial number, then the reference name or the first searched values."""
     prefix = f"{space}-{trial_number:03d}" if phase == "search" else f"{space}-confirm-{trial_number:03d}"
     if phase == "confirm" and "seed" in params:
@@ -65,17 +66,30 @@ def run_name(space: str, trial_number: int, params: dict[str, Any], reference: s
         prefix += f"-k{params['shots_per_class']}"
     if reference:
         return f"{prefix} {reference}"
-    shown = [f"{_abbreviated(k)}={_format(v)}" for k, v in params.items()
-             if k not in (*META_KEYS, "seed", "shots_per_class" if phase == "confirm" else "")][:SHOWN_PARAMS]
+    shown = [
+        f"{_abbreviated(k)}={_format(v)}"
+        for k, v in params.items()
+        if k not in (*META_KEYS, "seed", "shots_per_class" if phase == "confirm" else "")
+    ][:SHOWN_PARAMS]
     return " ".join([prefix, *shown])
 
 
 def _abbreviated(name: str) -> str:
     """A searched field's short name in run names (`alignment_weight` -> `w`)."""
-    return {"alignment_weight": "w", "kl_temperature": "T", "alignment_batch_size": "align_bs",
-            "teacher_stop_gradient": "stopgrad", "translator_depth": "depth", "translator_hidden": "hidden",
-            "translator_residual": "residual", "translator_mode": "mode", "prompt_length": "len",
-            "prompt_init": "init", "learning_rate": "lr", "ce_only_epochs": "ce_only"}.get(name, name)
+    return {
+        "alignment_weight": "w",
+        "kl_temperature": "T",
+        "alignment_batch_size": "align_bs",
+        "teacher_stop_gradient": "stopgrad",
+        "translator_depth": "depth",
+        "translator_hidden": "hidden",
+        "translator_residual": "residual",
+        "translator_mode": "mode",
+        "prompt_length": "len",
+        "prompt_init": "init",
+        "learning_rate": "lr",
+        "ce_only_epochs": "ce_only",
+    }.get(name, name)
 
 
 def _format(value: Any) -> str:
@@ -86,8 +100,9 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_location:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location,
-                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})  # its description: mlflow_views
+    return client.create_experiment(
+        name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    )  # its description: mlflow_views
 
 
 def find_runs(client: MlflowClient, experiment_id: str, **tags: str) -> list:
@@ -101,11 +116,15 @@ def find_study_run(client: MlflowClient, experiment_id: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def start_study_run(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
-                    tags: dict[str, str]) -> str:
+def start_study_run(
+    client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any], tags: dict[str, str]
+) -> str:
     """The parent run of a new study."""
-    run = client.create_run(experiment_id, run_name=name,
-                            tags={RUN_TYPE_TAG: "study", DESCRIPTION_TAG: study_description(name, params), **tags})
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={RUN_TYPE_TAG: "study", DESCRIPTION_TAG: study_description(name, params), **tags},
+    )
     log_params(client, run.info.run_id, params)
     return run.info.run_id
 
@@ -113,22 +132,29 @@ def start_study_run(client: MlflowClient, experiment_id: str, name: str, params:
 def study_description(name: str, params: dict[str, Any]) -> str:
     """What the parent run is, for its page in the MLflow UI (Markdown); the study's answer goes before it once
     the study ends (`study.mlflow_views.final_description`)."""
-    labels = {"space": "space {}", "objective": "objective {}", "num_samples": "{} trials", "scheduler": "scheduler {}",
-              "seed": "seed {}"}
+    labels = {
+        "space": "space {}",
+        "objective": "objective {}",
+        "num_samples": "{} trials",
+        "scheduler": "scheduler {}",
+        "seed": "seed {}",
+    }
     settings = ", ".join(label.format(params[key]) for key, label in labels.items() if key in params)
     references = ", ".join(f"`{reference}`" for reference in REFERENCE_POINTS)
-    return (f"Study **{name}**" + (f" ({settings})" if settings else "") + ". Its trials are the runs nested under "
-            f"this one, named `<space>-<trial number> <key values>` (the reference configurations: {references}); "
-            f"the confirmation's are `<space>-confirm-<trial number>-seed<seed>`. The tag `{ROLE_TAG}` marks the "
-            f"runs of the best trial and of the references. The report is this run's artifact "
-            f"`{REPORT_ARTIFACT_DIR}/report.html` (the plots inline; `{REPORT_ARTIFACT_DIR}/report.md` and "
-            f"`{REPORT_ARTIFACT_DIR}/*.png` hold the same).")
+    return (
+        f"Study **{name}**" + (f" ({settings})" if settings else "") + ". Its trials are the runs nested under "
+        f"this one, named `<space>-<trial number> <key values>` (the reference configurations: {references}); "
+        f"the confirmation's are `<space>-confirm-<trial number>-seed<seed>`. The tag `{ROLE_TAG}` marks the "
+        f"runs of the best trial and of the references. The report is this run's artifact "
+        f"`{REPORT_ARTIFACT_DIR}/report.html` (the plots inline; `{REPORT_ARTIFACT_DIR}/report.md` and "
+        f"`{REPORT_ARTIFACT_DIR}/*.png` hold the same)."
+    )
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
     entries = [Param(k, _param_value(v)) for k, v in params.items()]
     for start in range(0, len(entries), MAX_PARAMS_PER_BATCH):  # MLflow refuses larger batches
-        client.log_batch(run_id, params=entries[start:start + MAX_PARAMS_PER_BATCH], synchronous=True)
+        client.log_batch(run_id, params=entries[start : start + MAX_PARAMS_PER_BATCH], synchronous=True)
 
 
 def _param_value(value: Any) -> str:
@@ -169,8 +195,15 @@ def effective_params(base_config: MPTConfig, config: dict[str, Any]) -> dict[str
 class StudyTracker(tune.Callback):
     """Tune callback on the driver: one nested MLflow run per trial, metrics per epoch (step = epoch)."""
 
-    def __init__(self, tracking_uri: str, experiment_name: str, space: str, base_config: MPTConfig,
-                 phase: str = "search", best_trial: int | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        space: str,
+        base_config: MPTConfig,
+        phase: str = "search",
+        best_trial: int | None = None,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.space = space
@@ -230,8 +263,14 @@ class StudyTracker(tune.Callback):
         reference = config.get("reference")
         number = int(config.get("trial_number", 0))
         searched = [k for k in config if k not in META_KEYS]
-        tags = {RUN_TYPE_TAG: "trial", PHASE_TAG: self.phase, TRIAL_ID_TAG: trial.trial_id,
-                "trial_number": str(number), SEARCHED_TAG: ",".join(searched), COLOUR_TAG: run_colour(number)}
+        tags = {
+            RUN_TYPE_TAG: "trial",
+            PHASE_TAG: self.phase,
+            TRIAL_ID_TAG: trial.trial_id,
+            "trial_number": str(number),
+            SEARCHED_TAG: ",".join(searched),
+            COLOUR_TAG: run_colour(number),
+        }
         if self._parent_run_id:
             tags[PARENT_TAG] = self._parent_run_id
         if reference:
@@ -239,8 +278,9 @@ class StudyTracker(tune.Callback):
         role = run_role(reference, self.best_trial is not None and number == self.best_trial)
         if role:
             tags[ROLE_TAG] = role
-        run = self.client.create_run(self._experiment_id, run_name=trial_run_name(self.space, self.phase, config),
-                                     tags=tags)
+        run = self.client.create_run(
+            self._experiment_id, run_name=trial_run_name(self.space, self.phase, config), tags=tags
+        )
         log_params(self.client, run.info.run_id, effective_params(self.base_config, config))
         return run.info.run_id
 
@@ -254,8 +294,10 @@ class StudyTracker(tune.Callback):
         if step <= self._last_step.get(trial.trial_id, 0):
             return  # already logged before an interruption: the resumed trial re-reported it
         now = int(time.time() * 1000)
-        metrics = [Metric(key, value, now, step)
-                   for key, value in report.tracked_metrics(ranked=self.phase == "search").items()]
+        metrics = [
+            Metric(key, value, now, step)
+            for key, value in report.tracked_metrics(ranked=self.phase == "search").items()
+        ]
         # the params hold the config as given (device auto, precision auto), the tags what the trial ran on (a
         # trial resumed on another node: the latest)
         tags = [RunTag(key, value) for key, value in report.runtime_tags().items()]
@@ -280,8 +322,10 @@ class StudyTracker(tune.Callback):
     def _log_trial_artifacts(self, run_id: str, params: dict, result: dict, error: str | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="mpt-mlflow-") as directory:
             folder = Path(directory)
-            config = {"trial": {k: params[k] for k in META_KEYS if k in params},
-                      "config": effective_params(self.base_config, params)}
+            config = {
+                "trial": {k: params[k] for k in META_KEYS if k in params},
+                "config": effective_params(self.base_config, params),
+            }
             try:
                 trial_config(self.base_config, params)
             except ValueError as err:  # an invalid config is why the trial failed: it is recorded as given
@@ -310,12 +354,17 @@ def per_language_rows(result: dict) -> list[dict[str, Any]]:
     where every language has a value (a search trial has no test; a confirmation run's dev is English alone,
     its metric `selected_dev_acc_en`), so no column is empty."""
     report = TrialReport.from_result(result)
-    measures = {"dev_accuracy": report.selected_dev_accuracy,
-                "test_accuracy": report.test.accuracy if report.test else {}}
+    measures = {
+        "dev_accuracy": report.selected_dev_accuracy,
+        "test_accuracy": report.test.accuracy if report.test else {},
+    }
     languages = sorted(set().union(*measures.values()))
     complete = {column: values for column, values in measures.items() if values and set(values) == set(languages)}
-    return [{"language": lang, **{column: values[lang] for column, values in complete.items()}}
-            for lang in languages] if complete else []
+    return (
+        [{"language": lang, **{column: values[lang] for column, values in complete.items()}} for lang in languages]
+        if complete
+        else []
+    )
 
 
 def write_language_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -80,9 +80,11 @@ def ui_base_url(tracking_uri: str) -> str | None:
 
 def existing_database(database: Path, name: str) -> Path:
     if not database.is_file():
-        raise StudyError(f"study {name!r} has no MLflow store yet ({database} is missing: the study stopped before "
-                         f"its first run, or the results moved): resume it with `{command('study')} --space SPACE "
-                         f"--name {name} --resume`")
+        raise StudyError(
+            f"study {name!r} has no MLflow store yet ({database} is missing: the study stopped before "
+            f"its first run, or the results moved): resume it with `{command('study')} --space SPACE "
+            f"--name {name} --resume`"
+        )
     return database
 
 
@@ -92,8 +94,10 @@ def find_experiment(tracking_uri: str, name: str):
 
     experiment = MlflowClient(tracking_uri).get_experiment_by_name(name)
     if experiment is None:
-        raise StudyError(f"the MLflow store {tracking_uri} has no experiment {name!r}: the study stopped before its "
-                         f"first run; resume it with `{command('study')} --space SPACE --name {name} --resume`")
+        raise StudyError(
+            f"the MLflow store {tracking_uri} has no experiment {name!r}: the study stopped before its "
+            f"first run; resume it with `{command('study')} --space SPACE --name {name} --resume`"
+        )
     return experiment
 
 
@@ -121,8 +125,10 @@ def check_port_free(port: int) -> None:
         try:
             probe.bind((HOST, port))
         except OSError as err:
-            raise StudyError(f"port {port} on {HOST} is in use ({err.strerror}; another MLflow UI?): open that one, "
-                             f"or pass another port, e.g. --port {port + 1}") from None
+            raise StudyError(
+                f"port {port} on {HOST} is in use ({err.strerror}; another MLflow UI?): open that one, "
+                f"or pass another port, e.g. --port {port + 1}"
+            ) from None
 
 
 def server_command(tracking_uri: str, port: int, artifacts: str) -> list[str]:
@@ -130,19 +136,37 @@ def server_command(tracking_uri: str, port: int, artifacts: str) -> list[str]:
     `artifacts`, the study's artifact root), which the server reads directly: it proxies none (the
     `mlflow-artifacts:` scheme is an MLflow server's own), and a new experiment made in the UI goes to the same
     root, not to ./mlruns of wherever this runs."""
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
-            "--default-artifact-root", artifacts, "--no-serve-artifacts", "--host", HOST, "--port", str(port),
-            "--workers", "1"]  # one user: one worker is enough on a small machine
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri,
+        "--default-artifact-root",
+        artifacts,
+        "--no-serve-artifacts",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]  # one user: one worker is enough on a small machine
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=command("ui"), description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=command("ui"),
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("name", help="the study name (its folder under --results-dir and its MLflow experiment)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on {HOST} (default: {DEFAULT_PORT})")
-    parser.add_argument("--results-dir", default=str(RESULTS_ROOT),
-                        help=f"where studies are stored (default: {RESULTS_ROOT})")
+    parser.add_argument(
+        "--results-dir", default=str(RESULTS_ROOT), help=f"where studies are stored (default: {RESULTS_ROOT})"
+    )
     return parser
 
 
@@ -152,8 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_study_settings(StudyPaths(args.name, Path(args.results_dir).resolve(), ""))
         tracking_uri = settings.mlflow_tracking_uri
         if tracking_uri.startswith(("http://", "https://")):
-            print(f"study {settings.name} is tracked on the MLflow server {tracking_uri}: open {tracking_uri} "
-                  f"(\"Model training\" view) and its experiment {settings.name!r}; nothing to start here")
+            print(
+                f"study {settings.name} is tracked on the MLflow server {tracking_uri}: open {tracking_uri} "
+                f'("Model training" view) and its experiment {settings.name!r}; nothing to start here'
+            )
             return 0
         database = sqlite_database(tracking_uri)
         if database is not None:
@@ -166,13 +192,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     missing = missing_artifacts(experiment.artifact_location)
     if missing is not None:  # the runs are still worth browsing: say why their artifacts will not show
-        print(f"warning: the study's artifacts folder {missing} is missing (moved or deleted, or nothing was logged "
-              f"yet): its runs show without artifacts (report, trial configs, models); put the folder back there "
-              f"to see them", file=sys.stderr)
+        print(
+            f"warning: the study's artifacts folder {missing} is missing (moved or deleted, or nothing was logged "
+            f"yet): its runs show without artifacts (report, trial configs, models); put the folder back there "
+            f"to see them",
+            file=sys.stderr,
+        )
     command = server_command(tracking_uri, args.port, artifact_root(experiment.artifact_location))
-    print(f"MLflow UI for study {settings.name}: "
-          f"{experiment_url(f'http://{HOST}:{args.port}', experiment.experiment_id)}\n"
-          f"  (starting: {' '.join(command[2:])}; Ctrl+C stops it)", flush=True)
+    print(
+        f"MLflow UI for study {settings.name}: "
+        f"{experiment_url(f'http://{HOST}:{args.port}', experiment.experiment_id)}\n"
+        f"  (starting: {' '.join(command[2:])}; Ctrl+C stops it)",
+        flush=True,
+    )
     # Job execution serves GenAI features (judges, trace jobs) and starts seven worker processes: not for
     # browsing a study. An explicit setting in the environment still wins.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}

@@ -20,7 +20,7 @@ def absolute_storage(path: str) -> str:
 def local_storage_folder(storage_path: str) -> Path | None:
     """The folder of Ray Tune storage on this machine (a path or file:// URI), None for remote storage."""
     if storage_path.startswith("file://"):
-        return Path(storage_path[len("file://"):])
+        return Path(storage_path[len("file://") :])
     return None if is_uri(storage_path) else Path(storage_path)
 
 
@@ -29,7 +29,7 @@ SQLITE_PREFIX = "sqlite:///"
 
 def sqlite_database(tracking_uri: str) -> Path | None:
     """The database file of a local SQLite MLflow store, None for any other store (a server, ...)."""
-    return Path(tracking_uri[len(SQLITE_PREFIX):]) if tracking_uri.startswith(SQLITE_PREFIX) else None
+    return Path(tracking_uri[len(SQLITE_PREFIX) :]) if tracking_uri.startswith(SQLITE_PREFIX) else None
 
 
 def default_tracking_uri(results_root: Path) -> str:
@@ -40,8 +40,9 @@ def default_tracking_uri(results_root: Path) -> str:
 def redact(text: str) -> str:
     """`text` without credentials: URI user info (`https://user:token@host`) and secret-looking query values."""
     text = re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
-    return re.sub(r"(?i)([?&][a-z_-]*(?:token|secret|password|passwd|key|signature|credential)[a-z_-]*=)[^&\s]+",
-                  r"\1***", text)
+    return re.sub(
+        r"(?i)([?&][a-z_-]*(?:token|secret|password|passwd|key|signature|credential)[a-z_-]*=)[^&\s]+", r"\1***", text
+    )
 
 
 def redacted(values: dict[str, Any]) -> dict[str, Any]:

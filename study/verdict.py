@@ -105,8 +105,7 @@ class Comparison:
         if components.seeds < 2:
             return "one seed: the interval leaves out the seeds' variation, and what the study could detect is unknown"
         if self.detectable is None:
-            return ("the two agreed on every test row in every seed: no variation to say what the study could "
-                    "detect")
+            return "the two agreed on every test row in every seed: no variation to say what the study could detect"
         note = f"with {components.seeds} seeds this study detects gains >= {100 * self.detectable:.1f} pp"
         if self.detectable <= effect:
             return note
@@ -115,8 +114,10 @@ class Comparison:
             return f"{note}; ~{needed} seeds would detect {100 * effect:.0f} pp"
         floor = components.detectable_with_unlimited_seeds()
         if floor >= effect:
-            return (f"{note}; no number of seeds would detect {100 * effect:.0f} pp on these {components.rows} test "
-                    f"rows: their variation alone allows >= {100 * floor:.1f} pp")
+            return (
+                f"{note}; no number of seeds would detect {100 * effect:.0f} pp on these {components.rows} test "
+                f"rows: their variation alone allows >= {100 * floor:.1f} pp"
+            )
         return f"{note}; more than {MAX_SEEDS} seeds would be needed for {100 * effect:.0f} pp"
 
 
@@ -160,21 +161,38 @@ class Verdict:
         if self.headline is None:
             return f"{shots}no verdict: {self.note}"
         probe = "".join(f"; {c.name} vs the frozen probe: {c.short}" for c in self.against_probe)
-        return (f"{shots}{self.headline.name} vs vanilla on the {len(self.targets)} target languages: "
-                f"{self.headline.short}, {len(self.headline.seeds)} paired seeds: {self.headline.conclusion()} "
-                f"({self.headline.power_note()}){probe}")
+        return (
+            f"{shots}{self.headline.name} vs vanilla on the {len(self.targets)} target languages: "
+            f"{self.headline.short}, {len(self.headline.seeds)} paired seeds: {self.headline.conclusion()} "
+            f"({self.headline.power_note()}){probe}"
+        )
 
 
 def configurations(rows: Sequence[TrialRow], languages: Sequence[str]) -> list[Configuration]:
     """The confirmed configurations with every seed complete and scored per row, in trial order."""
     found = []
     for number in sorted({r.trial_number for r in rows}):
-        runs = sorted((r for r in rows if r.trial_number == number and r.status == COMPLETE
-                       and all(lang in r.test_correct for lang in languages)), key=lambda r: r.seed or 0)
+        runs = sorted(
+            (
+                r
+                for r in rows
+                if r.trial_number == number
+                and r.status == COMPLETE
+                and all(lang in r.test_correct for lang in languages)
+            ),
+            key=lambda r: r.seed or 0,
+        )
         if runs:
             correct = {lang: np.array([[int(c) for c in r.test_correct[lang]] for r in runs]) for lang in languages}
-            found.append(Configuration(number, runs[0].reference, {k: v for k, v in runs[0].params.items()
-                                                                   if k != "seed"}, [r.seed for r in runs], correct))
+            found.append(
+                Configuration(
+                    number,
+                    runs[0].reference,
+                    {k: v for k, v in runs[0].params.items() if k != "seed"},
+                    [r.seed for r in runs],
+                    correct,
+                )
+            )
     return found
 
 
@@ -193,12 +211,12 @@ def summarise(configuration: Configuration, languages: Sequence[str]) -> Summary
     per_seed = np.vstack([per_seed, per_seed.mean(axis=0), per_seed[1:].mean(axis=0)])
     labels = [*languages, AVERAGE, TARGETS]
     intervals = {label: c.interval(bounds=ACCURACY) for label, c in _labelled(scores, languages).items()}
-    return Summary(configuration, intervals,
-                   {label: seed_std(per_seed[i]) for i, label in enumerate(labels)})
+    return Summary(configuration, intervals, {label: seed_std(per_seed[i]) for i, label in enumerate(labels)})
 
 
-def compare(name: str, configuration: Configuration, vanilla: Configuration,
-            languages: Sequence[str], baseline: str = "vanilla") -> Comparison | None:
+def compare(
+    name: str, configuration: Configuration, vanilla: Configuration, languages: Sequence[str], baseline: str = "vanilla"
+) -> Comparison | None:
     """`configuration` minus `vanilla` (or another baseline, named `baseline`) on the seeds both completed (None
     without one in common), paired by seed and test row; Holm's correction over the per-language gains."""
     seeds = [s for s in configuration.seeds if s in vanilla.seeds]
@@ -208,8 +226,15 @@ def compare(name: str, configuration: Configuration, vanilla: Configuration,
     differences = [pick(configuration, lang) - pick(vanilla, lang) for lang in languages]
     components = _labelled(differences, languages)
     holm = holm_distinguishable([components[lang].p_value() for lang in languages])
-    return Comparison(name, configuration, {label: c.interval(bounds=DIFFERENCE) for label, c in components.items()},
-                      components, seeds, dict(zip(languages, holm)), baseline)
+    return Comparison(
+        name,
+        configuration,
+        {label: c.interval(bounds=DIFFERENCE) for label, c in components.items()},
+        components,
+        seeds,
+        dict(zip(languages, holm)),
+        baseline,
+    )
 
 
 def build_verdict(rows: Sequence[TrialRow], languages: Sequence[str], best_trial: int | None) -> Verdict:
@@ -235,16 +260,20 @@ def build_verdict(rows: Sequence[TrialRow], languages: Sequence[str], best_trial
     best = next((c for c in verdict.comparisons if c.configuration.trial_number == best_trial), None)
     if best_trial is not None and best_trial in (vanilla.trial_number, probe and probe.trial_number):
         beaten = "vanilla itself" if best_trial == vanilla.trial_number else "the frozen probe"
-        verdict.note = (f"the search's best trial was {beaten}: no MPT configuration beat it on dev; the "
-                        "headline is the paper-like default")
+        verdict.note = (
+            f"the search's best trial was {beaten}: no MPT configuration beat it on dev; the "
+            "headline is the paper-like default"
+        )
         best = next((c for c in verdict.comparisons if c.configuration.reference == PAPER_DEFAULT), None)
     verdict.headline = best or (verdict.comparisons[0] if verdict.comparisons else None)
     if verdict.headline is None:
         verdict.note = verdict.note or "no configuration besides vanilla completed its confirmation runs"
         return verdict
     if best is None and best_trial is not None:  # the search's best has no complete confirmation: say so
-        verdict.note = (f"the search's best trial (#{best_trial}) has no complete confirmation run; the headline "
-                        f"is {verdict.headline.name}")
+        verdict.note = (
+            f"the search's best trial (#{best_trial}) has no complete confirmation run; the headline "
+            f"is {verdict.headline.name}"
+        )
     _add_gaps(verdict, vanilla)
     _add_distances(verdict)
     if probe is not None:
@@ -252,12 +281,19 @@ def build_verdict(rows: Sequence[TrialRow], languages: Sequence[str], best_trial
     return verdict
 
 
-def _add_probe_comparisons(verdict: Verdict, vanilla: Configuration, probe: Configuration,
-                           best_trial: int | None) -> None:
+def _add_probe_comparisons(
+    verdict: Verdict, vanilla: Configuration, probe: Configuration, best_trial: int | None
+) -> None:
     """Vanilla minus the frozen probe and, when the search's best is an MPT configuration, the best minus the
     probe: the same paired intervals as the headline."""
-    mpt_best = next((c.configuration for c in verdict.comparisons
-                     if c.configuration.trial_number == best_trial and not c.configuration.reference), None)
+    mpt_best = next(
+        (
+            c.configuration
+            for c in verdict.comparisons
+            if c.configuration.trial_number == best_trial and not c.configuration.reference
+        ),
+        None,
+    )
     for name, configuration in (("vanilla", vanilla), (f"MPT (trial {best_trial})", mpt_best)):
         if configuration is not None:
             comparison = compare(name, configuration, probe, verdict.languages, baseline="the frozen probe")
@@ -269,8 +305,10 @@ def _add_gaps(verdict: Verdict, vanilla: Configuration) -> None:
     """English minus each target, for vanilla and the headline configuration, paired by seed and test row."""
     source = verdict.languages[0]
     for lang in verdict.targets:
-        gaps = [variance_components([c.correct[source], c.correct[lang]], (1, -1)).interval(bounds=DIFFERENCE)
-                for c in (vanilla, verdict.headline.configuration)]
+        gaps = [
+            variance_components([c.correct[source], c.correct[lang]], (1, -1)).interval(bounds=DIFFERENCE)
+            for c in (vanilla, verdict.headline.configuration)
+        ]
         verdict.gaps.append(Gap(lang, *gaps))
 
 
@@ -278,9 +316,12 @@ def _add_distances(verdict: Verdict) -> None:
     """Each target's distance from English, and the rank correlation of the headline gain with it."""
     verdict.distances = distance_from(verdict.languages[0], verdict.targets)
     known = [lang for lang in verdict.targets if lang in verdict.distances]
-    verdict.rank_correlation = rank_correlation([verdict.distances[lang] for lang in known],
-                                                [verdict.headline.gain[lang].mean for lang in known])
+    verdict.rank_correlation = rank_correlation(
+        [verdict.distances[lang] for lang in known], [verdict.headline.gain[lang].mean for lang in known]
+    )
 
 
-DISTANCE_NOTE = (f"distance: cosine distance of URIEL `{FEATURE_SET}` vectors from English (lang2vec; "
-                 "study/language_distance.py says why)")
+DISTANCE_NOTE = (
+    f"distance: cosine distance of URIEL `{FEATURE_SET}` vectors from English (lang2vec; "
+    "study/language_distance.py says why)"
+)

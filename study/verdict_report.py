@@ -30,10 +30,12 @@ def _gain_cell(comparison: Comparison, label: str) -> str:
 
 
 def holm_note(verdict: Verdict) -> str:
-    return (f"{HOLM_MARK}: distinguishable from 0 after Holm's correction over the row's {len(verdict.languages)} "
-            f"per-language gains (family-wise {100 * (1 - CONFIDENCE):.0f}%, statsmodels' multipletests); an "
-            "unmarked interval that excludes 0 may be one of several comparisons' chance findings. The target "
-            "average, the headline, is the one comparison fixed in advance and needs no correction.")
+    return (
+        f"{HOLM_MARK}: distinguishable from 0 after Holm's correction over the row's {len(verdict.languages)} "
+        f"per-language gains (family-wise {100 * (1 - CONFIDENCE):.0f}%, statsmodels' multipletests); an "
+        "unmarked interval that excludes 0 may be one of several comparisons' chance findings. The target "
+        "average, the headline, is the one comparison fixed in advance and needs no correction."
+    )
 
 
 def markdown_power(verdict: Verdict) -> list[str]:
@@ -54,16 +56,24 @@ def markdown_power(verdict: Verdict) -> list[str]:
     else:
         plan = f"More than {MAX_SEEDS} seeds would be needed for {effect:.0f} pp."
     if components.row > 0:
-        rows = (f"More seeds shrink only the seed term ({1e4 * components.seed:.2f} pp² per seed); the row term "
-                f"({1e4 * components.row:.2f} pp²) stays, so on these {components.rows} test rows no number of "
-                f"seeds detects less than {floor:.1f} pp.")
+        rows = (
+            f"More seeds shrink only the seed term ({1e4 * components.seed:.2f} pp² per seed); the row term "
+            f"({1e4 * components.row:.2f} pp²) stays, so on these {components.rows} test rows no number of "
+            f"seeds detects less than {floor:.1f} pp."
+        )
     else:
-        rows = (f"The row term is 0 here, so more seeds shrink the whole variance (the seed term: "
-                f"{1e4 * components.seed:.2f} pp² per seed).")
-    lines = [f"**What this study could detect** (target average, {100 * POWER:.0f}% power, two-sided "
-             f"{100 * (1 - CONFIDENCE):.0f}%, from the variances it estimated): gains of "
-             f"{100 * headline.detectable:.1f} pp or more with its {components.seeds} seeds. {rows} {plan}", "",
-             "| seeds | detects gains >= (pp) | confirmation runs |", "|---:|---:|---:|"]
+        rows = (
+            f"The row term is 0 here, so more seeds shrink the whole variance (the seed term: "
+            f"{1e4 * components.seed:.2f} pp² per seed)."
+        )
+    lines = [
+        f"**What this study could detect** (target average, {100 * POWER:.0f}% power, two-sided "
+        f"{100 * (1 - CONFIDENCE):.0f}%, from the variances it estimated): gains of "
+        f"{100 * headline.detectable:.1f} pp or more with its {components.seeds} seeds. {rows} {plan}",
+        "",
+        "| seeds | detects gains >= (pp) | confirmation runs |",
+        "|---:|---:|---:|",
+    ]
     for seeds in sorted({*SEED_TRADE, components.seeds, *([needed] if needed else [])}):
         mark = " (this study)" if seeds == components.seeds else ""
         lines.append(f"| {seeds}{mark} | {100 * components.detectable(seeds):.1f} | {configurations * seeds} |")
@@ -81,50 +91,78 @@ def markdown_verdict(verdict: Verdict) -> list[str]:
     if verdict.headline is None:
         return lines
     seeds = ", ".join(map(str, verdict.headline.seeds))
-    lines += [f"Test accuracy differences in percentage points against vanilla prompt transfer (translator depth 0, "
-              f"no alignment), paired by seed (seeds {seeds}: the same few-shot sample, batch order and "
-              f"initialisation of the prompt and head) and by test row, with {level} intervals from the variance "
-              f"of seeds and test rows (a crossed random-effects model; docs/statistics.md and study/intervals.py "
-              f"say why). An interval that contains 0 means the study cannot tell the two apart.", "",
-              "| vs vanilla | " + " | ".join(labels) + " | verdict |", "|---|" + "---:|" * len(labels) + "---|"]
+    lines += [
+        f"Test accuracy differences in percentage points against vanilla prompt transfer (translator depth 0, "
+        f"no alignment), paired by seed (seeds {seeds}: the same few-shot sample, batch order and "
+        f"initialisation of the prompt and head) and by test row, with {level} intervals from the variance "
+        f"of seeds and test rows (a crossed random-effects model; docs/statistics.md and study/intervals.py "
+        f"say why). An interval that contains 0 means the study cannot tell the two apart.",
+        "",
+        "| vs vanilla | " + " | ".join(labels) + " | verdict |",
+        "|---|" + "---:|" * len(labels) + "---|",
+    ]
     for c in verdict.comparisons:
-        lines.append(f"| {c.name} | " + " | ".join(_gain_cell(c, label) for label in labels)
-                     + f" | {c.conclusion()} |")
+        lines.append(f"| {c.name} | " + " | ".join(_gain_cell(c, label) for label in labels) + f" | {c.conclusion()} |")
     if verdict.against_probe:
-        lines += ["", "Against the frozen probe (the linear head on the frozen encoder's features: no prompt, no "
-                      "translator), paired the same way: a prompt method that cannot beat it has learnt nothing a "
-                      "linear classifier on the encoder's features would not.", "",
-                  "| vs the frozen probe | " + " | ".join(labels) + " | verdict |",
-                  "|---|" + "---:|" * len(labels) + "---|"]
+        lines += [
+            "",
+            "Against the frozen probe (the linear head on the frozen encoder's features: no prompt, no "
+            "translator), paired the same way: a prompt method that cannot beat it has learnt nothing a "
+            "linear classifier on the encoder's features would not.",
+            "",
+            "| vs the frozen probe | " + " | ".join(labels) + " | verdict |",
+            "|---|" + "---:|" * len(labels) + "---|",
+        ]
         for c in verdict.against_probe:
-            lines.append(f"| {c.name} | " + " | ".join(_gain_cell(c, label) for label in labels)
-                         + f" | {c.conclusion()} |")
+            lines.append(
+                f"| {c.name} | " + " | ".join(_gain_cell(c, label) for label in labels) + f" | {c.conclusion()} |"
+            )
     lines += ["", holm_note(verdict), "", *markdown_power(verdict)]
-    lines += [f"Test accuracy (%) per configuration: mean over seeds [{level} interval], and the seed standard "
-                  "deviation.", "", "| configuration | seeds | " + " | ".join(labels) + " |",
-              "|---|---|" + "---:|" * len(labels)]
+    lines += [
+        f"Test accuracy (%) per configuration: mean over seeds [{level} interval], and the seed standard deviation.",
+        "",
+        "| configuration | seeds | " + " | ".join(labels) + " |",
+        "|---|---|" + "---:|" * len(labels),
+    ]
     for s in verdict.summaries:
         cells = [f"{_pp(s.accuracy[label])} ±{100 * s.std[label]:.1f}" for label in labels]
         lines.append(f"| {s.configuration.label} | {len(s.configuration.seeds)} | " + " | ".join(cells) + " |")
-    lines += ["", "### Transfer gap", "",
-              f"English accuracy minus each language's (pp, {level} intervals): what zero-shot transfer loses, and "
-              f"what share of vanilla's gap {verdict.headline.name} closes (shown only where vanilla has a gap "
-              "whose interval excludes 0).", "",
-              f"| language | vanilla's gap | {verdict.headline.name}'s gap | share closed |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "### Transfer gap",
+        "",
+        f"English accuracy minus each language's (pp, {level} intervals): what zero-shot transfer loses, and "
+        f"what share of vanilla's gap {verdict.headline.name} closes (shown only where vanilla has a gap "
+        "whose interval excludes 0).",
+        "",
+        f"| language | vanilla's gap | {verdict.headline.name}'s gap | share closed |",
+        "|---|---:|---:|---:|",
+    ]
     for gap in verdict.gaps:
         share = "no gap to close" if gap.share_closed is None else f"{100 * gap.share_closed:.0f}%"
         lines.append(f"| {gap.language} | {_pp(gap.vanilla, True)} | {_pp(gap.mpt, True)} | {share} |")
-    lines += ["", "### Gain against distance from English", "", f"({DISTANCE_NOTE}.)", "",
-              "| language | distance | gain (pp) |", "|---|---:|---:|"]
+    lines += [
+        "",
+        "### Gain against distance from English",
+        "",
+        f"({DISTANCE_NOTE}.)",
+        "",
+        "| language | distance | gain (pp) |",
+        "|---|---:|---:|",
+    ]
     for lang in sorted(verdict.distances, key=verdict.distances.get):
         lines.append(f"| {lang} | {verdict.distances[lang]:.2f} | {_pp(verdict.headline.gain[lang], True)} |")
     rho = verdict.rank_correlation
     if rho is None:
         lines += ["", "Spearman rank correlation: needs at least three target languages with a known distance.", ""]
     else:
-        lines += ["", f"Spearman rank correlation of the gain with the distance: {rho:+.2f}, descriptive (a rank "
-                      f"over {len(verdict.distances)} languages, each gain itself uncertain: no interval is claimed). "
-                      "The paper's claim (MPT helps most on distant languages) predicts a positive correlation.", ""]
+        lines += [
+            "",
+            f"Spearman rank correlation of the gain with the distance: {rho:+.2f}, descriptive (a rank "
+            f"over {len(verdict.distances)} languages, each gain itself uncertain: no interval is claimed). "
+            "The paper's claim (MPT helps most on distant languages) predicts a positive correlation.",
+            "",
+        ]
     return lines
 
 
@@ -134,12 +172,15 @@ def console_verdict(verdict: Verdict, before: Sequence[str] = ()) -> str:
     if verdict.headline is None:
         return "\n".join([*before, f"Verdict: {verdict.line}"])
     labels = [*verdict.languages, AVERAGE, TARGETS]
-    differences = [(f"{c.name} - vanilla", c) for c in verdict.comparisons] + \
-        [(f"{c.name} - probe", c) for c in verdict.against_probe]
+    differences = [(f"{c.name} - vanilla", c) for c in verdict.comparisons] + [
+        (f"{c.name} - probe", c) for c in verdict.against_probe
+    ]
     names = [s.configuration.label for s in verdict.summaries] + [name for name, _ in differences]
     width = max(map(len, names)) + 2
-    lines = ["Confirmation: test accuracy (%) over paired seeds, mean [95% interval]",
-             f"{'':<{width}}" + "".join(f"{label:>24}" for label in labels)]
+    lines = [
+        "Confirmation: test accuracy (%) over paired seeds, mean [95% interval]",
+        f"{'':<{width}}" + "".join(f"{label:>24}" for label in labels),
+    ]
     for s in verdict.summaries:
         lines.append(f"{s.configuration.label:<{width}}" + "".join(f"{_pp(s.accuracy[label]):>24}" for label in labels))
     for name, c in differences:
@@ -152,8 +193,9 @@ def console_verdict(verdict: Verdict, before: Sequence[str] = ()) -> str:
     return "\n".join(lines)
 
 
-def plot_estimates(path: Path, series: list[tuple[str, dict[str, Estimate]]], labels: list[str], ylabel: str,
-                   title: str) -> None:
+def plot_estimates(
+    path: Path, series: list[tuple[str, dict[str, Estimate]]], labels: list[str], ylabel: str, title: str
+) -> None:
     """Accuracy per language of each series with its 95% error bars and the chance line; the y-axis spans the
     data (not from 0, which would hide the differences), the legend outside the axes."""
     figure, axes = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 2.5), 4))
@@ -162,8 +204,14 @@ def plot_estimates(path: Path, series: list[tuple[str, dict[str, Estimate]]], la
         shown = [estimates.get(label) for label in labels]
         xs = [i + offset for i, e in enumerate(shown) if e is not None]
         shown = [e for e in shown if e is not None]
-        axes.errorbar(xs, [100 * e.mean for e in shown], capsize=3, fmt="o", label=name,
-                      yerr=[[100 * (e.mean - e.low) for e in shown], [100 * (e.high - e.mean) for e in shown]])
+        axes.errorbar(
+            xs,
+            [100 * e.mean for e in shown],
+            capsize=3,
+            fmt="o",
+            label=name,
+            yerr=[[100 * (e.mean - e.low) for e in shown], [100 * (e.high - e.mean) for e in shown]],
+        )
     axes.axhline(100 * CHANCE, color="grey", linestyle="--", linewidth=1, label="chance (33.3%)")
     axes.set_xticks(range(len(labels)), labels)
     axes.set_ylabel(ylabel)
@@ -180,8 +228,13 @@ def plot_gain_vs_distance(path: Path, verdict: Verdict) -> None:
     gains = [verdict.headline.gain[lang] for lang in languages]
     figure, axes = plt.subplots(figsize=(6, 4))
     xs = [verdict.distances[lang] for lang in languages]
-    axes.errorbar(xs, [100 * g.mean for g in gains], fmt="o", capsize=3,
-                  yerr=[[100 * (g.mean - g.low) for g in gains], [100 * (g.high - g.mean) for g in gains]])
+    axes.errorbar(
+        xs,
+        [100 * g.mean for g in gains],
+        fmt="o",
+        capsize=3,
+        yerr=[[100 * (g.mean - g.low) for g in gains], [100 * (g.high - g.mean) for g in gains]],
+    )
     for x, lang, gain in zip(xs, languages, gains):
         axes.annotate(lang, (x, 100 * gain.mean), textcoords="offset points", xytext=(5, 5))
     axes.axhline(0, color="grey", linestyle="--", linewidth=1)
@@ -198,15 +251,19 @@ def verdict_plots(study_dir: Path, verdict: Verdict) -> list[tuple[str, str]]:
     """Write the verdict's plots; (title, file name) of each."""
     if verdict.headline is None:
         return []
-    plot_estimates(study_dir / "confirmed_accuracy.png",
-                   [(s.configuration.label, s.accuracy) for s in verdict.summaries], [*verdict.languages, TARGETS],
-                   "test accuracy (%)",
-                   f"Test accuracy, mean over {len(verdict.headline.seeds)} paired seeds with 95% intervals")
+    plot_estimates(
+        study_dir / "confirmed_accuracy.png",
+        [(s.configuration.label, s.accuracy) for s in verdict.summaries],
+        [*verdict.languages, TARGETS],
+        "test accuracy (%)",
+        f"Test accuracy, mean over {len(verdict.headline.seeds)} paired seeds with 95% intervals",
+    )
     plots = [("Confirmed test accuracy per language (95% intervals, chance dashed)", "confirmed_accuracy.png")]
     if verdict.distances:
         plot_gain_vs_distance(study_dir / "gain_vs_distance.png", verdict)
-        plots.append((f"{verdict.headline.name}'s gain over vanilla against distance from English",
-                      "gain_vs_distance.png"))
+        plots.append(
+            (f"{verdict.headline.name}'s gain over vanilla against distance from English", "gain_vs_distance.png")
+        )
     return plots
 
 
@@ -234,4 +291,3 @@ def metrics(verdict: Verdict) -> dict[str, float]:
         key = f"gain_{name}_vs_probe_avg_target"
         values.update({key: gain.mean, f"{key}_low": gain.low, f"{key}_high": gain.high})
     return values
-

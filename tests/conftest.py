@@ -53,7 +53,8 @@ def nli_dir(tmp_path: Path) -> Path:
     for split in ("dev", "test"):
         write_nli(tmp_path / f"{split}-de.tsv", [(f"[de] {p}", f"[de] {h}", label) for p, h, label in ROWS])
     (tmp_path / "parallel-de.tsv").write_text(
-        "".join(f"{p}\t[de] {p}\n" for p in dict.fromkeys(r[0] for r in ROWS)), encoding="utf-8")
+        "".join(f"{p}\t[de] {p}\n" for p in dict.fromkeys(r[0] for r in ROWS)), encoding="utf-8"
+    )
     return tmp_path
 
 

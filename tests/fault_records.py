@@ -16,8 +16,9 @@ from tests.smoke_studies import RUN, STUDY_TIMEOUT_S
 
 
 def run_study(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(RUN), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=STUDY_TIMEOUT_S)
+    return subprocess.run(
+        [sys.executable, str(RUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=STUDY_TIMEOUT_S
+    )
 
 
 def epochs_trained(log: Path) -> list[dict]:
@@ -65,8 +66,9 @@ def optuna_trials(experiment: Path) -> dict[int, tuple[str, dict, float | None]]
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(experiment.parent.parent / experiment.name
-                                                                    / "optuna.log")))
+    storage = optuna.storages.JournalStorage(
+        JournalFileBackend(str(experiment.parent.parent / experiment.name / "optuna.log"))
+    )
     study = optuna.load_study(study_name=experiment.name, storage=storage)
     return {t.number: (t.state.name, t.params, t.value) for t in study.get_trials(deepcopy=False)}
 

@@ -60,8 +60,13 @@ def service_env(**extra: str) -> dict[str, str]:
     """The environment of a service or a study under test: this Python's tools first, offline, and no
     RAY_ADDRESS of an outer Ray."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return {**env, "PATH": os.pathsep.join([BIN, env.get("PATH", "")]), "HF_HUB_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false", **extra}
+    return {
+        **env,
+        "PATH": os.pathsep.join([BIN, env.get("PATH", "")]),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **extra,
+    }
 
 
 def stop_group(pid: int, grace_s: float = 5.0) -> None:
@@ -91,6 +96,7 @@ def wait_until(ready, what: str, log: Path | None = None, timeout_s: float = STA
 
 # --- PostgreSQL ------------------------------------------------------------------------------------------------
 
+
 def postgres_program(name: str) -> str | None:
     """A PostgreSQL server program: on PATH, else Debian's /usr/lib/postgresql/<version>/bin (not on PATH)."""
     found = shutil.which(name)
@@ -113,12 +119,19 @@ class Postgres:
 
     def url(self, database: str, password: str | None = None) -> str:
         """A SQLAlchemy URL with psycopg 3, the postgres extra's driver."""
-        return (f"postgresql+psycopg://{self.user}:{self.password if password is None else password}@{self.host}:"
-                f"{self.port}/{database}")
+        return (
+            f"postgresql+psycopg://{self.user}:{self.password if password is None else password}@{self.host}:"
+            f"{self.port}/{database}"
+        )
 
     def createdb(self, name: str) -> str:
-        subprocess.run([postgres_program("createdb"), "-h", self.host, "-p", str(self.port), "-U", self.user, name],
-                       check=True, capture_output=True, timeout=60, env={**os.environ, "PGPASSWORD": self.password})
+        subprocess.run(
+            [postgres_program("createdb"), "-h", self.host, "-p", str(self.port), "-U", self.user, name],
+            check=True,
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "PGPASSWORD": self.password},
+        )
         return self.url(name)
 
 
@@ -129,8 +142,9 @@ def running_postgres() -> Iterator[Postgres]:
     programs = {name: postgres_program(name) for name in ("initdb", "pg_ctl", "createdb")}
     missing = [name for name, path in programs.items() if path is None]
     if missing:
-        pytest.skip(f"PostgreSQL is not installed ({', '.join(missing)} not found): `apt-get install postgresql` "
-                    f"(.ci/run does)")
+        pytest.skip(
+            f"PostgreSQL is not installed ({', '.join(missing)} not found): `apt-get install postgresql` (.ci/run does)"
+        )
     if importlib.util.find_spec("psycopg") is None:
         pytest.skip("psycopg is not installed: pip install -e '.[postgres]' (.ci/run does)")
     run_as: list[str] = []
@@ -139,8 +153,10 @@ def running_postgres() -> Iterator[Postgres]:
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root, and there is no `postgres` user to run PostgreSQL as (Debian's "
-                        "postgresql package creates it)")
+            pytest.skip(
+                "running as root, and there is no `postgres` user to run PostgreSQL as (Debian's "
+                "postgresql package creates it)"
+            )
         run_as = ["runuser", "-u", "postgres", "--"]
     root = Path(tempfile.mkdtemp(prefix="mpt-pg-"))  # under /tmp: the postgres user must reach it
     password = "pw-" + os.urandom(6).hex()
@@ -152,21 +168,55 @@ def running_postgres() -> Iterator[Postgres]:
     port = free_port()
     server = Postgres(port=port, user="mpt", password=password, data_dir=data, run_as=run_as)
     try:
-        subprocess.run([*run_as, programs["initdb"], "-D", str(data), "-U", "mpt", f"--pwfile={root / 'pwfile'}",
-                        "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                *run_as,
+                programs["initdb"],
+                "-D",
+                str(data),
+                "-U",
+                "mpt",
+                f"--pwfile={root / 'pwfile'}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         # fsync off: a throwaway test database (a team's server keeps PostgreSQL's durable defaults)
-        subprocess.run([*run_as, programs["pg_ctl"], "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-                        f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c full_page_writes=off", "start"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                *run_as,
+                programs["pg_ctl"],
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c full_page_writes=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     except subprocess.CalledProcessError as err:
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"PostgreSQL could not start here: {err.stderr.decode(errors='replace')[-500:]}")
     try:
         yield server
     finally:
-        subprocess.run([*run_as, programs["pg_ctl"], "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*run_as, programs["pg_ctl"], "-D", str(data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -177,6 +227,7 @@ def postgres() -> Iterator[Postgres]:
 
 
 # --- an MLflow tracking server ------------------------------------------------------------------------------
+
 
 @dataclass
 class MlflowServer:
@@ -196,10 +247,29 @@ def running_mlflow_server(root: Path, backend_store_uri: str, workers: int = 1) 
     log = root / "server.log"
     with log.open("w") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers",
-             str(workers), "--backend-store-uri", backend_store_uri, "--serve-artifacts", "--artifacts-destination",
-             str(root / "artifacts")], cwd=root, stdout=output, stderr=subprocess.STDOUT, env=service_env(),
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--backend-store-uri",
+                backend_store_uri,
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+            ],
+            cwd=root,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=service_env(),
+            start_new_session=True,
+        )
         url = f"http://127.0.0.1:{port}"
 
         def healthy() -> bool:
@@ -219,6 +289,7 @@ def running_mlflow_server(root: Path, backend_store_uri: str, workers: int = 1) 
 
 
 # --- a Ray cluster of `ray start` processes -------------------------------------------------------------------
+
 
 @dataclass
 class RayNode:
@@ -260,17 +331,33 @@ class RayCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def _start(self, name: str, args: list[str], env: dict[str, str] | None) -> RayNode:
-        ports = {"--node-manager-port": free_port(), "--object-manager-port": free_port(),
-                 "--dashboard-agent-listen-port": free_port(), "--dashboard-agent-grpc-port": free_port(),
-                 "--runtime-env-agent-port": free_port(), "--metrics-export-port": free_port()}
+        ports = {
+            "--node-manager-port": free_port(),
+            "--object-manager-port": free_port(),
+            "--dashboard-agent-listen-port": free_port(),
+            "--dashboard-agent-grpc-port": free_port(),
+            "--runtime-env-agent-port": free_port(),
+            "--metrics-export-port": free_port(),
+        }
         workers = free_port_range(40)
-        command = [f"{BIN}/ray", "start", *args, "--node-name", name, "--disable-usage-stats",
-                   "--min-worker-port", str(workers), "--max-worker-port", str(workers + 39),
-                   *[str(item) for pair in ports.items() for item in pair]]
+        command = [
+            f"{BIN}/ray",
+            "start",
+            *args,
+            "--node-name",
+            name,
+            "--disable-usage-stats",
+            "--min-worker-port",
+            str(workers),
+            "--max-worker-port",
+            str(workers + 39),
+            *[str(item) for pair in ports.items() for item in pair],
+        ]
         log = self.root / f"{name}.log"
         with log.open("w") as output:
-            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env or self.env(),
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, env=env or self.env(), start_new_session=True
+            )
         node = RayNode(name, process, log)
         self.nodes[name] = node
         try:  # `ray start` returns once the node's processes run
@@ -283,9 +370,21 @@ class RayCluster:
         return node
 
     def start_head(self, num_cpus: int) -> RayNode:
-        args = ["--head", "--port", str(self.gcs_port), "--num-cpus", str(num_cpus), "--temp-dir", str(self.root),
-                "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port",
-                str(self.dashboard_port)]
+        args = [
+            "--head",
+            "--port",
+            str(self.gcs_port),
+            "--num-cpus",
+            str(num_cpus),
+            "--temp-dir",
+            str(self.root),
+            "--include-dashboard",
+            "true",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(self.dashboard_port),
+        ]
         if importlib.util.find_spec("grpc") is not None:  # with grpc, `ray start --head` serves Ray Client
             args += ["--ray-client-server-port", str(free_port())]  # (default port 10001: taken by another head)
         return self._start("head", args, None)
@@ -293,8 +392,9 @@ class RayCluster:
     def add_worker(self, name: str, num_cpus: int, env: dict[str, str] | None = None) -> RayNode:
         # a temp dir of its own, as on another machine: nodes sharing one would unpack a Ray Job's working dir into
         # the same folder, replacing it under the job's running driver
-        return self._start(name, ["--address", self.address, "--num-cpus", str(num_cpus), "--temp-dir",
-                                  str(self.root / name)], env)
+        return self._start(
+            name, ["--address", self.address, "--num-cpus", str(num_cpus), "--temp-dir", str(self.root / name)], env
+        )
 
     def nodes_state(self) -> list[dict]:
         """The nodes as Ray's state API lists them (`ray list nodes --detail`: node_id, node_name, state, ...)."""
@@ -310,8 +410,9 @@ class RayCluster:
         return "ALIVE" if "ALIVE" in states else (states[-1] if states else None)
 
     def node_id(self, name: str) -> str:
-        [found] = [node["node_id"] for node in self.nodes_state()
-                   if node["node_name"] == name and node["state"] == "ALIVE"]
+        [found] = [
+            node["node_id"] for node in self.nodes_state() if node["node_name"] == name and node["state"] == "ALIVE"
+        ]
         return found
 
     def jobs(self):
@@ -350,13 +451,17 @@ def ray_dashboard_missing() -> str | None:
     """Why this environment cannot serve Ray's dashboard (the Jobs API), None if it can."""
     needed = ("aiohttp", "aiohttp_cors", "grpc", "opencensus", "prometheus_client", "colorful")
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
-    return f"Ray's dashboard needs ray[default] ({', '.join(missing)} missing): pip install -e '.[cluster]'" \
-        if missing else None
+    return (
+        f"Ray's dashboard needs ray[default] ({', '.join(missing)} missing): pip install -e '.[cluster]'"
+        if missing
+        else None
+    )
 
 
 @contextmanager
-def running_ray_cluster(head_cpus: int = 1, worker_cpus: int = 1,
-                        env: dict[str, str] | None = None) -> Iterator[RayCluster]:
+def running_ray_cluster(
+    head_cpus: int = 1, worker_cpus: int = 1, env: dict[str, str] | None = None
+) -> Iterator[RayCluster]:
     """A head (`head_cpus` CPUs) and one worker node, `worker` (`worker_cpus` CPUs), their processes with `env`
     besides this one's."""
     reason = ray_dashboard_missing()

@@ -31,8 +31,17 @@ SHARED_NAME = "alignment-smoke"
 REGISTERED = "mpt-smoke"
 CONFIRM_SEEDS, SWEEP = (1, 2), (4, 8)  # the confirmation's paired seeds, and its shot counts
 # the search and confirmation of the shared study; a study with these (another --name, no sweep) has its trials
-SEARCH_ARGS = ["--space", "alignment", "--smoke", "--max-concurrent", "1", "--confirm-top", "1",
-               "--confirm-seeds", str(len(CONFIRM_SEEDS))]
+SEARCH_ARGS = [
+    "--space",
+    "alignment",
+    "--smoke",
+    "--max-concurrent",
+    "1",
+    "--confirm-top",
+    "1",
+    "--confirm-seeds",
+    str(len(CONFIRM_SEEDS)),
+]
 SHARED_ARGS = [*SEARCH_ARGS, "--confirm-shots", ",".join(map(str, SWEEP)), "--register-model", REGISTERED]
 
 
@@ -43,10 +52,17 @@ def study_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "1", "PYTHONPATH": path, **extra}
 
 
-def run_cli(script: Path, *args: str, cwd: Path, timeout: int = STUDY_TIMEOUT_S,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env or study_env())
+def run_cli(
+    script: Path, *args: str, cwd: Path, timeout: int = STUDY_TIMEOUT_S, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or study_env(),
+    )
 
 
 @dataclass(frozen=True)
@@ -81,5 +97,7 @@ def study_runs(tracking_uri: str, experiment: str) -> tuple[list, list]:
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no MLflow experiment {experiment}"
     runs = client.search_runs([found.experiment_id], max_results=1000)
-    return ([r for r in runs if "mlflow.parentRunId" not in r.data.tags],
-            [r for r in runs if "mlflow.parentRunId" in r.data.tags])
+    return (
+        [r for r in runs if "mlflow.parentRunId" not in r.data.tags],
+        [r for r in runs if "mlflow.parentRunId" in r.data.tags],
+    )

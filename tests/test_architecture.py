@@ -12,16 +12,23 @@ PRODUCT = ("mpt", "trainable", "search_spaces", "study")
 
 
 def sources(*folders: str) -> dict[str, str]:
-    return {str(path.relative_to(REPO_ROOT)): path.read_text(encoding="utf-8")
-            for folder in folders for path in sorted((REPO_ROOT / folder).rglob("*.py"))}
+    return {
+        str(path.relative_to(REPO_ROOT)): path.read_text(encoding="utf-8")
+        for folder in folders
+        for path in sorted((REPO_ROOT / folder).rglob("*.py"))
+    }
 
 
 def test_trial_metric_names_are_written_only_by_the_metrics_contract() -> None:
     """A quoted `test_acc_`, `dev_acc_`, ... outside trainable/metrics.py is a second copy of its names."""
     names = "test_acc_|dev_acc_|selected_dev_acc_|test_correct_|dev_rows_|runtime_"
     pattern = re.compile(rf"""(?<![A-Za-z_])["']({names})""")
-    found = sorted(f"{name}: {match.group(0)}" for name, text in sources("trainable", "study", "benchmarks").items()
-                   if name != "trainable/metrics.py" for match in pattern.finditer(text))
+    found = sorted(
+        f"{name}: {match.group(0)}"
+        for name, text in sources("trainable", "study", "benchmarks").items()
+        if name != "trainable/metrics.py"
+        for match in pattern.finditer(text)
+    )
     assert found == []
 
 
@@ -38,11 +45,18 @@ def imports(text: str) -> set[str]:
 
 def test_imports_point_one_way() -> None:
     """study -> trainable -> mpt and study -> search_spaces; mpt imports no Ray."""
-    forbidden = {"mpt": ("study", "trainable", "search_spaces", "ray"), "trainable": ("study", "search_spaces"),
-                 "search_spaces": ("study", "trainable", "mpt")}
-    found = sorted(f"{name} imports {module}" for package, banned in forbidden.items()
-                   for name, text in sources(package).items() for module in imports(text)
-                   if module.split(".")[0] in banned)
+    forbidden = {
+        "mpt": ("study", "trainable", "search_spaces", "ray"),
+        "trainable": ("study", "search_spaces"),
+        "search_spaces": ("study", "trainable", "mpt"),
+    }
+    found = sorted(
+        f"{name} imports {module}"
+        for package, banned in forbidden.items()
+        for name, text in sources(package).items()
+        for module in imports(text)
+        if module.split(".")[0] in banned
+    )
     assert found == []
 
 
@@ -50,6 +64,10 @@ def test_the_study_reaches_the_method_through_its_surface() -> None:
     """study/ imports the config (mpt.config, mpt.config_args), DataError (mpt.data) and mpt.api: nothing else of
     mpt, so the checkpoint format, the backbones and the training loop can change behind mpt.api."""
     surface = {"mpt", "mpt.api", "mpt.config", "mpt.config_args", "mpt.data"}
-    found = sorted(f"{name} imports {module}" for name, text in sources("study").items() for module in imports(text)
-                   if module.split(".")[0] == "mpt" and module not in surface)
+    found = sorted(
+        f"{name} imports {module}"
+        for name, text in sources("study").items()
+        for module in imports(text)
+        if module.split(".")[0] == "mpt" and module not in surface
+    )
     assert found == []

@@ -19,10 +19,21 @@ from mpt.config import MPTConfig
 from mpt.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ["ce_step_vs_peft", "full_step_overhead", "train_flop_rate", "eval_dynamic_padding", "ray_overhead",
-         "startup_load_share", "conversion_vs_load", "eval_share", "bf16_vs_fp32", "pair_dedup_eval",
-         "pair_dedup_alignment", "study_smoke_min",
-         "study_default_min"]
+NAMES = [
+    "ce_step_vs_peft",
+    "full_step_overhead",
+    "train_flop_rate",
+    "eval_dynamic_padding",
+    "ray_overhead",
+    "startup_load_share",
+    "conversion_vs_load",
+    "eval_share",
+    "bf16_vs_fp32",
+    "pair_dedup_eval",
+    "pair_dedup_alignment",
+    "study_smoke_min",
+    "study_default_min",
+]
 
 
 def test_registry_lists_every_target_once_in_report_order():
@@ -30,9 +41,20 @@ def test_registry_lists_every_target_once_in_report_order():
 
 
 def test_dynamic_padding_gives_the_same_accuracy_as_max_length_padding(nli_dir, tiny_backbone):
-    config = MPTConfig(backbone="tiny-xlmr", data=str(nli_dir), parallel=str(nli_dir), target_languages=["de"],
-                       prompt_length=4, shots_per_class=3, batch_size=4, alignment_batch_size=2, epochs=3,
-                       learning_rate=0.05, dev_all_languages=True, max_length=48)
+    config = MPTConfig(
+        backbone="tiny-xlmr",
+        data=str(nli_dir),
+        parallel=str(nli_dir),
+        target_languages=["de"],
+        prompt_length=4,
+        shots_per_class=3,
+        batch_size=4,
+        alignment_batch_size=2,
+        epochs=3,
+        learning_rate=0.05,
+        dev_all_languages=True,
+        max_length=48,
+    )
     trainer = Trainer(config, backbone=tiny_backbone)
     examples = trainer.data.test["de"]
     assert trainer.accuracy(examples, "de") == max_length_accuracy(trainer, examples, "de")
@@ -50,14 +72,16 @@ def test_final_lines_and_results_follow_the_registry_whatever_the_parts_measure(
     def broken(ctx):
         raise RuntimeError("the probe died")
 
-    stand_ins = (Part("eval", "4", lambda ctx: ctx.outcomes["eval_dynamic_padding"].record([2.0, 3.0, 2.5], ["- ok"])),
-                 Part("startup", "6", broken),
-                 Part("precision", "9", lambda ctx: ctx.outcomes["bf16_vs_fp32"].record([0.9], ["- slow"])),
-                 Part("gpu", "gpu", gpu))
+    stand_ins = (
+        Part("eval", "4", lambda ctx: ctx.outcomes["eval_dynamic_padding"].record([2.0, 3.0, 2.5], ["- ok"])),
+        Part("startup", "6", broken),
+        Part("precision", "9", lambda ctx: ctx.outcomes["bf16_vs_fp32"].record([0.9], ["- slow"])),
+        Part("gpu", "gpu", gpu),
+    )
     monkeypatch.setattr(cli, "parts", lambda: stand_ins)
     output = tmp_path / "RESULTS.md"
     assert cli.main(["--quick", "--only", "eval,startup,precision,gpu", "--output", str(output)]) == 1
-    final = capsys.readouterr().out.strip().splitlines()[-len(NAMES):]
+    final = capsys.readouterr().out.strip().splitlines()[-len(NAMES) :]
     assert [line.split()[0] for line in final] == NAMES
     measured = dict(zip(NAMES, final))
     assert measured["eval_dynamic_padding"] == "eval_dynamic_padding 2.500 >=1.5 met"
@@ -76,11 +100,27 @@ def test_final_lines_and_results_follow_the_registry_whatever_the_parts_measure(
 @pytest.mark.slow
 def test_quick_benchmark_writes_results_and_final_lines(tmp_path):
     output = tmp_path / "RESULTS.md"
-    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "eval,eval_share,precision,gpu",
-                           "--gpu-device", "cpu", "--output", str(output)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--only",
+            "eval,eval_share,precision,gpu",
+            "--gpu-device",
+            "cpu",
+            "--output",
+            str(output),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    final = done.stdout.strip().splitlines()[-len(NAMES):]
+    final = done.stdout.strip().splitlines()[-len(NAMES) :]
     assert [line.split()[0] for line in final] == NAMES
     measured = {line.split()[0]: line for line in final}
     for name in ("eval_dynamic_padding", "eval_share", "bf16_vs_fp32"):
@@ -95,6 +135,7 @@ def test_quick_benchmark_writes_results_and_final_lines(tmp_path):
     # the GPU record's code path, on the CPU in fp32 only: a step time per batch size
     gpu = report.split("## GPU: XLM-R-base training step, fp32 and bf16")[1].split("\n## ")[0]
     for batch in (MPTConfig().batch_size, 32):
-        assert re.search(rf"^\| fp32 \| {batch} \| [\d.]+ \[[\d.]+-[\d.]+\] \(n=2\) \| [\d.]+ \[.*\| [\d.]+ \| - \|$",
-                         gpu, re.M), gpu
+        assert re.search(
+            rf"^\| fp32 \| {batch} \| [\d.]+ \[[\d.]+-[\d.]+\] \(n=2\) \| [\d.]+ \[.*\| [\d.]+ \| - \|$", gpu, re.M
+        ), gpu
     assert "bf16 |" not in gpu

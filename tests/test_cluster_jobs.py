@@ -33,8 +33,15 @@ PLANNED, EPOCHS, SEEDS = 4, 3, 2
 JOB_TIMEOUT_S = 600
 EPOCH_METRICS = ("loss", "ce_loss", "selected_dev_acc_en", "dev_acc_en")  # search and confirmation runs alike
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-DATABASE_ERRORS = ("database is locked", "deadlock detected", "OperationalError", "could not serialize",
-                   "UniqueViolation", "IntegrityError")
+DATABASE_ERRORS = (
+    "database is locked",
+    "deadlock detected",
+    "OperationalError",
+    "could not serialize",
+    "UniqueViolation",
+    "IntegrityError",
+)
+
 
 @pytest.fixture(scope="module")
 def team(postgres, tmp_path_factory):
@@ -47,24 +54,71 @@ def team(postgres, tmp_path_factory):
     shared = root / "shared"  # the folder every node sees (one machine: any folder)
     with running_mlflow_server(root, mlflow_backend, workers=2) as server:
         with running_ray_cluster(head_cpus=1, worker_cpus=1, env={"PGPASSWORD": postgres.password}) as cluster:
-            yield SimpleNamespace(cluster=cluster, mlflow=server, postgres=postgres, shared=shared,
-                                  optuna_url=f"postgresql+psycopg://{postgres.user}@127.0.0.1:{postgres.port}/optuna",
-                                  head=cluster.node_id("head"), worker=cluster.node_id("worker"))
+            yield SimpleNamespace(
+                cluster=cluster,
+                mlflow=server,
+                postgres=postgres,
+                shared=shared,
+                optuna_url=f"postgresql+psycopg://{postgres.user}@127.0.0.1:{postgres.port}/optuna",
+                head=cluster.node_id("head"),
+                worker=cluster.node_id("worker"),
+            )
 
 
 def study_command(team, name: str, *extra: str, address: str = "auto", optuna_url: str = "") -> list[str]:
     """The study as docs/cluster.md submits it (a smoke study with a short confirmation)."""
-    return ["python", "study/run.py", "--space", "alignment", "--smoke", "--name", name, "--num-samples", str(PLANNED),
-            "--set", f"epochs={EPOCHS}", "--confirm-seeds", str(SEEDS), "--address", address,
-            "--storage-path", (team.shared / "ray").as_uri(), "--results-dir", str(team.shared / "results"),
-            "--mlflow-tracking-uri", team.mlflow.url, "--optuna-storage", optuna_url or team.optuna_url, *extra]
+    return [
+        "python",
+        "study/run.py",
+        "--space",
+        "alignment",
+        "--smoke",
+        "--name",
+        name,
+        "--num-samples",
+        str(PLANNED),
+        "--set",
+        f"epochs={EPOCHS}",
+        "--confirm-seeds",
+        str(SEEDS),
+        "--address",
+        address,
+        "--storage-path",
+        (team.shared / "ray").as_uri(),
+        "--results-dir",
+        str(team.shared / "results"),
+        "--mlflow-tracking-uri",
+        team.mlflow.url,
+        "--optuna-storage",
+        optuna_url or team.optuna_url,
+        *extra,
+    ]
 
 
 def submit(team, submission_id: str, command: list[str], runtime_env: dict | None = None) -> None:
     extra = ["--runtime-env-json", json.dumps(runtime_env)] if runtime_env else []
-    subprocess.run([f"{BIN}/ray", "job", "submit", "--address", team.cluster.dashboard, "--working-dir",
-                    str(REPO_ROOT), "--submission-id", submission_id, "--no-wait", *extra, "--", *command],
-                   env=team.cluster.env(), check=True, capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        [
+            f"{BIN}/ray",
+            "job",
+            "submit",
+            "--address",
+            team.cluster.dashboard,
+            "--working-dir",
+            str(REPO_ROOT),
+            "--submission-id",
+            submission_id,
+            "--no-wait",
+            *extra,
+            "--",
+            *command,
+        ],
+        env=team.cluster.env(),
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def job_status(team, submission_id: str) -> str:
@@ -90,8 +144,12 @@ def mlflow_runs(team, name: str) -> list:
 
 
 def trial_runs(team, name: str, phase: str | None = None) -> list:
-    return [run for run in mlflow_runs(team, name) if run.data.tags.get("mpt_study.run_type") == "trial"
-            and (phase is None or run.data.tags.get("mpt_study.phase") == phase)]
+    return [
+        run
+        for run in mlflow_runs(team, name)
+        if run.data.tags.get("mpt_study.run_type") == "trial"
+        and (phase is None or run.data.tags.get("mpt_study.phase") == phase)
+    ]
 
 
 def steps(team, run, key: str) -> list[int]:
@@ -129,8 +187,12 @@ def scenario(team):
     started = time.monotonic()
     # 1. A alone, stopped once a trial finished and before all did. Its trials wait at epoch 1 until one has
     # reported from each node: Tune reuses the head's trial process before the worker's has started otherwise.
-    submit(team, "team-a-1", study_command(team, STUDY_A),
-           hooks(MPT_FAULT_MEET_NODES="2", MPT_FAULT_MEET_DIR=str(team.shared / "met-1")))
+    submit(
+        team,
+        "team-a-1",
+        study_command(team, STUDY_A),
+        hooks(MPT_FAULT_MEET_NODES="2", MPT_FAULT_MEET_DIR=str(team.shared / "met-1")),
+    )
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while not [r for r in trial_runs(team, STUDY_A) if r.info.status == "FINISHED"]:
         assert job_status(team, "team-a-1") not in TERMINAL, cluster.jobs().get_job_logs("team-a-1")[-3000:]
@@ -138,13 +200,24 @@ def scenario(team):
         time.sleep(0.3)
     cluster.jobs().stop_job("team-a-1")  # `ray job stop team-a-1` (the same Jobs API call, without its start-up)
     stopped = wait_for_jobs(team, "team-a-1")["team-a-1"]
-    before = {"finished": {r.data.tags["ray.trial_id"]: r.info.end_time for r in trial_runs(team, STUDY_A)
-                           if r.info.status == "FINISHED"},
-              "optuna": optuna_trials(team, STUDY_A), "nodes": epoch_nodes(team, STUDY_A)}
+    before = {
+        "finished": {
+            r.data.tags["ray.trial_id"]: r.info.end_time
+            for r in trial_runs(team, STUDY_A)
+            if r.info.status == "FINISHED"
+        },
+        "optuna": optuna_trials(team, STUDY_A),
+        "nodes": epoch_nodes(team, STUDY_A),
+    }
     # 2. A resumed and B at once; 3. the first trial on the worker to report epoch 1 holds until the node is lost
     # (the others wait at epoch 1 until it has: some trial then runs on the worker)
-    faults = hooks(MPT_FAULT_MEET_NODES="2", MPT_FAULT_MEET_DIR=str(team.shared / "met-2"),
-                   MPT_FAULT_HOLD_AT_EPOCH="1", MPT_FAULT_HOLD_ON_NODE=team.worker, MPT_FAULT_MARKER=str(marker))
+    faults = hooks(
+        MPT_FAULT_MEET_NODES="2",
+        MPT_FAULT_MEET_DIR=str(team.shared / "met-2"),
+        MPT_FAULT_HOLD_AT_EPOCH="1",
+        MPT_FAULT_HOLD_ON_NODE=team.worker,
+        MPT_FAULT_MARKER=str(marker),
+    )
     submit(team, "team-a-2", study_command(team, STUDY_A, "--resume"), faults)
     submit(team, "team-b-1", study_command(team, STUDY_B), faults)
     deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -159,9 +232,16 @@ def scenario(team):
     statuses = wait_for_jobs(team, "team-a-2", "team-b-1")
     print(f"\ncluster scenario: {time.monotonic() - started:.0f} s")  # the wall time the report gives
     logs = {sid: cluster.jobs().get_job_logs(sid) for sid in ("team-a-1", "team-a-2", "team-b-1")}
-    cli = {command: subprocess.run([f"{BIN}/ray", "job", command, "--address", cluster.dashboard, "team-b-1"],
-                                   env=cluster.env(), capture_output=True, text=True, timeout=120).stdout
-           for command in ("status", "logs")}
+    cli = {
+        command: subprocess.run(
+            [f"{BIN}/ray", "job", command, "--address", cluster.dashboard, "team-b-1"],
+            env=cluster.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        for command in ("status", "logs")
+    }
     return SimpleNamespace(stopped=stopped, statuses=statuses, before=before, held=held, logs=logs, cli=cli)
 
 
@@ -187,8 +267,9 @@ def test_the_lost_nodes_trial_moved_to_the_head_and_lost_no_epoch(team, scenario
     nodes = {name: epoch_nodes(team, name) for name in (STUDY_A, STUDY_B)}
     held = scenario.held
     assert held["node_id"] == team.worker and held["epoch"] == 1
-    [moved] = [reports for trials in nodes.values() for trial_id, reports in trials.items()
-               if trial_id == held["trial_id"]]
+    [moved] = [
+        reports for trials in nodes.values() for trial_id, reports in trials.items() if trial_id == held["trial_id"]
+    ]
     # epoch 1 on the worker, then continued from its checkpoint on the head: no epoch trained twice or lost
     assert [epoch for epoch, _ in moved] == list(range(1, EPOCHS + 1))
     assert moved[0][1] == team.worker and {node for _, node in moved[1:]} == {team.head}
@@ -211,11 +292,17 @@ def test_each_study_has_exactly_its_trials_runs_and_verdict(team, scenario, name
     configurations = {r.data.tags["trial_number"] for r in confirm}
     study_dir = team.shared / "results" / name
     # vanilla, the paper default and the probe, beside the best trial (the message: what to look at when it fails)
-    ended = [(r["trial_number"], r["reference"], r["status"], r.get("error"))
-             for r in json.loads((study_dir / "trials.json").read_text())]
-    assert {"0", "1", "2"} <= configurations, (ended, scenario.logs.get(f"{name}-2", scenario.logs[f"{name}-1"])[-4000:])
-    assert sorted((r.data.tags["trial_number"], r.info.run_name.rsplit("-seed", 1)[1].split()[0]) for r in confirm) \
-        == sorted((c, str(s)) for c in configurations for s in range(1, SEEDS + 1))
+    ended = [
+        (r["trial_number"], r["reference"], r["status"], r.get("error"))
+        for r in json.loads((study_dir / "trials.json").read_text())
+    ]
+    assert {"0", "1", "2"} <= configurations, (
+        ended,
+        scenario.logs.get(f"{name}-2", scenario.logs[f"{name}-1"])[-4000:],
+    )
+    assert sorted(
+        (r.data.tags["trial_number"], r.info.run_name.rsplit("-seed", 1)[1].split()[0]) for r in confirm
+    ) == sorted((c, str(s)) for c in configurations for s in range(1, SEEDS + 1))
     for run in search + confirm:
         assert run.info.status == "FINISHED", run.info.run_name
         for key in EPOCH_METRICS:  # every epoch once: none lost by the stop, the node or the other study
@@ -227,8 +314,9 @@ def test_each_study_has_exactly_its_trials_runs_and_verdict(team, scenario, name
 
     # the artifacts went through the server's proxy into its artifact store, none around it
     assert parent.info.artifact_uri.startswith("mlflow-artifacts:/")
-    assert "report/report.md" in {a.path for a in MlflowClient(team.mlflow.url).list_artifacts(parent.info.run_id,
-                                                                                             "report")}
+    assert "report/report.md" in {
+        a.path for a in MlflowClient(team.mlflow.url).list_artifacts(parent.info.run_id, "report")
+    }
     assert list(team.mlflow.artifacts.rglob("report.md")) and not (team.shared / "results" / "mlartifacts").exists()
     rows = json.loads((study_dir / "trials.json").read_text())
     assert sorted(r["trial_number"] for r in rows) == list(range(PLANNED))
@@ -243,12 +331,19 @@ def test_the_resumed_study_ends_as_the_uninterrupted_one(team, scenario) -> None
     """A and B differ only in their names, and a resumed trial continues bit for bit (tests/test_faults): the
     reference trials end alike, and every configuration both confirmed has the same test accuracies per seed.
     (TPE's own suggestions may differ: the resume asks the restored sampler again.)"""
+
     def ended(name: str) -> tuple[dict, dict]:
         rows = json.loads((team.shared / "results" / name / "trials.json").read_text())
         confirmed = json.loads((team.shared / "results" / name / "confirm.json").read_text())
-        return ({r["trial_number"]: (r["params"], r["objective"]) for r in rows if r["reference"]},
-                {(json.dumps({k: v for k, v in r["params"].items() if k != "seed"}, sort_keys=True), r["seed"]):
-                 r["test_accuracy"] for r in confirmed})
+        return (
+            {r["trial_number"]: (r["params"], r["objective"]) for r in rows if r["reference"]},
+            {
+                (json.dumps({k: v for k, v in r["params"].items() if k != "seed"}, sort_keys=True), r["seed"]): r[
+                    "test_accuracy"
+                ]
+                for r in confirmed
+            },
+        )
 
     (references_a, confirmed_a), (references_b, confirmed_b) = ended(STUDY_A), ended(STUDY_B)
     assert sorted(references_a) == [0, 1, 2] and references_a == references_b
@@ -282,9 +377,19 @@ def test_a_node_without_torch_is_refused_before_anything_is_written(team, tmp_pa
     and the missing module, exits 2, and writes nothing: no results, no MLflow experiment, no Optuna study."""
     team.cluster.add_worker("bare", 1, team.cluster.env(PYTHONPATH=str(HOOKS), MPT_TEST_HIDE_MODULES="torch"))
     try:  # from the checkout, as a driver on a node of the cluster runs (its folder is on the workers' path)
-        done = subprocess.run([f"{BIN}/{word}" if word == "python" else word for word in study_command(
-            team, "refused", address=team.cluster.address, optuna_url=optuna_url_with_password(team))],
-            cwd=REPO_ROOT, env=team.cluster.env(), capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+        done = subprocess.run(
+            [
+                f"{BIN}/{word}" if word == "python" else word
+                for word in study_command(
+                    team, "refused", address=team.cluster.address, optuna_url=optuna_url_with_password(team)
+                )
+            ],
+            cwd=REPO_ROOT,
+            env=team.cluster.env(),
+            capture_output=True,
+            text=True,
+            timeout=JOB_TIMEOUT_S,
+        )
     finally:
         team.cluster.kill("bare")
     assert done.returncode == 2, done.stderr[-3000:]
@@ -306,9 +411,24 @@ def test_an_unreachable_address_is_refused_in_seconds_before_anything_is_written
     from tests.services import free_port, service_env
 
     port = free_port()
-    done = subprocess.run([f"{BIN}/python", str(REPO_ROOT / "study" / "run.py"), "--space", "alignment", "--smoke",
-                           "--name", "unreachable", "--address", f"127.0.0.1:{port}"], cwd=tmp_path, env=service_env(),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            f"{BIN}/python",
+            str(REPO_ROOT / "study" / "run.py"),
+            "--space",
+            "alignment",
+            "--smoke",
+            "--name",
+            "unreachable",
+            "--address",
+            f"127.0.0.1:{port}",
+        ],
+        cwd=tmp_path,
+        env=service_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert f"cannot reach the Ray cluster at --address 127.0.0.1:{port}" in done.stderr
     assert "ConnectionRefusedError" in done.stderr and "ray start --head" in done.stderr

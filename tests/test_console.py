@@ -9,19 +9,23 @@ from study.console import StudyConsole, TrialNamer
 from study.tracking import trial_run_name
 
 
-def fake_trial(trial_id: str, number: int, status: str, epoch: int = 0, objective: float | None = None,
-               **config) -> SimpleNamespace:
+def fake_trial(
+    trial_id: str, number: int, status: str, epoch: int = 0, objective: float | None = None, **config
+) -> SimpleNamespace:
     result = {} if not epoch else {"epoch": epoch, "objective": objective, "dev_acc_en": 0.5, "time_total_s": 65.0}
-    return SimpleNamespace(trial_id=trial_id, status=status, config={"trial_number": number, **config},
-                           last_result=result, error_file=None)
+    return SimpleNamespace(
+        trial_id=trial_id, status=status, config={"trial_number": number, **config}, last_result=result, error_file=None
+    )
 
 
 def test_table_names_trials_as_mlflow_and_shows_epochs_objective_and_progress() -> None:
     console = StudyConsole("demo", "alignment", "search", planned=4, epochs=6, source_language="en")
     console.setup(start_time=1000.0)
-    trials = [fake_trial("a", 0, "TERMINATED", 6, 0.36, reference="vanilla", alignment_weight=0.0),
-              fake_trial("b", 1, "RUNNING", 3, 0.41, alignment_weight=0.92, kl_temperature=1.5),
-              fake_trial("c", 2, "PENDING", alignment_weight=0.1)]
+    trials = [
+        fake_trial("a", 0, "TERMINATED", 6, 0.36, reference="vanilla", alignment_weight=0.0),
+        fake_trial("b", 1, "RUNNING", 3, 0.41, alignment_weight=0.92, kl_temperature=1.5),
+        fake_trial("c", 2, "PENDING", alignment_weight=0.1),
+    ]
     console.render(trials, now=1000.0)  # the session's first look: its baseline of epochs done
     trials[1].last_result["epoch"] = 4
     text = console.render(trials, ("Logical resource usage: 2.0/2 CPUs, 1.0/2 GPUs",), now=1060.0)

@@ -59,12 +59,30 @@ def killed_and_resumed(tmp_path_factory) -> dict:
     failing = {**env, "MPT_FAULT_FAIL_AT_EPOCH": "1", "MPT_FAULT_MARKER": str(cwd / "failed-trial.json")}
     # 4 layers instead of the smoke study's 1: a smoke trial trains for about a second in bf16, over before Ray
     # has started the next trial processes, and the concurrency test needs trials that train at the same time
-    args = ["--space", "alignment", "--smoke", "--name", KILLED, "--num-samples", str(KILLED_PLANNED),
-            "--cpus-per-trial", "0.5", "--no-confirm", "--set", "num_layers=4"]
+    args = [
+        "--space",
+        "alignment",
+        "--smoke",
+        "--name",
+        KILLED,
+        "--num-samples",
+        str(KILLED_PLANNED),
+        "--cpus-per-trial",
+        "0.5",
+        "--no-confirm",
+        "--set",
+        "num_layers=4",
+    ]
     experiment = cwd / "results" / "ray" / KILLED
     with open(cwd / "first-run.log", "w") as output:
-        driver = subprocess.Popen([sys.executable, str(RUN), *args], cwd=cwd, env=failing, stdout=output,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        driver = subprocess.Popen(
+            [sys.executable, str(RUN), *args],
+            cwd=cwd,
+            env=failing,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + STUDY_TIMEOUT_S
             while driver.poll() is None and time.monotonic() < deadline:
@@ -89,8 +107,11 @@ def killed_and_resumed(tmp_path_factory) -> dict:
         "optuna": optuna_trials(experiment),
         "runs": {r.data.tags["ray.trial_id"]: r for r in study_runs(cwd, KILLED)[1]},
     }
-    before["histories"] = {trial_id: {key: metric_history(cwd, run.info.run_id, key) for key in EPOCH_METRICS}
-                           for trial_id, run in before["runs"].items() if run.info.status == "FINISHED"}
+    before["histories"] = {
+        trial_id: {key: metric_history(cwd, run.info.run_id, key) for key in EPOCH_METRICS}
+        for trial_id, run in before["runs"].items()
+        if run.info.status == "FINISHED"
+    }
     resumed = run_study([*args, "--resume"], cwd, env)  # without the fault: the failed trial trains
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     return {"cwd": cwd, "log": log, "experiment": experiment, "before": before, "resumed": resumed}
@@ -111,7 +132,7 @@ def test_killed_driver_resumes_to_exactly_the_planned_trials(killed_and_resumed)
 def test_killed_driver_does_not_train_finished_trials_again(killed_and_resumed) -> None:
     before = killed_and_resumed["before"]
     records = epochs_trained(killed_and_resumed["log"])
-    after_kill = records[len(before["epochs"]):]
+    after_kill = records[len(before["epochs"]) :]
     assert before["saved_finished"] and before["saved_finished"] <= before["finished"]
     for trial_id in before["saved_finished"]:
         assert epochs_of(records, trial_id) == list(range(1, SMOKE_EPOCHS + 1))
@@ -164,11 +185,15 @@ def test_optuna_trials_name_their_role_seed_dev_accuracy_and_mlflow_run(killed_a
     runs = {run.data.tags["ray.trial_id"]: run for run in study_runs(cwd, KILLED)[1]}
     for row in trial_rows(cwd, KILLED):
         attrs, run = trials[row["trial_number"]].user_attrs, runs[row["trial_id"]]
-        assert (attrs["role"], attrs["seed"], attrs["ray_trial_id"]) == (row["reference"] or "search", seed,
-                                                                         row["trial_id"])
+        assert (attrs["role"], attrs["seed"], attrs["ray_trial_id"]) == (
+            row["reference"] or "search",
+            seed,
+            row["trial_id"],
+        )
         assert attrs["mlflow_run_id"] == run.info.run_id
-        assert attrs["mlflow_run_url"] == (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/"
-                                           f"{run.info.run_id}")
+        assert attrs["mlflow_run_url"] == (
+            f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        )
         dev = {key: value for key, value in attrs.items() if key.startswith("selected_dev_acc_")}
         assert dev == {f"selected_dev_acc_{lang}": acc for lang, acc in row["dev_accuracy"].items()} and dev
 
@@ -193,6 +218,7 @@ def test_killed_driver_leaves_one_mlflow_run_per_trial_with_its_whole_history(ki
 
 # --- 6. concurrency on the SQLite MLflow store ----------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_concurrent_trials_lose_no_metric_and_never_lock_the_database(killed_and_resumed) -> None:
     cwd = killed_and_resumed["cwd"]
@@ -203,8 +229,11 @@ def test_concurrent_trials_lose_no_metric_and_never_lock_the_database(killed_and
         spans[record["trial_id"]] = (min(first, record["started"]), max(last, record["time"]))
     at_once = max(sum(first <= start <= last for first, last in spans.values()) for start, _ in spans.values())
     assert at_once >= 3, f"the trials did not train at the same time: {spans}"
-    output = (cwd / "first-run.log").read_text() + killed_and_resumed["resumed"].stdout \
+    output = (
+        (cwd / "first-run.log").read_text()
+        + killed_and_resumed["resumed"].stdout
         + killed_and_resumed["resumed"].stderr
+    )
     assert "database is locked" not in output and "OperationalError" not in output
     _, children = study_runs(cwd, KILLED)
     points = sum(len(metric_history(cwd, c.info.run_id, key)) for c in children for key in EPOCH_METRICS)
@@ -244,12 +273,32 @@ def nan_study(tmp_path_factory) -> dict:
     tracking_uri = f"sqlite:///{cwd / 'results' / 'mlflow.db'}"
     mlflow_client(cwd).search_experiments()  # create the database before two processes write to it
     stop = cwd / "stop-neighbour"
-    neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR, tracking_uri, str(stop)], cwd=cwd,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    neighbour = subprocess.Popen(
+        [sys.executable, "-c", NEIGHBOUR, tracking_uri, str(stop)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        done = run_study(["--space", "translator", "--smoke", "--name", NAN, "--num-samples", "3", "--no-confirm",
-                          "--set", "learning_rate=1e6", "--set", f"xnli_repo={SECRET_URI}"], cwd,
-                         study_env(HF_TOKEN=SECRET_TOKEN, MLFLOW_TRACKING_PASSWORD=SECRET_TOKEN))
+        done = run_study(
+            [
+                "--space",
+                "translator",
+                "--smoke",
+                "--name",
+                NAN,
+                "--num-samples",
+                "3",
+                "--no-confirm",
+                "--set",
+                "learning_rate=1e6",
+                "--set",
+                f"xnli_repo={SECRET_URI}",
+            ],
+            cwd,
+            study_env(HF_TOKEN=SECRET_TOKEN, MLFLOW_TRACKING_PASSWORD=SECRET_TOKEN),
+        )
     finally:
         stop.touch()
         out, err = neighbour.communicate(timeout=120)
@@ -273,12 +322,14 @@ def test_nan_trial_fails_naming_epoch_and_step_and_the_others_finish(nan_study) 
     assert paper["status"] == "FAILED"
     for row in rows.values():
         if row["status"] == "FAILED":
-            assert re.search(r"NonFiniteLossError: loss is (nan|inf|-inf) .* at epoch \d+, step \d+: lower "
-                             r"learning_rate", row["error"]), row["error"]
+            assert re.search(
+                r"NonFiniteLossError: loss is (nan|inf|-inf) .* at epoch \d+, step \d+: lower "
+                r"learning_rate",
+                row["error"],
+            ), row["error"]
         else:
             assert row["status"] == "COMPLETE" and row["params"]["translator_depth"] == 0
-    optuna_states = {number: state for number, (state, _, _) in
-                     optuna_trials(cwd / "results" / "ray" / NAN).items()}
+    optuna_states = {number: state for number, (state, _, _) in optuna_trials(cwd / "results" / "ray" / NAN).items()}
     assert optuna_states == {n: ("FAIL" if r["status"] == "FAILED" else "COMPLETE") for n, r in rows.items()}
     _, children = study_runs(cwd, NAN)
     by_number = {int(c.data.tags["trial_number"]): c for c in children}
@@ -286,8 +337,9 @@ def test_nan_trial_fails_naming_epoch_and_step_and_the_others_finish(nan_study) 
     assert re.search(r"at epoch \d+, step \d+", by_number[paper["trial_number"]].data.tags["error"])
     report = (cwd / "results" / NAN / "report.md").read_text()
     failed_line = next(line for line in report.splitlines() if line.startswith(f"| {paper['trial_number']} |"))
-    assert re.search(r"\| failed: [\w.]*NonFiniteLossError: loss is (nan|inf|-inf) .* at epoch \d+, step \d+",
-                     failed_line), failed_line
+    assert re.search(
+        r"\| failed: [\w.]*NonFiniteLossError: loss is (nan|inf|-inf) .* at epoch \d+, step \d+", failed_line
+    ), failed_line
 
 
 @pytest.mark.slow
@@ -308,6 +360,7 @@ def test_another_writer_on_the_sqlite_store_loses_nothing(nan_study) -> None:
 
 # --- 7. safety ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_no_secret_reaches_mlflow_params_or_tags(nan_study) -> None:
     cwd = nan_study["cwd"]
@@ -323,8 +376,10 @@ def test_redaction_removes_credentials_from_uris() -> None:
     from study.uris import redact
 
     assert redact("https://user:tok@host:5000/path") == "https://***@host:5000/path"
-    assert redact("s3://bucket/x?X-Amz-Signature=abc&region=eu&token=t1") == \
-        "s3://bucket/x?X-Amz-Signature=***&region=eu&token=***"
+    assert (
+        redact("s3://bucket/x?X-Amz-Signature=abc&region=eu&token=t1")
+        == "s3://bucket/x?X-Amz-Signature=***&region=eu&token=***"
+    )
     assert redact("results/ray") == "results/ray" and redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
@@ -366,8 +421,13 @@ def test_every_torch_load_refuses_pickled_objects() -> None:
     for folder in ("mpt", "trainable", "study"):
         for source in (REPO_ROOT / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(source.read_text(), str(source))):
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
-                        and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "load"
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "torch"
+                ):
                     keywords = {k.arg: k.value for k in node.keywords}
                     safe = isinstance(keywords.get("weights_only"), ast.Constant) and keywords["weights_only"].value
                     calls.append((f"{source.relative_to(REPO_ROOT)}:{node.lineno}", safe))
@@ -379,9 +439,12 @@ def test_every_torch_load_refuses_pickled_objects() -> None:
 def test_mlflow_ui_commands_bind_to_localhost(nan_study) -> None:
     """The documented commands and the one a finished study prints: the UI is not opened to the network."""
     docs = [REPO_ROOT / "README.md", REPO_ROOT / "results" / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
-    commands = [line for doc in docs
-                for line in doc.read_text().replace("\\\n", " ").splitlines()  # continued lines: one command
-                if re.search(r"mlflow (ui|server)\b", line)]
+    commands = [
+        line
+        for doc in docs
+        for line in doc.read_text().replace("\\\n", " ").splitlines()  # continued lines: one command
+        if re.search(r"mlflow (ui|server)\b", line)
+    ]
     printed = [line for line in nan_study["done"].stdout.splitlines() if "MLflow:" in line]
     assert commands and len(printed) == 1
     assert printed[0].endswith(f"MLflow: python study/ui.py {NAN}")  # which binds to 127.0.0.1 (test_ui)

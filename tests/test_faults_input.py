@@ -31,8 +31,18 @@ RUN = REPO_ROOT / "study" / "run.py"
 MINI = REPO_ROOT / "mpt" / "data" / "mini"
 EXISTING = "existing"
 # the smallest complete study: the two reference trials, one epoch each
-EXISTING_ARGS = ["--space", "alignment", "--smoke", "--name", EXISTING, "--num-samples", "2", "--set", "epochs=1",
-                 "--no-confirm"]
+EXISTING_ARGS = [
+    "--space",
+    "alignment",
+    "--smoke",
+    "--name",
+    EXISTING,
+    "--num-samples",
+    "2",
+    "--set",
+    "epochs=1",
+    "--no-confirm",
+]
 NEW = ["--space", "alignment", "--smoke", "--name", "another"]  # a new study next to the existing one
 
 
@@ -41,8 +51,9 @@ def existing_study(tmp_path_factory) -> Path:
     """A finished study in its own working directory: results/existing, results/ray, results/mlflow.db."""
     cwd = tmp_path_factory.mktemp("existing")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, str(RUN), *EXISTING_ARGS], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(RUN), *EXISTING_ARGS], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert list((cwd / "results" / "ray" / EXISTING).glob("*/checkpoint_*/state.pt"))
     return cwd
@@ -50,8 +61,11 @@ def existing_study(tmp_path_factory) -> Path:
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under `folder` (relative path -> SHA-256 of its bytes)."""
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def free_port() -> int:
@@ -63,12 +77,17 @@ def free_port() -> int:
 
 # --- data folders with one defect each ------------------------------------------------------------------
 
+
 def data_folder(root: Path) -> Path:
     """A valid local data folder for the smoke languages (en source; de, fr targets), parallel files included."""
     folder = root / "data"
     folder.mkdir()
-    for name in ["train-en.tsv", *(f"{split}-{lang}.tsv" for split in ("dev", "test") for lang in ("en", "de", "fr")),
-                 "parallel-de.tsv", "parallel-fr.tsv"]:
+    for name in [
+        "train-en.tsv",
+        *(f"{split}-{lang}.tsv" for split in ("dev", "test") for lang in ("en", "de", "fr")),
+        "parallel-de.tsv",
+        "parallel-fr.tsv",
+    ]:
         shutil.copy(MINI / name, folder / name)
     return folder
 
@@ -114,47 +133,98 @@ def mlflow_unreachable(root: Path) -> list[str]:
 
 # case id -> (arguments, or a function making them in a scratch folder; problem fragments; fix fragments)
 CASES: dict[str, tuple[list[str] | Callable[[Path], list[str]], list[str], list[str]]] = {
-    "unknown_space": (["--space", "nope", "--smoke"], ["unknown search space 'nope'"],
-                      ["choose one of", "alignment", "translator"]),
-    "unknown_backbone": ([*NEW, "--set", "backbone=no-such-backbone"], ["unknown backbone 'no-such-backbone'"],
-                         ["use 'e5-small'", "--set backbone="]),
-    "backbone_too_shallow": ([*NEW, "--set", "num_layers=99"], ["num_layers=99", "has only 12 layers"],
-                             ["--set num_layers=N with N in [1, 12]"]),
-    "unknown_language": ([*NEW, "--set", "target_languages=de,xx"], ["'xx' is not in", "dev-xx.tsv"],
-                         ["choose languages that exist"]),
-    "unknown_config_field": ([*NEW, "--set", "learning_rat=0.1"], ["unknown config field 'learning_rat'"],
-                             ["allowed fields are", "learning_rate"]),
-    "data_file_missing_a_column": ([*NEW], ["train-en.tsv, line 5", "2 tab-separated field(s), expected 3"],
-                                   ["check for a missing column"]),
-    "bad_label": ([*NEW], ["dev-de.tsv, line 3", "unknown label 'probably'"],
-                  ["use 0/1/2 or entailment/neutral/contradiction"]),
+    "unknown_space": (
+        ["--space", "nope", "--smoke"],
+        ["unknown search space 'nope'"],
+        ["choose one of", "alignment", "translator"],
+    ),
+    "unknown_backbone": (
+        [*NEW, "--set", "backbone=no-such-backbone"],
+        ["unknown backbone 'no-such-backbone'"],
+        ["use 'e5-small'", "--set backbone="],
+    ),
+    "backbone_too_shallow": (
+        [*NEW, "--set", "num_layers=99"],
+        ["num_layers=99", "has only 12 layers"],
+        ["--set num_layers=N with N in [1, 12]"],
+    ),
+    "unknown_language": (
+        [*NEW, "--set", "target_languages=de,xx"],
+        ["'xx' is not in", "dev-xx.tsv"],
+        ["choose languages that exist"],
+    ),
+    "unknown_config_field": (
+        [*NEW, "--set", "learning_rat=0.1"],
+        ["unknown config field 'learning_rat'"],
+        ["allowed fields are", "learning_rate"],
+    ),
+    "data_file_missing_a_column": (
+        [*NEW],
+        ["train-en.tsv, line 5", "2 tab-separated field(s), expected 3"],
+        ["check for a missing column"],
+    ),
+    "bad_label": (
+        [*NEW],
+        ["dev-de.tsv, line 3", "unknown label 'probably'"],
+        ["use 0/1/2 or entailment/neutral/contradiction"],
+    ),
     "empty_data_file": ([*NEW], ["test-fr.tsv is empty"], ["needs one premise/hypothesis/label example per line"]),
-    "parallel_lines_do_not_pair_up": ([*NEW], ["parallel-fr.tsv, line 7", "1 tab-separated field(s), expected 2"],
-                                      ["check for a missing column or a stray tab"]),
-    "too_many_shots_for_the_data": ([*NEW, "--set", "shots_per_class=500"], ["shots_per_class=500"],
-                                    ["lower shots_per_class to at most"]),
-    "storage_path_not_writable": ([*NEW], ["is not writable", "is a file, not a folder"],
-                                  ["choose a folder you can write"]),
-    "mlflow_tracking_uri_unreachable": ([*NEW], ["cannot reach the MLflow tracking server", "Connection refused"],
-                                        ["start it", "leave --mlflow-tracking-uri out"]),
-    "optuna_storage_unreachable": ([*NEW, "--optuna-storage", "sqlite:////no/such/folder/optuna.db"],
-                                   ["cannot connect to the Optuna storage", "sqlite:////no/such/folder"],
-                                   ["give a reachable database URL", "journal file path"]),
+    "parallel_lines_do_not_pair_up": (
+        [*NEW],
+        ["parallel-fr.tsv, line 7", "1 tab-separated field(s), expected 2"],
+        ["check for a missing column or a stray tab"],
+    ),
+    "too_many_shots_for_the_data": (
+        [*NEW, "--set", "shots_per_class=500"],
+        ["shots_per_class=500"],
+        ["lower shots_per_class to at most"],
+    ),
+    "storage_path_not_writable": (
+        [*NEW],
+        ["is not writable", "is a file, not a folder"],
+        ["choose a folder you can write"],
+    ),
+    "mlflow_tracking_uri_unreachable": (
+        [*NEW],
+        ["cannot reach the MLflow tracking server", "Connection refused"],
+        ["start it", "leave --mlflow-tracking-uri out"],
+    ),
+    "optuna_storage_unreachable": (
+        [*NEW, "--optuna-storage", "sqlite:////no/such/folder/optuna.db"],
+        ["cannot connect to the Optuna storage", "sqlite:////no/such/folder"],
+        ["give a reachable database URL", "journal file path"],
+    ),
     "zero_num_samples": ([*NEW, "--num-samples", "0"], ["--num-samples 0 is too small"], ["use at least 2"]),
     "negative_num_samples": ([*NEW, "--num-samples", "-3"], ["--num-samples -3 is too small"], ["use at least 2"]),
-    "alignment_weight_above_one": ([*NEW, "--set", "alignment_weight=1.5"], ["'alignment_weight' = 1.5 is invalid"],
-                                   ["allowed a number in [0, 1]"]),
-    "alignment_weight_negative": ([*NEW, "--set", "alignment_weight=-0.2"],
-                                  ["'alignment_weight' = -0.2 is invalid"], ["allowed a number in [0, 1]"]),
-    "existing_name_without_resume": (["--space", "alignment", "--smoke", "--name", EXISTING],
-                                     [f"study '{EXISTING}' already exists"], ["--resume", "new `--name`"]),
-    "resume_of_a_study_that_does_not_exist": (["--space", "alignment", "--smoke", "--name", "ghost", "--resume"],
-                                              ["nothing to resume", "no study 'ghost'"],
-                                              ["start it without --resume"]),
+    "alignment_weight_above_one": (
+        [*NEW, "--set", "alignment_weight=1.5"],
+        ["'alignment_weight' = 1.5 is invalid"],
+        ["allowed a number in [0, 1]"],
+    ),
+    "alignment_weight_negative": (
+        [*NEW, "--set", "alignment_weight=-0.2"],
+        ["'alignment_weight' = -0.2 is invalid"],
+        ["allowed a number in [0, 1]"],
+    ),
+    "existing_name_without_resume": (
+        ["--space", "alignment", "--smoke", "--name", EXISTING],
+        [f"study '{EXISTING}' already exists"],
+        ["--resume", "new `--name`"],
+    ),
+    "resume_of_a_study_that_does_not_exist": (
+        ["--space", "alignment", "--smoke", "--name", "ghost", "--resume"],
+        ["nothing to resume", "no study 'ghost'"],
+        ["start it without --resume"],
+    ),
 }
-DATA_DEFECTS = {"data_file_missing_a_column": missing_column, "bad_label": bad_label, "empty_data_file": empty_file,
-                "parallel_lines_do_not_pair_up": unpaired_parallel, "storage_path_not_writable": storage_not_writable,
-                "mlflow_tracking_uri_unreachable": mlflow_unreachable}
+DATA_DEFECTS = {
+    "data_file_missing_a_column": missing_column,
+    "bad_label": bad_label,
+    "empty_data_file": empty_file,
+    "parallel_lines_do_not_pair_up": unpaired_parallel,
+    "storage_path_not_writable": storage_not_writable,
+    "mlflow_tracking_uri_unreachable": mlflow_unreachable,
+}
 
 
 def refuse_to_start_ray(address) -> None:
@@ -177,8 +247,9 @@ def run_refused(argv: list[str], cwd: Path, monkeypatch, capsys) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_refused_and_changes_nothing(case: str, existing_study: Path, tmp_path: Path, monkeypatch,
-                                                  capsys) -> None:
+def test_bad_input_is_refused_and_changes_nothing(
+    case: str, existing_study: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     argv, problem, fix = CASES[case]
     if case in DATA_DEFECTS:
         argv = [*argv, *DATA_DEFECTS[case](tmp_path)]
@@ -190,8 +261,9 @@ def test_bad_input_is_refused_and_changes_nothing(case: str, existing_study: Pat
 
 
 @pytest.mark.slow
-def test_resume_with_a_damaged_checkpoint_is_refused_and_changes_nothing(existing_study: Path, monkeypatch,
-                                                                           capsys) -> None:
+def test_resume_with_a_damaged_checkpoint_is_refused_and_changes_nothing(
+    existing_study: Path, monkeypatch, capsys
+) -> None:
     checkpoint = sorted((existing_study / "results" / "ray" / EXISTING).glob("*/checkpoint_*/state.pt"))[0]
     intact = checkpoint.read_bytes()
     assert manifest_path(checkpoint).is_file()  # Ray Tune kept the manifest the trial wrote beside it
@@ -211,14 +283,12 @@ def test_resume_with_a_damaged_checkpoint_is_refused_and_changes_nothing(existin
 
 
 @pytest.mark.slow
-def test_resume_with_damaged_settings_is_refused_and_changes_nothing(existing_study: Path, monkeypatch,
-                                                                      capsys) -> None:
+def test_resume_with_damaged_settings_is_refused_and_changes_nothing(existing_study: Path, monkeypatch, capsys) -> None:
     settings = existing_study / "results" / EXISTING / "study.json"
     intact = settings.read_bytes()
     settings.write_bytes(intact[: len(intact) // 3])
     try:
-        err = run_refused(["--space", "alignment", "--name", EXISTING, "--resume"], existing_study, monkeypatch,
-                          capsys)
+        err = run_refused(["--space", "alignment", "--name", EXISTING, "--resume"], existing_study, monkeypatch, capsys)
     finally:
         settings.write_bytes(intact)
     assert f"{settings} is damaged" in err and "restore it from a backup" in err and "new --name" in err
@@ -238,7 +308,7 @@ def test_help_and_every_preflight_refusal_run_without_torch_or_transformers(tmp_
     cases = {  # arguments -> what stderr says
         ("--space", "nope", "--smoke"): "unknown search space 'nope': choose one of alignment, kl, prompt",
         ("--space", "alignment", "--smoke", "--name", "never-ran", "--resume"): "nothing to resume: there is no study "
-                                                                                 "'never-ran'",
+        "'never-ran'",
         (*new, "--set", "alignment_weight=7"): "'alignment_weight' = 7.0 is invalid: allowed a number in [0, 1]",
         (*new, "--set", "num_layers"): "is not KEY=VALUE",
         (*new, "--set", "learning_rat=0.1"): "unknown config field 'learning_rat'",

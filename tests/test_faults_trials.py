@@ -20,6 +20,7 @@ from tests.smoke_studies import REPO_ROOT, RUN, STUDY_TIMEOUT_S, study_env
 
 # --- 2. a trial process is killed mid-training ----------------------------------------------------------
 
+
 class RecordingTune:
     """Stands in for `ray.tune` inside the trainable: restores from `checkpoint`, keeps every report."""
 
@@ -35,8 +36,7 @@ class RecordingTune:
         self.reports.append(dict(metrics))
 
 
-def test_trial_whose_damaged_checkpoint_was_deleted_trains_from_its_first_epoch(tmp_path: Path,
-                                                                                  monkeypatch) -> None:
+def test_trial_whose_damaged_checkpoint_was_deleted_trains_from_its_first_epoch(tmp_path: Path, monkeypatch) -> None:
     """What `--resume` advises for a damaged checkpoint: delete its state.pt; the trial then starts over."""
     from mpt.config import MPTConfig
     from mpt.training import load_run_data
@@ -65,8 +65,10 @@ def test_trial_whose_damaged_checkpoint_was_deleted_trains_from_its_first_epoch(
     assert [r["epoch"] for r in restarted.reports] == [1, 2]
     assert [r["epoch"] for r in epochs_trained(log)] == [1, 2, 1, 2]
     drop = ("epoch_seconds",)  # wall-clock time, the one value that differs between two runs
-    assert [{k: v for k, v in r.items() if k not in drop} for r in restarted.reports] == \
-        [{k: v for k, v in r.items() if k not in drop} for r in fresh.reports]
+    assert [{k: v for k, v in r.items() if k not in drop} for r in restarted.reports] == [
+        {k: v for k, v in r.items() if k not in drop} for r in fresh.reports
+    ]
+
 
 CRASH = "crash"
 CRASH_EPOCHS = 3
@@ -84,10 +86,23 @@ def test_killed_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Pa
     from trainable.spec import trial_config
 
     log, marker = tmp_path / "epochs.jsonl", tmp_path / "fault-fired"
-    done = run_study(["--space", "alignment", "--smoke", "--name", CRASH, "--num-samples", "2", "--no-confirm",
-                      "--test-in-search", "--set", f"epochs={CRASH_EPOCHS}"], tmp_path,
-                     study_env(MPT_EPOCH_LOG=str(log), MPT_FAULT_KILL_AT_EPOCH=str(KILL_AT_EPOCH),
-                               MPT_FAULT_MARKER=str(marker)))
+    done = run_study(
+        [
+            "--space",
+            "alignment",
+            "--smoke",
+            "--name",
+            CRASH,
+            "--num-samples",
+            "2",
+            "--no-confirm",
+            "--test-in-search",
+            "--set",
+            f"epochs={CRASH_EPOCHS}",
+        ],
+        tmp_path,
+        study_env(MPT_EPOCH_LOG=str(log), MPT_FAULT_KILL_AT_EPOCH=str(KILL_AT_EPOCH), MPT_FAULT_MARKER=str(marker)),
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     killed = json.loads(marker.read_text())
     records = epochs_trained(log)
@@ -108,14 +123,18 @@ def test_killed_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Pa
     try:
         for row in rows:
             config = trial_config(base, row["params"])
-            trainer = Trainer(config, backbone=load_backbone(config.backbone, config.num_layers,
-                                                             want_mlm=config.wants_mlm_head), data=data)
+            trainer = Trainer(
+                config,
+                backbone=load_backbone(config.backbone, config.num_layers, want_mlm=config.wants_mlm_head),
+                data=data,
+            )
             result = trainer.run()
             assert row["test_accuracy"] == result.accuracy
             run_id = runs[row["trial_id"]].info.run_id
             assert metric_history(tmp_path, run_id, "loss") == [(r.epoch, r.loss) for r in result.history]
             [state_file] = (tmp_path / "results" / "ray" / CRASH / f"train_mpt_{row['trial_id']}").glob(
-                "checkpoint_*/state.pt")
+                "checkpoint_*/state.pt"
+            )
             saved = torch.load(state_file, weights_only=True)
             assert saved["epoch"] == CRASH_EPOCHS
             for part in ("model", "best_state"):
@@ -138,8 +157,9 @@ def test_study_survives_the_loss_of_a_node(tmp_path: Path, monkeypatch) -> None:
     log, marker = tmp_path / "epochs.jsonl", tmp_path / "fault-fired"
     # the node processes (and so the trials) inherit these; the first trial to report epoch 1 then hangs
     # there, so that its node can be removed while it holds a trial with a checkpoint
-    for key, value in study_env(MPT_EPOCH_LOG=str(log), MPT_FAULT_HOLD_AT_EPOCH="1", MPT_FAULT_MARKER=str(marker),
-                                PYTHONPATH=str(REPO_ROOT)).items():
+    for key, value in study_env(
+        MPT_EPOCH_LOG=str(log), MPT_FAULT_HOLD_AT_EPOCH="1", MPT_FAULT_MARKER=str(marker), PYTHONPATH=str(REPO_ROOT)
+    ).items():
         monkeypatch.setenv(key, value)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # trials run on the workers only
     try:
@@ -147,9 +167,29 @@ def test_study_survives_the_loss_of_a_node(tmp_path: Path, monkeypatch) -> None:
         cluster.wait_for_nodes()
         shared = tmp_path / "shared"  # one file system that every node of this machine sees
         driver = subprocess.Popen(
-            [sys.executable, str(RUN), "--space", "alignment", "--smoke", "--name", NODES, "--num-samples", "3",
-             "--no-confirm", "--set", "epochs=3", "--address", cluster.address, "--storage-path", shared.as_uri()],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                str(RUN),
+                "--space",
+                "alignment",
+                "--smoke",
+                "--name",
+                NODES,
+                "--num-samples",
+                "3",
+                "--no-confirm",
+                "--set",
+                "epochs=3",
+                "--address",
+                cluster.address,
+                "--storage-path",
+                shared.as_uri(),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + STUDY_TIMEOUT_S
         while not marker.exists() and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -167,7 +207,8 @@ def test_study_survives_the_loss_of_a_node(tmp_path: Path, monkeypatch) -> None:
     moved = [r for r in records if r["trial_id"] == held["trial_id"]]
     assert [r["epoch"] for r in moved] == [1, 2, 3]  # not restarted: continued from its epoch-1 checkpoint
     assert moved[0]["node_id"] == held["node_id"] and {r["node_id"] for r in moved[1:]} == {
-        next(node.node_id for node in workers if node is not lost)}
+        next(node.node_id for node in workers if node is not lost)
+    }
     rows = trial_rows(tmp_path, NODES)
     assert len(rows) == 3 and all(r["status"] == "COMPLETE" for r in rows)
     _, children = study_runs(tmp_path, NODES)

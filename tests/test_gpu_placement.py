@@ -23,13 +23,16 @@ from trainable.placement import Assignment, placed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN = REPO_ROOT / "study" / "run.py"
-PLACEMENT_LINE = re.compile(r"trial (\d+): Ray assigned this trial GPU (\S+) \(CUDA_VISIBLE_DEVICES=(\S+)\), but "
-                            r"torch has no CUDA device \(.+\): training on CPU with (\d+) thread\(s\)")
+PLACEMENT_LINE = re.compile(
+    r"trial (\d+): Ray assigned this trial GPU (\S+) \(CUDA_VISIBLE_DEVICES=(\S+)\), but "
+    r"torch has no CUDA device \(.+\): training on CPU with (\d+) thread\(s\)"
+)
 
 
 def test_a_trial_given_a_gpu_trains_on_its_first_visible_device_with_its_cpus_as_threads() -> None:
-    config, warning = placed(MPTConfig(), Assignment(gpu_ids=("3",), cpus=4.0, visible_devices="3"),
-                             cuda_available=True)
+    config, warning = placed(
+        MPTConfig(), Assignment(gpu_ids=("3",), cpus=4.0, visible_devices="3"), cuda_available=True
+    )
     assert (config.device, config.num_threads, warning) == ("cuda:0", 4, None)  # cuda:0 is GPU 3 in its process
     config, _ = placed(MPTConfig(device="cuda:1"), Assignment(("0",), 1.0, "0"), cuda_available=True)
     assert config.device == "cuda:0"  # only its own GPU is visible to it
@@ -42,8 +45,9 @@ def test_a_trial_given_a_gpu_without_cuda_falls_back_to_cpu_and_says_why() -> No
     assert (config.device, config.precision, config.num_threads) == ("cpu", "fp32", 1)
     assert warning.startswith("Ray assigned this trial GPU 1 (CUDA_VISIBLE_DEVICES=1), but torch has no CUDA device")
     assert "training on CPU with 1 thread(s), in fp32 (this CPU has no native bf16)" in warning
-    config, warning = placed(MPTConfig(precision="bf16"), Assignment(("1",), 0.5, "1"), cuda_available=False,
-                             cpu_bf16=True)
+    config, warning = placed(
+        MPTConfig(precision="bf16"), Assignment(("1",), 0.5, "1"), cuda_available=False, cpu_bf16=True
+    )
     assert (config.device, config.precision) == ("cpu", "bf16") and "fp32" not in warning
 
 
@@ -68,17 +72,35 @@ def test_local_gpus_are_declared_by_the_environment(monkeypatch) -> None:
 @pytest.mark.slow
 def test_four_trials_share_two_declared_gpus_and_train_on_cpu(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0", LOCAL_GPUS_ENV: "2"}
-    done = subprocess.run([sys.executable, str(RUN), "--space", "alignment", "--smoke", "--name", "gpus",
-                           "--no-confirm", "--gpus-per-trial", "0.5", "--cpus-per-trial", "0.5"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "--space",
+            "alignment",
+            "--smoke",
+            "--name",
+            "gpus",
+            "--no-confirm",
+            "--gpus-per-trial",
+            "0.5",
+            "--cpus-per-trial",
+            "0.5",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
 
     # four at once (of the smoke study's five): Ray reserved both GPUs and the console saw four trials running
     # together
     tables = done.stdout.split("study gpus (search): ")[1:]
-    assert any(table.startswith("0/5 trials done, 4 running, 1 pending |") and "2.0/2 GPUs" in table
-               for table in tables), \
-        done.stdout[-3000:]
+    assert any(
+        table.startswith("0/5 trials done, 4 running, 1 pending |") and "2.0/2 GPUs" in table for table in tables
+    ), done.stdout[-3000:]
     assert tables[-1].startswith("5/5 trials done |")
 
     placements = [m.groups() for m in PLACEMENT_LINE.finditer(done.stderr)]
@@ -92,8 +114,10 @@ def test_four_trials_share_two_declared_gpus_and_train_on_cpu(tmp_path: Path) ->
 # Ray copies the driver's experiment state to the storage path in a background process; when second-long trials
 # snapshot it again mid-copy, the copy can fail, and Ray logs the exception and copies again at the next snapshot
 # (seen twice in a loaded full test run, never alone). Not a trial's failure: the resume tests cover the state.
-RETRIED_STATE_UPLOAD = re.compile(r"(?m)^.*ERROR experiment_state\.py:\d+ -- Saving experiment state to storage at '[^']*' "
-                                  r"failed with exception: \nTraceback \(most recent call last\):\n(?:[ \t].*\n)*.*\n")
+RETRIED_STATE_UPLOAD = re.compile(
+    r"(?m)^.*ERROR experiment_state\.py:\d+ -- Saving experiment state to storage at '[^']*' "
+    r"failed with exception: \nTraceback \(most recent call last\):\n(?:[ \t].*\n)*.*\n"
+)
 
 
 def free_port() -> int:
@@ -107,10 +131,12 @@ def without_retried_state_uploads(stderr: str) -> str:
 
 
 def test_only_the_retried_state_upload_is_left_out() -> None:
-    retried = ("2026-12-01 19:00:00,000\tERROR experiment_state.py:175 -- Saving experiment state to storage at "
-               "'/r/ray/gpus' failed with exception: \nTraceback (most recent call last):\n  File \"x.py\", line 1, in "
-               "wait\n    self._storage.syncer.wait()\nFileNotFoundError: gone\n")
-    crashed = "Traceback (most recent call last):\n  File \"trial.py\", line 2\nValueError: bad\n"
+    retried = (
+        "2026-12-01 19:00:00,000\tERROR experiment_state.py:175 -- Saving experiment state to storage at "
+        "'/r/ray/gpus' failed with exception: \nTraceback (most recent call last):\n  File \"x.py\", line 1, in "
+        "wait\n    self._storage.syncer.wait()\nFileNotFoundError: gone\n"
+    )
+    crashed = 'Traceback (most recent call last):\n  File "trial.py", line 2\nValueError: bad\n'
     assert without_retried_state_uploads(f"a\n{retried}b\n") == "a\nb\n"
     assert "Traceback" in without_retried_state_uploads(f"{retried}{crashed}")
 
@@ -120,10 +146,19 @@ def test_a_gpu_trial_on_a_ray_without_gpus_is_refused_and_writes_nothing(tmp_pat
     env = {k: v for k, v in os.environ.items() if k != LOCAL_GPUS_ENV}
     # RAY_ADDRESS of a cluster that is not there: without --address a study starts a Ray of its own all the same
     # (ray.init() would join the cluster RAY_ADDRESS, or the last `ray start` on this machine, names)
-    done = subprocess.run([sys.executable, str(RUN), "--space", "alignment", "--smoke", "--name", "nogpu",
-                           "--gpus-per-trial", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**env, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",  # Ray then sees no GPU
-                               "RAY_ADDRESS": f"127.0.0.1:{free_port()}"})
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--space", "alignment", "--smoke", "--name", "nogpu", "--gpus-per-trial", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **env,
+            "HF_HUB_OFFLINE": "1",
+            "CUDA_VISIBLE_DEVICES": "",  # Ray then sees no GPU
+            "RAY_ADDRESS": f"127.0.0.1:{free_port()}",
+        },
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "error: --gpus-per-trial 1 but the largest node of the Ray cluster has 0 GPUs" in done.stderr
     assert "Traceback" not in done.stderr

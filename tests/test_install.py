@@ -33,8 +33,11 @@ def run(command: list[str], cwd: Path, env: dict[str, str], timeout: int = 300) 
 
 def user_env(installed: Path, *extra_paths: Path) -> dict[str, str]:
     """The environment of a user of the installed tool: the installed folder on PYTHONPATH, not this checkout."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in (installed, *extra_paths)),
-           "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(str(p) for p in (installed, *extra_paths)),
+        "HF_HUB_OFFLINE": "1",
+    }
     env.pop("RAY_AIR_NEW_OUTPUT", None)  # the study's own default decides Tune's output engine
     return env
 
@@ -50,8 +53,22 @@ def installed(tmp_path_factory) -> Path:
     for package in PACKAGES:
         shutil.copytree(REPO_ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, "PIP_NO_INDEX": "1"}  # offline: the build uses this environment's setuptools
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(root / "dist"),
-         str(source)], root, env)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(root / "dist"),
+            str(source),
+        ],
+        root,
+        env,
+    )
     wheel = next((root / "dist").glob("mpt_study-*.whl"))
     target = root / "site"
     run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], root, env)
@@ -63,10 +80,29 @@ def installed_study(installed: Path, tmp_path_factory) -> tuple[Path, subprocess
     """(its folder, the finished process, the trials' epoch log) of a study run with the installed `mpt-study`."""
     cwd = tmp_path_factory.mktemp("user")
     log = cwd / "epochs.jsonl"
-    env = {**user_env(installed, HOOKS), "MPT_EPOCH_LOG": str(log),
-           "RAY_DEDUP_LOGS": "0"}  # every line a trial prints, undeduplicated
-    done = run([str(installed / "bin" / "mpt-study"), "--space", "translator", "--smoke", "--name", "console",
-                "--num-samples", "2", "--no-confirm", "--set", "learning_rate=1e6"], cwd, env, timeout=600)
+    env = {
+        **user_env(installed, HOOKS),
+        "MPT_EPOCH_LOG": str(log),
+        "RAY_DEDUP_LOGS": "0",
+    }  # every line a trial prints, undeduplicated
+    done = run(
+        [
+            str(installed / "bin" / "mpt-study"),
+            "--space",
+            "translator",
+            "--smoke",
+            "--name",
+            "console",
+            "--num-samples",
+            "2",
+            "--no-confirm",
+            "--set",
+            "learning_rate=1e6",
+        ],
+        cwd,
+        env,
+        timeout=600,
+    )
     return cwd, done, log
 
 
@@ -99,8 +135,26 @@ def test_the_installed_commands_work_from_another_directory(installed: Path, tmp
     for script in SCRIPTS:
         assert run([str(installed / "bin" / script), "--help"], tmp_path, env).stdout.startswith("usage: "), script
     assert run([str(installed / "bin" / "mpt-study"), "--help"], tmp_path, env).stdout.startswith("usage: mpt-study ")
-    run([str(installed / "bin" / "mpt-train"), "--num-layers", "1", "--epochs", "1", "--shots-per-class", "4",
-         "--max-eval-examples", "6", "--target-languages", "de", "--quiet", "--output", "out.json"], tmp_path, env)
+    run(
+        [
+            str(installed / "bin" / "mpt-train"),
+            "--num-layers",
+            "1",
+            "--epochs",
+            "1",
+            "--shots-per-class",
+            "4",
+            "--max-eval-examples",
+            "6",
+            "--target-languages",
+            "de",
+            "--quiet",
+            "--output",
+            "out.json",
+        ],
+        tmp_path,
+        env,
+    )
     assert json.loads((tmp_path / "out.json").read_text())["config"]["num_layers"] == 1
 
 
@@ -121,8 +175,11 @@ def test_study_console_shows_the_trials_progress_and_errors_and_not_ray_noise(in
     out, err = done.stdout, done.stderr
     client = MlflowClient(f"sqlite:///{cwd / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("console")
-    names = sorted(r.info.run_name for r in client.search_runs([experiment.experiment_id])
-                   if r.data.tags.get("mpt_study.run_type") == "trial")
+    names = sorted(
+        r.info.run_name
+        for r in client.search_runs([experiment.experiment_id])
+        if r.data.tags.get("mpt_study.run_type") == "trial"
+    )
     assert names == ["translator-000 vanilla", "translator-001 paper_default"]
     tables = out.split("study console (search): ")[1:]
     assert len(tables) >= 3  # pending, running, ended: the console speaks while the study runs

@@ -63,8 +63,11 @@ def test_intervals_cover_the_true_gain_and_accuracy_at_their_nominal_level(regim
         for _ in range(REPETITIONS // CHUNK):
             vanilla, same, better = simulate(rng, seeds, offset_sd)
             null = variance_components([same - vanilla]).interval()
-            misses += [excluded(null, 0.0), excluded(variance_components([better - vanilla]).interval(), GAIN),
-                       excluded(variance_components([vanilla]).interval(), accuracy)]
+            misses += [
+                excluded(null, 0.0),
+                excluded(variance_components([better - vanilla]).interval(), GAIN),
+                excluded(variance_components([vanilla]).interval(), accuracy),
+            ]
             per_seed = (same - vanilla).mean(axis=-1, dtype=float)
             width += np.sum(null.high - null.low)
             t_width += np.sum(2 * stats.t.ppf(0.975, seeds - 1) * per_seed.std(axis=-1, ddof=1) / math.sqrt(seeds))
@@ -74,6 +77,7 @@ def test_intervals_cover_the_true_gain_and_accuracy_at_their_nominal_level(regim
 
 
 # --- the estimator against cases computed by hand ----------------------------------------------------------
+
 
 def test_variance_components_of_a_small_layout_computed_by_hand():
     # seed means 2 and 4 (their variance 2); row means 2, 3.5, 3.5 (variance 0.75, so MS_row = 2 x 0.75 = 1.5);
@@ -85,18 +89,18 @@ def test_variance_components_of_a_small_layout_computed_by_hand():
     assert components.variance() == pytest.approx(7 / 6)
     # each term with its own t quantile (t_0.975 with 1 df: 12.706; with 2 df: 4.303)
     interval = components.interval()
-    half = math.sqrt(12.7062 ** 2 * 2 / 2 + 4.3027 ** 2 / 6)
+    half = math.sqrt(12.7062**2 * 2 / 2 + 4.3027**2 / 6)
     assert (interval.low, interval.high) == (pytest.approx(3 - half, rel=1e-4), pytest.approx(3 + half, rel=1e-4))
 
 
 def test_minimum_detectable_effect_computed_by_hand():
     components = VarianceComponents(mean=0.01, seeds=3, seed=0.0009, row=0.0001, rows=450)
     # (t_0.975 + t_0.80) with 2 df: 4.3027 + 1.0607 = 5.3634; with 449 df: 1.9653 + 0.8423 = 2.8076
-    assert components.detectable() == pytest.approx(math.sqrt(5.3634 ** 2 * 0.0009 / 3 + 2.8076 ** 2 * 0.0001),
-                                                    rel=1e-4)  # 0.0958: 9.6 pp
+    assert components.detectable() == pytest.approx(
+        math.sqrt(5.3634**2 * 0.0009 / 3 + 2.8076**2 * 0.0001), rel=1e-4
+    )  # 0.0958: 9.6 pp
     # 10 seeds: 2.2622 + 0.8834 = 3.1456 with 9 df
-    assert components.detectable(10) == pytest.approx(math.sqrt(3.1456 ** 2 * 0.0009 / 10 + 2.8076 ** 2 * 0.0001),
-                                                      rel=1e-4)
+    assert components.detectable(10) == pytest.approx(math.sqrt(3.1456**2 * 0.0009 / 10 + 2.8076**2 * 0.0001), rel=1e-4)
     assert components.detectable_with_unlimited_seeds() == pytest.approx(2.8076 * 0.01, rel=1e-4)
     needed = components.seeds_to_detect(0.05)
     assert components.detectable(needed) <= 0.05 < components.detectable(needed - 1)

@@ -39,8 +39,10 @@ def test_the_set_has_the_xnli_target_languages_and_mini_languages_follow_the_fil
     assert len(MINI_LANGUAGES) >= 8
 
 
-@pytest.mark.parametrize("split, lang, minimum", [("train", "en", 600), *[("dev", lang, 150) for lang in LANGUAGES],
-                                                  *[("test", lang, 450) for lang in LANGUAGES]])
+@pytest.mark.parametrize(
+    "split, lang, minimum",
+    [("train", "en", 600), *[("dev", lang, 150) for lang in LANGUAGES], *[("test", lang, 450) for lang in LANGUAGES]],
+)
 def test_sizes_balance_and_no_duplicates(split, lang, minimum):
     rows = _split(split, lang)
     counts = Counter(e.label for e in rows)
@@ -53,7 +55,7 @@ def test_sizes_balance_and_no_duplicates(split, lang, minimum):
 @pytest.mark.parametrize("split", ["train", "dev", "test"])
 def test_each_premise_has_one_hypothesis_per_label_and_8_to_45_words(split):
     rows = _split(split, "en")
-    groups = [rows[i:i + 3] for i in range(0, len(rows), 3)]
+    groups = [rows[i : i + 3] for i in range(0, len(rows), 3)]
     assert all(len({e.premise for e in g}) == 1 and sorted(e.label for e in g) == [0, 1, 2] for g in groups)
     assert len({g[0].premise for g in groups}) == len(groups)  # no premise twice
     assert all(8 <= len(words(g[0].premise)) <= 45 for g in groups)
@@ -69,13 +71,16 @@ def test_parallel_splits_line_up(split):
         assert len(translated) == len(english), lang
         assert [e.label for e in translated] == [e.label for e in english], lang
         # a premise shared by consecutive English rows is shared by the translated rows too
-        assert [a.premise == b.premise for a, b in zip(english, english[1:])] == \
-               [a.premise == b.premise for a, b in zip(translated, translated[1:])], lang
+        assert [a.premise == b.premise for a, b in zip(english, english[1:])] == [
+            a.premise == b.premise for a, b in zip(translated, translated[1:])
+        ], lang
 
 
 def test_no_evaluation_sentence_leaks_into_training_or_the_parallel_corpus():
     train = {e.premise for e in _split("train", "en")} | {e.hypothesis for e in _split("train", "en")}
-    parallel = {english for lang in MINI_LANGUAGES for english, _, _ in read_parallel_file(MINI_DIR / f"parallel-{lang}.tsv")}
+    parallel = {
+        english for lang in MINI_LANGUAGES for english, _, _ in read_parallel_file(MINI_DIR / f"parallel-{lang}.tsv")
+    }
     for split in ("dev", "test"):
         evaluation = {e.premise for e in _split(split, "en")} | {e.hypothesis for e in _split(split, "en")}
         assert not evaluation & train, split

@@ -81,7 +81,12 @@ def test_the_pyfunc_model_predicts_as_mpt_predict(study, tmp_path) -> None:
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     assert model.metadata.get_input_schema().input_names() == ["premise", "hypothesis", "lang"]
     assert model.metadata.get_output_schema().input_names() == [
-        "lang", "label", "prob_entailment", "prob_neutral", "prob_contradiction"]
+        "lang",
+        "label",
+        "prob_entailment",
+        "prob_neutral",
+        "prob_contradiction",
+    ]
     assert model.metadata.saved_input_example_info is not None
 
     pairs = _pairs()
@@ -101,7 +106,9 @@ def test_the_pyfunc_model_predicts_as_mpt_predict(study, tmp_path) -> None:
     # the target languages go through the translator: p_T gives other probabilities than p_S on the same pairs
     german = frame[frame["lang"] == "de"]
     as_english = model.predict(german.assign(lang="en")).to_dict(orient="records")
-    assert [r["prob_entailment"] for r in as_english] != [r["prob_entailment"] for r in from_mlflow if r["lang"] == "de"]
+    assert [r["prob_entailment"] for r in as_english] != [
+        r["prob_entailment"] for r in from_mlflow if r["lang"] == "de"
+    ]
 
 
 @pytest.mark.slow
@@ -113,8 +120,12 @@ def test_register_model_makes_a_registry_version_of_the_best_run(study) -> None:
     assert len(versions) == 1 and versions[0].run_id == run.info.run_id
     assert versions[0].status == "READY"
     # a resumed study logs its best trial again: the run keeps its one model and one registry version
-    uri = log_trained_prompt(f"sqlite:///{study / 'results' / 'mlflow.db'}", run.info.run_id,
-                             study / "results" / STUDY / "best_model", REGISTERED)
+    uri = log_trained_prompt(
+        f"sqlite:///{study / 'results' / 'mlflow.db'}",
+        run.info.run_id,
+        study / "results" / STUDY / "best_model",
+        REGISTERED,
+    )
     assert uri == versions[0].source
     assert len(client.search_model_versions(f"name='{REGISTERED}'")) == 1
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id], filter_string="name = 'model'")
@@ -131,8 +142,10 @@ def test_confirmation_models_reproduce_the_test_accuracy_each_run_reported(study
     best = _best_row(study)["trial_number"]
     # the best trial's (an MPT configuration: p_T for the targets) and vanilla's, at each shot count; each costs
     # a backbone load
-    chosen = [next(r for r in rows if r.trial_number == best and r.seed == 1 and r.params["shots_per_class"] == 4),
-              next(r for r in rows if r.reference == "vanilla" and r.seed == 2 and r.params["shots_per_class"] == 8)]
+    chosen = [
+        next(r for r in rows if r.trial_number == best and r.seed == 1 and r.params["shots_per_class"] == 4),
+        next(r for r in rows if r.reference == "vanilla" and r.seed == 2 and r.params["shots_per_class"] == 8),
+    ]
     for row in chosen:
         name = run_name("alignment", row.trial_number, row.params, phase="confirm").split(" ")[0]
         directory = study / "results" / STUDY / "confirm_models" / name
@@ -158,8 +171,16 @@ def test_the_pyfunc_model_of_a_joint_prompt_answers_as_mpt_predict(tmp_path, tin
     for split in ("train", "dev", "test"):
         write_nli(tmp_path / f"{split}-en.tsv", ROWS * (3 if split == "train" else 1))
         write_nli(tmp_path / f"{split}-de.tsv", [(f"[de] {p}", f"[de] {h}", label) for p, h, label in ROWS])
-    config = MPTConfig(backbone="tiny-xlmr", data=str(tmp_path), target_languages=["de"], prompt_length=4,
-                       shots_per_class=3, epochs=1, alignment_weight=0.0, device="cpu")
+    config = MPTConfig(
+        backbone="tiny-xlmr",
+        data=str(tmp_path),
+        target_languages=["de"],
+        prompt_length=4,
+        shots_per_class=3,
+        epochs=1,
+        alignment_weight=0.0,
+        device="cpu",
+    )
     trainer = Trainer(config, backbone=tiny_backbone)
     directory = TrainedPrompt.from_trainer(trainer, trainer.run()).save_pretrained(tmp_path / "prompt")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -37,6 +37,7 @@ TIMEOUT_S = 600
 
 # --- every field of a trial's config is a param ------------------------------------------------------------
 
+
 def test_a_trial_run_logs_every_config_field_and_tags_the_searched_ones(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
@@ -46,8 +47,10 @@ def test_a_trial_run_logs_every_config_field_and_tags_the_searched_ones(tmp_path
     get_or_create_experiment(MlflowClient(uri), "whole", (tmp_path / "artifacts").as_uri())
     base = MPTConfig(translator_depth=2, num_layers=4)
     tracker = StudyTracker(uri, "whole", "alignment", base)
-    trial = SimpleNamespace(trial_id="abc123", config={"alignment_weight": 0.25, "kl_temperature": 2.0,
-                                                       "trial_number": 3, "reference": None})
+    trial = SimpleNamespace(
+        trial_id="abc123",
+        config={"alignment_weight": 0.25, "kl_temperature": 2.0, "trial_number": 3, "reference": None},
+    )
     run = MlflowClient(uri).get_run(tracker.run_id(trial))
     assert set(run.data.params) == CONFIG_FIELDS  # the bookkeeping keys are tags, not params
     assert run.data.params["translator_depth"] == "2"  # not searched here: the UI can still filter by it
@@ -58,6 +61,7 @@ def test_a_trial_run_logs_every_config_field_and_tags_the_searched_ones(tmp_path
 
 
 # --- a real tracking server ----------------------------------------------------------------------------------
+
 
 class Server:
     """The REST API of an MLflow tracking server (only what the test reads)."""
@@ -72,8 +76,11 @@ class Server:
     def api(self, endpoint: str, body: dict | None = None, **query) -> dict:
         if body is None:
             return json.loads(self.get(f"/api/2.0/mlflow/{endpoint}", **query))
-        request = urllib.request.Request(f"{self.url}/api/2.0/mlflow/{endpoint}", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}/api/2.0/mlflow/{endpoint}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
@@ -104,7 +111,7 @@ class Server:
 def proxied(artifact_uri: str) -> str:
     """The path under the server's artifact root of a proxied artifact URI."""
     assert artifact_uri.startswith("mlflow-artifacts:/"), artifact_uri  # the client never writes the store itself
-    return artifact_uri[len("mlflow-artifacts:/"):].strip("/")
+    return artifact_uri[len("mlflow-artifacts:/") :].strip("/")
 
 
 def artifact_uri(run: dict) -> str:
@@ -127,9 +134,23 @@ def server(tmp_path_factory):
 
 
 def study_command(url: str, *extra: str) -> list[str]:
-    return [sys.executable, str(RUN), "--space", "alignment", "--smoke", "--name", STUDY, "--num-samples",
-            str(PLANNED), "--no-confirm", "--set", f"epochs={EPOCHS}", "--mlflow-tracking-uri", url,
-            *extra]  # the search's records suffice
+    return [
+        sys.executable,
+        str(RUN),
+        "--space",
+        "alignment",
+        "--smoke",
+        "--name",
+        STUDY,
+        "--num-samples",
+        str(PLANNED),
+        "--no-confirm",
+        "--set",
+        f"epochs={EPOCHS}",
+        "--mlflow-tracking-uri",
+        url,
+        *extra,
+    ]  # the search's records suffice
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +158,9 @@ def served_study(server, tmp_path_factory):
     """A smoke study on the server, interrupted (Ctrl+C) once a trial finished, then resumed to its end."""
     cwd = tmp_path_factory.mktemp("served-study")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(study_command(server.url), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env)
+    process = subprocess.Popen(
+        study_command(server.url), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.monotonic() + TIMEOUT_S
 
     def finished_runs() -> dict[str, int]:
@@ -146,8 +168,11 @@ def served_study(server, tmp_path_factory):
             runs = server.runs(STUDY)
         except OSError:  # the experiment does not exist yet
             return {}
-        return {tags(r)["ray.trial_id"]: r["info"]["end_time"] for r in runs
-                if tags(r).get("mpt_study.run_type") == "trial" and r["info"]["status"] == "FINISHED"}
+        return {
+            tags(r)["ray.trial_id"]: r["info"]["end_time"]
+            for r in runs
+            if tags(r).get("mpt_study.run_type") == "trial" and r["info"]["status"] == "FINISHED"
+        }
 
     while not finished_runs() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -158,8 +183,9 @@ def served_study(server, tmp_path_factory):
     before = finished_runs()
     assert 1 <= len(before) < PLANNED
 
-    done = subprocess.run(study_command(server.url, "--resume"), cwd=cwd, capture_output=True, text=True,
-                          timeout=TIMEOUT_S, env=env)
+    done = subprocess.run(
+        study_command(server.url, "--resume"), cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S, env=env
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return SimpleNamespace(cwd=cwd, finished_before=before, runs=server.runs(STUDY))
 
@@ -209,8 +235,9 @@ def test_the_resumed_study_run_opens_with_its_answer_and_links_optuna_to_the_ser
     assert f"(#/experiments/{parent['info']['experiment_id']}/runs/{best['info']['run_id']})" in description
     journal = JournalFileBackend(str(served_study.cwd / "results" / STUDY / "optuna.log"))
     study = optuna.load_study(study_name=STUDY, storage=JournalStorage(journal))
-    assert study.user_attrs["mlflow_experiment_url"] == (f"{server.url}/#/experiments/{parent['info']['experiment_id']}"
-                                                         f"/runs?workflowType=machine_learning")
+    assert study.user_attrs["mlflow_experiment_url"] == (
+        f"{server.url}/#/experiments/{parent['info']['experiment_id']}/runs?workflowType=machine_learning"
+    )
 
 
 @pytest.mark.slow
@@ -231,8 +258,9 @@ def test_the_report_and_every_artifact_arrive_through_the_server(server, served_
         files = server.artifacts(artifact_uri(trial))
         assert "trial_config.json" in files, files
         stored = json.loads(server.download(artifact_uri(trial), "trial_config.json"))["config"]
-        as_params = {k: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else str(v)
-                     for k, v in stored.items()}
+        as_params = {
+            k: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else str(v) for k, v in stored.items()
+        }
         assert as_params == params(trial)  # the run's params: the config its trial_config.json records
     # the best trial's model (an MLflow logged model: its artifacts live beside the runs')
     [best] = [t for t in trials if tags(t).get("best_trial") == "true"]
@@ -247,8 +275,9 @@ def test_the_report_and_every_artifact_arrive_through_the_server(server, served_
     # everything listed is in the server's artifact root, and nothing went around the server
     roots = [artifact_uri(r) for r in runs] + [model["artifact_uri"]]
     listed = {f"{proxied(root)}/{path}" for root in roots for path in server.artifacts(root)}
-    stored = {str(p.relative_to(server.root / "artifacts")) for p in (server.root / "artifacts").rglob("*")
-              if p.is_file()}
+    stored = {
+        str(p.relative_to(server.root / "artifacts")) for p in (server.root / "artifacts").rglob("*") if p.is_file()
+    }
     assert listed == stored
     assert not (served_study.cwd / "mlruns").exists() and not (served_study.cwd / "results" / "mlartifacts").exists()
     assert not (served_study.cwd / "results" / "mlflow.db").exists()

@@ -103,14 +103,25 @@ def test_fast_tokenizer_load_equals_autotokenizer(name):
 
     directory = e5_small_directory() if name == "e5-small" else tiny_xlmr_directory()
     fast, reference = _load_tokenizer(directory, name), AutoTokenizer.from_pretrained(str(directory))
-    texts = [field for path in sorted(MINI_DIR.glob("*.tsv"))
-             for line in path.read_text(encoding="utf-8").splitlines() for field in line.split("\t")]
+    texts = [
+        field
+        for path in sorted(MINI_DIR.glob("*.tsv"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        for field in line.split("\t")
+    ]
     assert len(texts) > 5000
     texts += ["  two  spaces ", "<mask> inside", "ｆｕｌｌ ｗｉｄｔｈ", ""]
     assert fast(texts, add_special_tokens=False)["input_ids"] == reference(texts, add_special_tokens=False)["input_ids"]
     assert fast(SENTENCES)["input_ids"] == reference(SENTENCES)["input_ids"]  # with <s> ... </s>
-    for attribute in ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id", "unk_token_id",
-                      "pad_token_id", "mask_token_id"):
+    for attribute in (
+        "bos_token_id",
+        "eos_token_id",
+        "cls_token_id",
+        "sep_token_id",
+        "unk_token_id",
+        "pad_token_id",
+        "mask_token_id",
+    ):
         assert getattr(fast, attribute) == getattr(reference, attribute), attribute
     assert len(fast) == len(reference) == 250002
     ids = fast([" yes", " .", "<mask>"], add_special_tokens=False)["input_ids"]  # label words, the template's tail
@@ -137,8 +148,10 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
     from transformers import BertConfig, XLMRobertaConfig
 
     root = tmp_path_factory.mktemp("models")
-    configs = {"masked-lm": XLMRobertaConfig(num_hidden_layers=3, architectures=["XLMRobertaForMaskedLM"]),
-               "encoder": BertConfig(num_hidden_layers=5, architectures=["BertModel"])}
+    configs = {
+        "masked-lm": XLMRobertaConfig(num_hidden_layers=3, architectures=["XLMRobertaForMaskedLM"]),
+        "encoder": BertConfig(num_hidden_layers=5, architectures=["BertModel"]),
+    }
     for name, config in configs.items():
         config.save_pretrained(str(root / name))
     return {name: root / name for name in configs}
@@ -154,10 +167,17 @@ def test_backbone_config_says_what_autoconfig_says_for_a_directory_and_the_hub_c
     for kind, directory in model_dirs.items():
         hub_cache_copy(cache, names[kind], directory)
     asked = [str(directory) for directory in model_dirs.values()] + list(names.values())
-    script = ("import json, sys\n" + BLOCK_TORCH + "from mpt.backbone_config import backbone_layers, is_masked_lm\n"
-              "print(json.dumps([attempted, [[backbone_layers(n), is_masked_lm(n)] for n in sys.argv[1:]]]))")
-    done = subprocess.run([sys.executable, "-c", script, *asked], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
+    script = (
+        "import json, sys\n" + BLOCK_TORCH + "from mpt.backbone_config import backbone_layers, is_masked_lm\n"
+        "print(json.dumps([attempted, [[backbone_layers(n), is_masked_lm(n)] for n in sys.argv[1:]]]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *asked],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     attempted, ours = json.loads(done.stdout)
     assert attempted == []
@@ -183,8 +203,11 @@ def test_tiny_xlmr_config_before_it_is_built(tmp_path, monkeypatch):
     monkeypatch.setenv("MPT_STUDY_CACHE", str(tmp_path))
     expected = xlmr_masked_lm_config(**TINY_XLMR_SHAPE)
     assert backbone_layers("tiny-xlmr") == expected.num_hidden_layers == 2
-    assert is_masked_lm("tiny-xlmr") and answers_through_mlm("tiny-xlmr") and not answers_through_mlm("tiny-xlmr",
-                                                                                                     "linear")
+    assert (
+        is_masked_lm("tiny-xlmr")
+        and answers_through_mlm("tiny-xlmr")
+        and not answers_through_mlm("tiny-xlmr", "linear")
+    )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -38,8 +38,11 @@ def test_an_intact_checkpoint_passes_and_its_manifest_describes_it(checkpoint: P
 
 def test_a_truncated_checkpoint_is_refused_naming_the_file_and_the_fix(checkpoint: Path) -> None:
     checkpoint.write_bytes(checkpoint.read_bytes()[:-100])
-    with pytest.raises(CheckpointError, match=rf"checkpoint {checkpoint} is corrupt .*its manifest says .*: delete "
-                                              rf"it to restart"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"checkpoint {checkpoint} is corrupt .*its manifest says .*: delete "
+        rf"it to restart",
+    ):
         verify_checkpoint_file(checkpoint)
 
 

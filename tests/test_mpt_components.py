@@ -12,16 +12,19 @@ from mpt.model import PromptedClassifier, Templater
 from mpt.translator import PerceptronStack, PromptTranslator
 
 
-@pytest.mark.parametrize("field, value, fragment", [
-    ("alignment_weight", 1.5, "[0, 1]"),
-    ("alignment_weight", -0.1, "[0, 1]"),
-    ("translator_depth", -1, "[0, 16]"),
-    ("head", "svm", "auto"),
-    ("prompt_length", -1, "[0, 512]"),
-    ("pair_encoding", "cross", "siamese"),
-    ("target_languages", ["en"], "not including the source language"),
-    ("precision", "fp8", "bf16"),
-])
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("alignment_weight", 1.5, "[0, 1]"),
+        ("alignment_weight", -0.1, "[0, 1]"),
+        ("translator_depth", -1, "[0, 16]"),
+        ("head", "svm", "auto"),
+        ("prompt_length", -1, "[0, 512]"),
+        ("pair_encoding", "cross", "siamese"),
+        ("target_languages", ["en"], "not including the source language"),
+        ("precision", "fp8", "bf16"),
+    ],
+)
 def test_config_errors_name_field_value_and_range(field, value, fragment):
     with pytest.raises(ConfigError) as err:
         MPTConfig(**{field: value})
@@ -62,7 +65,9 @@ def test_translator_block_is_the_papers_two_layer_perceptron():
     torch.manual_seed(0)
     translator = PerceptronStack(6, 4, depth=1)
     block, prompt = translator.blocks[0], torch.randn(3, 6)
-    expected = block.down.weight @ torch.relu(block.up.weight @ prompt.T + block.up.bias[:, None]) + block.down.bias[:, None]
+    expected = (
+        block.down.weight @ torch.relu(block.up.weight @ prompt.T + block.up.bias[:, None]) + block.down.bias[:, None]
+    )
     assert torch.allclose(translator(prompt), expected.T, atol=1e-6)
     residual = PerceptronStack(6, 4, depth=1, residual=True)
     residual.load_state_dict(translator.state_dict())
@@ -95,7 +100,7 @@ def test_template_places_prompt_after_bos_and_mask_last(tiny_backbone):
     tokens = tiny_backbone.tokenizer.convert_ids_to_tokens(ids)
     assert tokens[0] == "<s>" and tokens[-1] == "</s>" and tokens.count("</s>") == 2
     mask_at = len(ids) - 2 - len(templater.tail)  # ... ? <mask> . </s>
-    assert tokens[mask_at] == "<mask>" and tokens[mask_at - 1] == "▁?" and "".join(tokens[mask_at + 1:-1]) == "▁."
+    assert tokens[mask_at] == "<mask>" and tokens[mask_at - 1] == "▁?" and "".join(tokens[mask_at + 1 : -1]) == "▁."
     long = templater.tokenize(["word " * 400], ["other " * 400])[0]
     assert len(long) == config.max_length and long[mask_at - len(ids)] == templater.mask
 
@@ -111,8 +116,16 @@ def _train_one_epoch(config, backbone):
 
 
 def test_backbone_stays_frozen_and_w0_gives_translator_no_gradient(nli_dir, tiny_backbone):
-    config = MPTConfig(backbone="tiny-xlmr", data=str(nli_dir), parallel=str(nli_dir), target_languages=["de"],
-                       prompt_length=4, alignment_weight=0.0, shots_per_class=2, translator_depth=2)
+    config = MPTConfig(
+        backbone="tiny-xlmr",
+        data=str(nli_dir),
+        parallel=str(nli_dir),
+        target_languages=["de"],
+        prompt_length=4,
+        alignment_weight=0.0,
+        shots_per_class=2,
+        translator_depth=2,
+    )
     trainer, changed = _train_one_epoch(config, tiny_backbone)
     assert changed == {"prompt.weight"}
     assert all(p.grad is None for p in trainer.model.translator.parameters())
@@ -124,8 +137,14 @@ def test_backbone_stays_frozen_and_w0_gives_translator_no_gradient(nli_dir, tiny
 
 
 def test_mlm_verbalizer_path_reads_label_words_at_the_mask(tiny_backbone, nli_dir):
-    config = MPTConfig(backbone="tiny-xlmr", data=str(nli_dir), parallel=str(nli_dir), target_languages=["de"],
-                       prompt_length=4, label_words={"en": ["yes", "maybe", "no"], "de": ["ja", "vielleicht", "nein"]})
+    config = MPTConfig(
+        backbone="tiny-xlmr",
+        data=str(nli_dir),
+        parallel=str(nli_dir),
+        target_languages=["de"],
+        prompt_length=4,
+        label_words={"en": ["yes", "maybe", "no"], "de": ["ja", "vielleicht", "nein"]},
+    )
     model = PromptedClassifier(config, tiny_backbone, torch.Generator().manual_seed(0))
     assert model.head_kind == "mlm" and model.linear_head is None
     templater = Templater(tiny_backbone.tokenizer, config.max_length)
@@ -142,14 +161,16 @@ def test_mlm_verbalizer_path_reads_label_words_at_the_mask(tiny_backbone, nli_di
 
 
 def test_linear_head_path_on_e5(e5_two_layers, nli_dir):
-    config = MPTConfig(data=str(nli_dir), parallel=str(nli_dir), target_languages=["de"], prompt_length=4,
-                       pair_encoding="joint")
+    config = MPTConfig(
+        data=str(nli_dir), parallel=str(nli_dir), target_languages=["de"], prompt_length=4, pair_encoding="joint"
+    )
     for pooling in ("mean", "mask", "cls"):
         model = PromptedClassifier(config.replace(pooling=pooling), e5_two_layers, torch.Generator().manual_seed(0))
         assert model.head_kind == "linear" and model.mlm_head is None
         templater = model.templater()
-        batch = templater.collate(templater.tokenize(["A man sleeps.", "Rain."], ["He rests", "Wet"]), [0, 2],
-                                  ["en", "de"])
+        batch = templater.collate(
+            templater.tokenize(["A man sleeps.", "Rain."], ["He rests", "Wet"]), [0, 2], ["en", "de"]
+        )
         logits = model(batch)
         assert logits.shape == (2, 3) and torch.isfinite(logits).all()
     with pytest.raises(ValueError, match="has none"):
@@ -163,12 +184,14 @@ def test_prefix_prompt_matches_peft_prompt_tuning(tiny_backbone):
     config = MPTConfig(backbone="tiny-xlmr", prompt_length=5, prompt_position="prefix", target_languages=["de"])
     model = PromptedClassifier(config, tiny_backbone, torch.Generator().manual_seed(1))
     templater = Templater(tiny_backbone.tokenizer, config.max_length)
-    batch = templater.collate(templater.tokenize(["A man sleeps on a long sofa.", "Rain."], ["He rests", "Wet"]),
-                              None, ["en", "en"])
+    batch = templater.collate(
+        templater.tokenize(["A man sleeps on a long sofa.", "Rain."], ["He rests", "Wet"]), None, ["en", "en"]
+    )
     with torch.no_grad():
         ours, _ = model.hidden_states(batch, model.prompts_for(batch.langs))
-    peft_model = get_peft_model(tiny_backbone.encoder, PromptTuningConfig(task_type=TaskType.FEATURE_EXTRACTION,
-                                                                         num_virtual_tokens=5))
+    peft_model = get_peft_model(
+        tiny_backbone.encoder, PromptTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=5)
+    )
     try:
         with torch.no_grad():
             peft_model.prompt_encoder["default"].embedding.weight.copy_(model.prompt.weight)
@@ -186,11 +209,17 @@ def test_config_flags_come_from_the_dataclass_with_their_help_and_parse_as_set_d
     parser = ConfigArgumentParser()
     args = parser.parse_args(["--target-languages", "de,zh", "--num_layers", "none", "--no-teacher-stop-gradient"])
     config = config_from_args(args, {"epochs": 3})
-    assert (config.target_languages, config.num_layers, config.teacher_stop_gradient, config.epochs) == \
-        (["de", "zh"], None, False, 3)
+    assert (config.target_languages, config.num_layers, config.teacher_stop_gradient, config.epochs) == (
+        ["de", "zh"],
+        None,
+        False,
+        3,
+    )
     assert config_from_args(parser.parse_args([])) == MPTConfig()  # nothing given: the dataclass defaults
-    assert parse_assignments(["target_languages=de,zh", "num_layers=none"]) == {"target_languages": ["de", "zh"],
-                                                                                 "num_layers": None}
+    assert parse_assignments(["target_languages=de,zh", "num_layers=none"]) == {
+        "target_languages": ["de", "zh"],
+        "num_layers": None,
+    }
     help_text = parser.format_help()
     assert "--prompt-length" in help_text and "soft prompt length L" in help_text
     with pytest.raises(ConfigError, match="is not KEY=VALUE"):

@@ -14,13 +14,15 @@ from tests.conftest import ROWS, write_nli
 def test_tsv_and_jsonl_with_words_or_numbers(tmp_path):
     tsv = write_nli(tmp_path / "test-en.tsv")
     numbers = {"entailment": 0, "neutral": 1, "contradiction": 2}
-    (tmp_path / "test-fr.jsonl").write_text("".join(
-        json.dumps({"premise": p, "hypothesis": h, "label": numbers[label]}) + "\n" for p, h, label in ROWS))
+    (tmp_path / "test-fr.jsonl").write_text(
+        "".join(json.dumps({"premise": p, "hypothesis": h, "label": numbers[label]}) + "\n" for p, h, label in ROWS)
+    )
     from_tsv = read_nli_file(tsv)
     from_jsonl = load_nli(str(tmp_path), "test", "fr")
     assert [e.label for e in from_tsv] == [0, 1, 2] * 3
-    assert [(e.premise, e.hypothesis, e.label) for e in from_jsonl] == [(e.premise, e.hypothesis, e.label)
-                                                                        for e in from_tsv]
+    assert [(e.premise, e.hypothesis, e.label) for e in from_jsonl] == [
+        (e.premise, e.hypothesis, e.label) for e in from_tsv
+    ]
     assert len(load_nli(str(tmp_path), "test", "en", limit=4)) == 4
 
 
@@ -30,12 +32,15 @@ def test_xtreme_contradictory_label_is_accepted(tmp_path):
     assert read_nli_file(path)[0].label == 2
 
 
-@pytest.mark.parametrize("content, fragment", [
-    ("only a premise\tand hypothesis\n", "line 1: 2 tab-separated field(s), expected 3"),
-    ("p\th\tentailment\np\th\tmaybe\n", "line 2: unknown label 'maybe'"),
-    ("", "is empty"),
-    ("p\t\tentailment\n", "line 1: empty ['hypothesis']"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("only a premise\tand hypothesis\n", "line 1: 2 tab-separated field(s), expected 3"),
+        ("p\th\tentailment\np\th\tmaybe\n", "line 2: unknown label 'maybe'"),
+        ("", "is empty"),
+        ("p\t\tentailment\n", "line 1: empty ['hypothesis']"),
+    ],
+)
 def test_bad_tsv_names_file_line_and_fix(tmp_path, content, fragment):
     path = tmp_path / "train-en.tsv"
     path.write_text(content)
@@ -124,13 +129,22 @@ def _write_hub_layout(root: Path) -> None:
     for lang in ("en", "de"):
         for split in ("train", "validation", "test"):
             # each split's rows say which split they are, so a test sees which split was read
-            rows = [(f"{p} ({split})" if lang == "en" else f"[de] {p} ({split})", h,
-                     ["entailment", "neutral", "contradiction"].index(label)) for p, h, label in ROWS]
+            rows = [
+                (
+                    f"{p} ({split})" if lang == "en" else f"[de] {p} ({split})",
+                    h,
+                    ["entailment", "neutral", "contradiction"].index(label),
+                )
+                for p, h, label in ROWS
+            ]
             (root / lang).mkdir(parents=True, exist_ok=True)
             pd.DataFrame(rows, columns=["premise", "hypothesis", "label"]).to_parquet(
-                root / lang / f"{split}-00000-of-00001.parquet")
-        configs.append(f"- config_name: {lang}\n  data_files:\n" + "".join(
-            f"  - split: {s}\n    path: {lang}/{s}-*\n" for s in ("train", "validation", "test")))
+                root / lang / f"{split}-00000-of-00001.parquet"
+            )
+        configs.append(
+            f"- config_name: {lang}\n  data_files:\n"
+            + "".join(f"  - split: {s}\n    path: {lang}/{s}-*\n" for s in ("train", "validation", "test"))
+        )
     (root / "README.md").write_text("---\nconfigs:\n" + "".join(configs) + "---\n")
 
 

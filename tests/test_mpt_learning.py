@@ -31,17 +31,32 @@ def learning_dir(tmp_path_factory):
     sentences = list(dict.fromkeys([p for p, _, _ in ROWS] + [h for _, h, _ in ROWS]))
     for lang in TARGETS:
         for split in ("dev", "test"):
-            write_nli(directory / f"{split}-{lang}.tsv", [(f"[{lang}] {p}", f"[{lang}] {h}", label)
-                                                         for p, h, label in ROWS])
-        (directory / f"parallel-{lang}.tsv").write_text("".join(f"{s}\t[{lang}] {s}\n" for s in sentences),
-                                                         encoding="utf-8")
+            write_nli(
+                directory / f"{split}-{lang}.tsv", [(f"[{lang}] {p}", f"[{lang}] {h}", label) for p, h, label in ROWS]
+            )
+        (directory / f"parallel-{lang}.tsv").write_text(
+            "".join(f"{s}\t[{lang}] {s}\n" for s in sentences), encoding="utf-8"
+        )
     return directory
 
 
 def _config(directory, **overrides) -> MPTConfig:
-    values = dict(backbone="e5-small", num_layers=2, precision="fp32", data=str(directory), parallel=str(directory),
-                  target_languages=TARGETS, prompt_length=4, shots_per_class=3, batch_size=3, alignment_batch_size=4,
-                  translator_hidden=32, epochs=10, learning_rate=5e-3, seed=0)
+    values = dict(
+        backbone="e5-small",
+        num_layers=2,
+        precision="fp32",
+        data=str(directory),
+        parallel=str(directory),
+        target_languages=TARGETS,
+        prompt_length=4,
+        shots_per_class=3,
+        batch_size=3,
+        alignment_batch_size=4,
+        translator_hidden=32,
+        epochs=10,
+        learning_rate=5e-3,
+        seed=0,
+    )
     values.update(overrides)
     return MPTConfig(**values)
 
@@ -85,8 +100,7 @@ def test_the_best_dev_state_not_the_last_is_the_one_tested(trained):
     assert _correctness_with(trainer, states[trainer.config.epochs], "en") != result.correct["en"]
 
 
-def test_targets_get_the_translated_prompt_and_depth_zero_is_the_source_prompt(trained, learning_dir,
-                                                                               e5_two_layers):
+def test_targets_get_the_translated_prompt_and_depth_zero_is_the_source_prompt(trained, learning_dir, e5_two_layers):
     trainer, _, _ = trained
     vanilla = Trainer(_config(learning_dir, translator_depth=0, epochs=1), backbone=e5_two_layers)
     vanilla.train_epoch()
@@ -106,8 +120,9 @@ def _pairs_of(trainer: Trainer, lang: str, count: int = 4) -> list[int]:
 
 @pytest.mark.parametrize("lang", TARGETS)
 def test_a_per_language_translator_learns_from_its_own_language_only(lang, learning_dir, e5_two_layers):
-    trainer = Trainer(_config(learning_dir, translator_mode="per_language", alignment_weight=1.0),
-                      backbone=e5_two_layers)
+    trainer = Trainer(
+        _config(learning_dir, translator_mode="per_language", alignment_weight=1.0), backbone=e5_two_layers
+    )
     before = trainer.model.trainable_state_dict()
     trainer.step(StepPlan(number=1, rows=[0, 1, 2], pair_rows=_pairs_of(trainer, lang)))
     after = trainer.model.trainable_state_dict()
@@ -123,7 +138,7 @@ def test_kl_at_temperature_t_is_t_squared_times_the_kl_of_the_softened_distribut
     teacher, student = (3 * torch.randn(5, 3, generator=generator) for _ in range(2))
     for temperature in (0.5, 2.0, 4.0):
         p, q = (teacher / temperature).softmax(-1), (student / temperature).softmax(-1)
-        by_hand = temperature ** 2 * (p * (p.log() - q.log())).sum(-1).mean()
+        by_hand = temperature**2 * (p * (p.log() - q.log())).sum(-1).mean()
         assert torch.allclose(alignment_loss(teacher, student, temperature), by_hand, rtol=1e-5), temperature
     assert not torch.allclose(alignment_loss(teacher, student, 2.0), alignment_loss(teacher, student, 1.0))
 
@@ -131,8 +146,11 @@ def test_kl_at_temperature_t_is_t_squared_times_the_kl_of_the_softened_distribut
 def _gradients(trainer: Trainer, plan: StepPlan) -> dict[str, torch.Tensor]:
     """The gradient of one training step's loss on every trainable parameter (zero where it had none)."""
     trainer.step(plan)
-    return {f"{name}.{key}": (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
-            for name, module in trainer.model.trainable_modules().items() for key, p in module.named_parameters()}
+    return {
+        f"{name}.{key}": (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
+        for name, module in trainer.model.trainable_modules().items()
+        for key, p in module.named_parameters()
+    }
 
 
 def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -178,8 +196,9 @@ def test_alignment_pulls_the_student_towards_a_teacher_it_leaves_alone(stop_grad
     """At w = 1 the step's gradient on p_S is the student's alone (p_S -> p_T -> KL, the translator's chain
     rule applied to the gradient that reached p_T) with `teacher_stop_gradient`; without it the teacher's
     gradient is added (the teacher moves too)."""
-    trainer = Trainer(_config(learning_dir, alignment_weight=1.0, teacher_stop_gradient=stop_gradient),
-                      backbone=e5_two_layers)
+    trainer = Trainer(
+        _config(learning_dir, alignment_weight=1.0, teacher_stop_gradient=stop_gradient), backbone=e5_two_layers
+    )
     start = trainer.model.trainable_state_dict()
     seen = _TranslatorOutputs(trainer.model.translator)
     try:

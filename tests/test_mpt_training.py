@@ -15,9 +15,21 @@ from tests.conftest import ROWS
 
 
 def _config(nli_dir, **overrides):
-    values = dict(backbone="tiny-xlmr", data=str(nli_dir), parallel=str(nli_dir), target_languages=["de"],
-                  prompt_length=4, shots_per_class=3, batch_size=4, alignment_batch_size=2, epochs=3,
-                  translator_depth=1, alignment_weight=0.5, learning_rate=0.05, dev_all_languages=True)
+    values = dict(
+        backbone="tiny-xlmr",
+        data=str(nli_dir),
+        parallel=str(nli_dir),
+        target_languages=["de"],
+        prompt_length=4,
+        shots_per_class=3,
+        batch_size=4,
+        alignment_batch_size=2,
+        epochs=3,
+        translator_depth=1,
+        alignment_weight=0.5,
+        learning_rate=0.05,
+        dev_all_languages=True,
+    )
     values.update(overrides)
     return MPTConfig(**values)
 
@@ -70,8 +82,15 @@ def test_non_finite_loss_names_epoch_and_step(nli_dir, tiny_backbone):
 
 @pytest.mark.slow
 def test_end_to_end_fit_on_the_mini_set_with_e5(e5_two_layers):
-    config = MPTConfig(num_layers=2, epochs=2, shots_per_class=4, prompt_length=4, target_languages=["de", "sw"],
-                       max_eval_examples=30, alignment_batch_size=4)
+    config = MPTConfig(
+        num_layers=2,
+        epochs=2,
+        shots_per_class=4,
+        prompt_length=4,
+        target_languages=["de", "sw"],
+        max_eval_examples=30,
+        alignment_batch_size=4,
+    )
     result = fit(config, backbone=e5_two_layers)
     assert set(result.accuracy) == {"en", "de", "sw"}
     assert all(0.0 <= acc <= 1.0 for acc in result.accuracy.values())
@@ -83,9 +102,31 @@ def test_end_to_end_fit_on_the_mini_set_with_e5(e5_two_layers):
 @pytest.mark.slow
 def test_cli_writes_results_json(tmp_path):
     out = tmp_path / "out.json"
-    done = subprocess.run([sys.executable, "-m", "mpt.train", "--data", "mini", "--epochs", "2", "--num-layers", "1",
-                           "--shots-per-class", "4", "--target-languages", "de,zh", "--max-eval-examples", "12",
-                           "--output", str(out), "--quiet"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mpt.train",
+            "--data",
+            "mini",
+            "--epochs",
+            "2",
+            "--num-layers",
+            "1",
+            "--shots-per-class",
+            "4",
+            "--target-languages",
+            "de,zh",
+            "--max-eval-examples",
+            "12",
+            "--output",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     results = json.loads(out.read_text())
     assert set(results["accuracy"]) == {"en", "de", "zh"}
@@ -94,15 +135,19 @@ def test_cli_writes_results_json(tmp_path):
     assert "average" in done.stdout and "zh" in done.stdout
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["--alignment-weight", "1.5"], "'alignment_weight' = 1.5 is invalid: allowed a number in [0, 1]"),
-    (["--data", "/nonexistent/dir"], "neither 'mini', 'xnli' nor an existing directory"),
-    (["--backbone", "/nonexistent/model"], "cannot load backbone '/nonexistent/model'"),
-    (["--num-layers", "two"], "expected int"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--alignment-weight", "1.5"], "'alignment_weight' = 1.5 is invalid: allowed a number in [0, 1]"),
+        (["--data", "/nonexistent/dir"], "neither 'mini', 'xnli' nor an existing directory"),
+        (["--backbone", "/nonexistent/model"], "cannot load backbone '/nonexistent/model'"),
+        (["--num-layers", "two"], "expected int"),
+    ],
+)
 def test_cli_bad_input_exits_nonzero_with_a_fix(argv, fragment):
-    done = subprocess.run([sys.executable, "-m", "mpt.train", *argv, "--quiet"], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "mpt.train", *argv, "--quiet"], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode != 0
     assert fragment in done.stderr
 
@@ -133,21 +178,24 @@ def test_test_correctness_per_row_gives_the_accuracy(nli_dir, tiny_backbone):
 
 @pytest.mark.parametrize("backbone_fixture", ["tiny_backbone", "e5_two_layers"])
 def test_paired_seeds_share_the_few_shot_sample_and_the_start_of_what_configurations_share(
-        nli_dir, backbone_fixture, request):
+    nli_dir, backbone_fixture, request
+):
     backbone = request.getfixturevalue(backbone_fixture)
     extra = {"backbone": "e5-small", "num_layers": 2} if backbone_fixture == "e5_two_layers" else {}
     vanilla = Trainer(_config(nli_dir, translator_depth=0, alignment_weight=0.0, seed=3, **extra), backbone=backbone)
-    mpt = Trainer(_config(nli_dir, translator_depth=2, alignment_weight=0.7, translator_hidden=32, seed=3, **extra),
-                  backbone=backbone)
-    other_seed = Trainer(_config(nli_dir, translator_depth=0, alignment_weight=0.0, seed=4, **extra),
-                         backbone=backbone)
+    mpt = Trainer(
+        _config(nli_dir, translator_depth=2, alignment_weight=0.7, translator_hidden=32, seed=3, **extra),
+        backbone=backbone,
+    )
+    other_seed = Trainer(_config(nli_dir, translator_depth=0, alignment_weight=0.0, seed=4, **extra), backbone=backbone)
     assert vanilla.train_examples == mpt.train_examples != other_seed.train_examples
     shared = [k for k in vanilla.model.trainable_state_dict() if not k.startswith("translator.")]
     assert shared and (backbone_fixture == "tiny_backbone" or any(k.startswith("head.") for k in shared))
     for key in shared:
         assert torch.equal(vanilla.model.trainable_state_dict()[key], mpt.model.trainable_state_dict()[key]), key
-    assert not torch.equal(vanilla.model.trainable_state_dict()["prompt.weight"],
-                           other_seed.model.trainable_state_dict()["prompt.weight"])
+    assert not torch.equal(
+        vanilla.model.trainable_state_dict()["prompt.weight"], other_seed.model.trainable_state_dict()["prompt.weight"]
+    )
     assert [p.rows for p in vanilla.batch_plan()] == [p.rows for p in mpt.batch_plan()]  # the same batch order
 
 

@@ -30,8 +30,9 @@ TrialState = optuna.trial.TrialState
 def run_study(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     path = os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path, "MPT_TEST_OBJECTIVE": "one_minus_alignment_weight"}
-    return subprocess.run([sys.executable, str(RUN), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(RUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def no_confirmation() -> list[str]:
@@ -46,8 +47,24 @@ def asha_study(tmp_path_factory) -> dict:
     cwd = tmp_path_factory.mktemp("asha")
     storage = f"sqlite:///{cwd / 'cluster' / 'optuna.db'}"
     (cwd / "cluster").mkdir()
-    args = ["--space", "alignment", "--smoke", "--name", NAME, "--scheduler", "asha", "--num-samples", str(TRIALS),
-            "--max-concurrent", "1", "--optuna-storage", storage, "--objective", "dev_en", *no_confirmation()]
+    args = [
+        "--space",
+        "alignment",
+        "--smoke",
+        "--name",
+        NAME,
+        "--scheduler",
+        "asha",
+        "--num-samples",
+        str(TRIALS),
+        "--max-concurrent",
+        "1",
+        "--optuna-storage",
+        storage,
+        "--objective",
+        "dev_en",
+        *no_confirmation(),
+    ]
     done = run_study(args, cwd)
     assert done.returncode == 0, done.stderr[-4000:]
     epochs = {}  # trial number -> [(epoch, objective) Tune received]
@@ -55,8 +72,13 @@ def asha_study(tmp_path_factory) -> dict:
         lines = [json.loads(line) for line in result.read_text().splitlines()]
         epochs[lines[0]["config"]["trial_number"]] = [(line["epoch"], line["objective"]) for line in lines]
     rows = json.loads((cwd / "results" / NAME / "trials.json").read_text())
-    return {"cwd": cwd, "storage": storage, "args": args, "epochs": epochs,
-            "rows": {row["trial_number"]: row for row in rows}}
+    return {
+        "cwd": cwd,
+        "storage": storage,
+        "args": args,
+        "epochs": epochs,
+        "rows": {row["trial_number"]: row for row in rows},
+    }
 
 
 @pytest.mark.slow
@@ -83,7 +105,8 @@ def test_stopped_trials_are_pruned_and_finished_ones_complete(asha_study) -> Non
     # keeps what it reached (its last intermediate value) for TPE to learn from, as Optuna's pruners intend
     stopped = {number for number, reported in epochs.items() if max(epoch for epoch, _ in reported) < EPOCHS}
     assert {t.number: t.value for t in study.get_trials(states=(TrialState.PRUNED,))} == pytest.approx(
-        {number: epochs[number][-1][1] for number in stopped})
+        {number: epochs[number][-1][1] for number in stopped}
+    )
 
 
 @pytest.mark.slow
@@ -116,6 +139,7 @@ def test_asha_spares_the_references_and_the_strict_objective_reads_english_dev_o
     for child in children:
         assert "dev_acc_en" in child.data.metrics
         assert "dev_acc_de" not in child.data.metrics  # strict zero-shot: no target-language dev at all
-        stopped = next(r for r in rows.values() if r["trial_id"] == child.data.tags["ray.trial_id"])["status"] == \
-            "STOPPED"
+        stopped = (
+            next(r for r in rows.values() if r["trial_id"] == child.data.tags["ray.trial_id"])["status"] == "STOPPED"
+        )
         assert (child.data.tags.get("stopped_early") == "true") == stopped

@@ -26,8 +26,9 @@ def _e5_config(nli_dir, **overrides) -> MPTConfig:
     return _config(nli_dir, backbone="e5-small", num_layers=2, precision="fp32", **overrides)
 
 
-def test_auto_is_siamese_without_an_mlm_head_joint_with_one_and_the_run_records_it(nli_dir, tiny_backbone,
-                                                                                   e5_two_layers, tmp_path):
+def test_auto_is_siamese_without_an_mlm_head_joint_with_one_and_the_run_records_it(
+    nli_dir, tiny_backbone, e5_two_layers, tmp_path
+):
     e5 = Trainer(_e5_config(nli_dir), backbone=e5_two_layers)
     assert e5.config.pair_encoding == "siamese" and e5.model.conventions == E5_CONVENTIONS
     for head in ("auto", "linear"):  # tiny-xlmr has an MLM head: joint, whichever head answers
@@ -37,29 +38,35 @@ def test_auto_is_siamese_without_an_mlm_head_joint_with_one_and_the_run_records_
     assert e5.test().config["pair_encoding"] == "siamese"
 
 
-@pytest.mark.parametrize("fields, fragment", [
-    (dict(head="mlm", pair_encoding="siamese"), "set pair_encoding=joint, or head=linear for siamese"),
-    (dict(pooling="mask", pair_encoding="siamese"), "set pooling=mean or cls for siamese, or pair_encoding=joint"),
-    (dict(head="mlm", prompt_length=0), "give a length >= 1, or head=linear for the frozen probe"),
-])
+@pytest.mark.parametrize(
+    "fields, fragment",
+    [
+        (dict(head="mlm", pair_encoding="siamese"), "set pair_encoding=joint, or head=linear for siamese"),
+        (dict(pooling="mask", pair_encoding="siamese"), "set pooling=mean or cls for siamese, or pair_encoding=joint"),
+        (dict(head="mlm", prompt_length=0), "give a length >= 1, or head=linear for the frozen probe"),
+    ],
+)
 def test_bad_combinations_are_refused_at_config_time_with_the_fix(fields, fragment):
     with pytest.raises(ConfigError, match="is invalid") as err:
         MPTConfig(**fields)
     assert fragment in str(err.value)
 
 
-@pytest.mark.parametrize("fields, fragment", [
-    (dict(pair_encoding="siamese"), "resolved to the MLM verbalizer of 'tiny-xlmr'"),  # head auto -> mlm
-    (dict(prompt_length=0), "set head=linear for the frozen probe"),
-])
+@pytest.mark.parametrize(
+    "fields, fragment",
+    [
+        (dict(pair_encoding="siamese"), "resolved to the MLM verbalizer of 'tiny-xlmr'"),  # head auto -> mlm
+        (dict(prompt_length=0), "set head=linear for the frozen probe"),
+    ],
+)
 def test_bad_combinations_are_refused_when_auto_resolves_to_them(tiny_backbone, fields, fragment):
     with pytest.raises(ValueError, match=fragment):
-        PromptedClassifier(MPTConfig(backbone="tiny-xlmr", target_languages=["de"], **fields), tiny_backbone,
-                           torch.Generator())
+        PromptedClassifier(
+            MPTConfig(backbone="tiny-xlmr", target_languages=["de"], **fields), tiny_backbone, torch.Generator()
+        )
 
 
-def test_siamese_encodes_a_shared_premise_once_with_the_logits_of_encoding_it_per_hypothesis(nli_dir,
-                                                                                             tiny_backbone):
+def test_siamese_encodes_a_shared_premise_once_with_the_logits_of_encoding_it_per_hypothesis(nli_dir, tiny_backbone):
     trainer = Trainer(_config(nli_dir, precision="fp32", **SIAMESE), backbone=tiny_backbone)
     model, templater = trainer.model, trainer.templater
     pairs = templater.tokenize([PREMISE] * 3 + [PREMISE], [*HYPOTHESES, HYPOTHESES[0]])
@@ -72,15 +79,20 @@ def test_siamese_encodes_a_shared_premise_once_with_the_logits_of_encoding_it_pe
     ids, _ = trainer.encoded(trainer.data.test["en"], "test", "en")
     scored = answer_logits(model, templater, ids, "en", 4, "fp32", trainer.device)
     with torch.no_grad():
-        per_pair = torch.cat([model(templater.collate(ids[i:i + 4], None, ["en"] * len(ids[i:i + 4]), dedup=False))
-                              for i in range(0, len(ids), 4)])
+        per_pair = torch.cat(
+            [
+                model(templater.collate(ids[i : i + 4], None, ["en"] * len(ids[i : i + 4]), dedup=False))
+                for i in range(0, len(ids), 4)
+            ]
+        )
     assert len({t for pair in ids for t in pair}) < 2 * len(ids)  # three hypotheses share each premise
     assert torch.allclose(scored, per_pair, atol=1e-5)
 
 
 def test_a_languages_prompt_reaches_both_sentences_of_its_pairs(nli_dir, tiny_backbone):
-    config = _config(nli_dir, target_languages=["de", "fr"], translator_mode="per_language", precision="fp32",
-                     **SIAMESE)
+    config = _config(
+        nli_dir, target_languages=["de", "fr"], translator_mode="per_language", precision="fp32", **SIAMESE
+    )
     model = PromptedClassifier(config, tiny_backbone, torch.Generator().manual_seed(0))
     templater = model.templater()
     pairs = templater.tokenize([PREMISE] * 3, [HYPOTHESES[0]] * 3)
@@ -106,15 +118,23 @@ def test_siamese_alignment_batches_are_runs_of_consecutive_pairs_drawn_as_joint_
         for plan in siamese_plan:
             start = plan.pair_rows[0]
             assert plan.pair_rows == [(start + j) % count for j in range(len(plan.pair_rows))]
-    batch = siamese.templater.collate([siamese.pair_source_ids[i] for i in plan.pair_rows], None,
-                                      ["en"] * len(plan.pair_rows))
+    batch = siamese.templater.collate(
+        [siamese.pair_source_ids[i] for i in plan.pair_rows], None, ["en"] * len(plan.pair_rows)
+    )
     assert len(batch.texts.keys) == len(plan.pair_rows) + 1  # sentence i: hypothesis of pair i - 1, premise of i
 
 
 @pytest.mark.parametrize("encoding", ["joint", "siamese"])
 def test_the_probe_trains_only_the_head_and_encodes_each_text_once(nli_dir, tiny_backbone, encoding):
-    config = _config(nli_dir, head="linear", pair_encoding=encoding, prompt_length=0, translator_depth=0,
-                     alignment_weight=0.0, precision="fp32")
+    config = _config(
+        nli_dir,
+        head="linear",
+        pair_encoding=encoding,
+        prompt_length=0,
+        translator_depth=0,
+        alignment_weight=0.0,
+        precision="fp32",
+    )
     trainer = Trainer(config, backbone=tiny_backbone)
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     calls = []
@@ -133,8 +153,16 @@ def test_the_probe_trains_only_the_head_and_encodes_each_text_once(nli_dir, tiny
 
 @pytest.mark.parametrize("encoding", ["joint", "siamese"])
 def test_cached_probe_features_give_the_logits_of_uncached_ones(nli_dir, tiny_backbone, encoding):
-    config = _config(nli_dir, head="linear", pair_encoding=encoding, prompt_length=0, translator_depth=0,
-                     alignment_weight=0.0, precision="fp32", epochs=3)
+    config = _config(
+        nli_dir,
+        head="linear",
+        pair_encoding=encoding,
+        prompt_length=0,
+        translator_depth=0,
+        alignment_weight=0.0,
+        precision="fp32",
+        epochs=3,
+    )
     cached, uncached = Trainer(config, backbone=tiny_backbone), Trainer(config, backbone=tiny_backbone)
     uncached.model.features_frozen = False
     results = [trainer.run() for trainer in (cached, uncached)]
@@ -178,8 +206,9 @@ def test_a_saved_prompt_applies_the_input_conventions_it_records(nli_dir, e5_two
     ids = loaded.templater.texts(["Rain."])[0]
     assert e5_two_layers.tokenizer.decode(ids[1:-1]) == "query: Rain." and (ids[0], ids[-1]) == (0, 2)  # <s>, </s>
     with torch.no_grad():
-        features = loaded.model.text_features(loaded.templater.collate_texts(loaded.templater.texts(HYPOTHESES),
-                                                                             ["en"] * 3))
+        features = loaded.model.text_features(
+            loaded.templater.collate_texts(loaded.templater.texts(HYPOTHESES), ["en"] * 3)
+        )
     assert torch.allclose(features.norm(dim=-1), torch.ones(3), atol=1e-5)  # e5: normalised mean pooling
     for lang, examples in trainer.data.test.items():
         assert loaded.accuracy(examples, lang) == result.accuracy[lang]
@@ -187,5 +216,6 @@ def test_a_saved_prompt_applies_the_input_conventions_it_records(nli_dir, e5_two
     (directory / CONFIG_FILE).write_text(json.dumps(record))
     bare = TrainedPrompt.from_pretrained(directory, backbone=e5_two_layers)
     assert bare.model.conventions == InputConventions()
-    assert not torch.allclose(bare.predict_proba([PREMISE], HYPOTHESES[:1], ["en"]),
-                              loaded.predict_proba([PREMISE], HYPOTHESES[:1], ["en"]))
+    assert not torch.allclose(
+        bare.predict_proba([PREMISE], HYPOTHESES[:1], ["en"]), loaded.predict_proba([PREMISE], HYPOTHESES[:1], ["en"])
+    )

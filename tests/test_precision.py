@@ -15,8 +15,9 @@ from tests.test_mpt_training import _config
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16"), (False, True, "bf16"),
-                                                        (False, False, "fp32")])
+@pytest.mark.parametrize(
+    "avx512_bf16, amx, expected", [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]
+)
 def test_auto_takes_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, avx512_bf16, amx, expected) -> None:
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
@@ -28,8 +29,9 @@ def test_auto_takes_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, av
         MPTConfig(precision="fp16")
 
 
-def test_bf16_computes_in_bf16_and_keeps_the_trainable_weights_and_their_gradients_in_fp32(nli_dir,
-                                                                                           tiny_backbone) -> None:
+def test_bf16_computes_in_bf16_and_keeps_the_trainable_weights_and_their_gradients_in_fp32(
+    nli_dir, tiny_backbone
+) -> None:
     trainer = Trainer(_config(nli_dir, precision="bf16"), backbone=tiny_backbone)
     batch = trainer.templater.collate(trainer.train_ids[:4], trainer.train_labels[:4], ["en"] * 4)
     linear = next(m for m in tiny_backbone.encoder.modules() if isinstance(m, torch.nn.Linear))

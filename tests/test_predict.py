@@ -24,9 +24,21 @@ def _saved_prompt(tmp_path_factory, backbone, **fields) -> Path:
     for split in ("train", "dev", "test"):
         write_nli(data / f"{split}-en.tsv", ROWS * (3 if split == "train" else 1))
         write_nli(data / f"{split}-de.tsv", [(f"[de] {p}", f"[de] {h}", label) for p, h, label in ROWS])
-    config = MPTConfig(backbone="tiny-xlmr", data=str(data), target_languages=["de"], prompt_length=4,
-                       shots_per_class=3, batch_size=4, epochs=1, alignment_weight=0.0, learning_rate=0.05,
-                       translator_mode="per_language", eval_batch_size=2, device="cpu", **fields)
+    config = MPTConfig(
+        backbone="tiny-xlmr",
+        data=str(data),
+        target_languages=["de"],
+        prompt_length=4,
+        shots_per_class=3,
+        batch_size=4,
+        epochs=1,
+        alignment_weight=0.0,
+        learning_rate=0.05,
+        translator_mode="per_language",
+        eval_batch_size=2,
+        device="cpu",
+        **fields,
+    )
     trainer = Trainer(config, backbone=backbone)
     directory = tmp_path_factory.mktemp("prompt") / "saved"
     TrainedPrompt.from_trainer(trainer, trainer.run()).save_pretrained(directory)
@@ -65,8 +77,11 @@ def _same(found: list[dict], wanted: list[dict]) -> None:
 
 def test_tsv_with_a_lang_column(prompt_dir, expected, tmp_path) -> None:
     pairs = tmp_path / "pairs.tsv"
-    pairs.write_text("premise\thypothesis\tlang\tlabel\n"
-                     + "".join(f"{p}\t{h}\t{lang}\tneutral\n" for (p, h), lang in zip(PAIRS, LANGS)), encoding="utf-8")
+    pairs.write_text(
+        "premise\thypothesis\tlang\tlabel\n"
+        + "".join(f"{p}\t{h}\t{lang}\tneutral\n" for (p, h), lang in zip(PAIRS, LANGS)),
+        encoding="utf-8",
+    )
     found = _run(prompt_dir, tmp_path, pairs)
     _same(found, expected)
     for row in found:
@@ -78,15 +93,19 @@ def test_tsv_with_a_lang_column(prompt_dir, expected, tmp_path) -> None:
 def test_a_siamese_prompt_predicts_as_it_answers_pair_by_pair(tmp_path_factory, tiny_backbone, tmp_path) -> None:
     directory = _saved_prompt(tmp_path_factory, tiny_backbone, head="linear", pair_encoding="siamese")
     pairs = tmp_path / "pairs.tsv"  # premises shared by several hypotheses: encoded once per batch
-    pairs.write_text("premise\thypothesis\tlang\n"
-                     + "".join(f"{p}\t{h}\t{lang}\n" for (p, h), lang in zip(PAIRS, LANGS)), encoding="utf-8")
+    pairs.write_text(
+        "premise\thypothesis\tlang\n" + "".join(f"{p}\t{h}\t{lang}\n" for (p, h), lang in zip(PAIRS, LANGS)),
+        encoding="utf-8",
+    )
     _same(_run(directory, tmp_path, pairs), _one_by_one(directory, tiny_backbone))
 
 
 def test_jsonl_with_and_without_lang(prompt_dir, expected, tmp_path) -> None:
     pairs = tmp_path / "pairs.jsonl"
-    rows = [{"premise": p, "hypothesis": h, **({"lang": lang} if lang == "de" else {})}
-            for (p, h), lang in zip(PAIRS, LANGS)]  # rows without lang take --lang's default: the source language
+    rows = [
+        {"premise": p, "hypothesis": h, **({"lang": lang} if lang == "de" else {})}
+        for (p, h), lang in zip(PAIRS, LANGS)
+    ]  # rows without lang take --lang's default: the source language
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     _same(_run(prompt_dir, tmp_path, pairs), expected)
 
@@ -104,18 +123,24 @@ def test_no_lang_column_takes_the_lang_flag(prompt_dir, tmp_path, tiny_backbone)
     assert german != english  # p_T is not p_S
 
 
-@pytest.mark.parametrize("name, text, message", [
-    ("empty.tsv", "", "has no pairs"),
-    ("header-only.tsv", "premise\thypothesis\n", "pair per line after the header"),
-    ("no-header.tsv", "A man sleeps.\tA person rests.\n", "the header has no column(s) ['premise', 'hypothesis']"),
-    ("short-row.tsv", "premise\thypothesis\nA man sleeps.\n", "line 2: 1 tab-separated field(s)"),
-    ("empty-field.tsv", "premise\thypothesis\nA man sleeps.\t \n", "line 2: empty ['hypothesis']"),
-    ("missing.jsonl", '{"premise": "A man sleeps."}\n', "line 1: missing column(s) ['hypothesis']"),
-    ("broken.jsonl", '{"premise": "A man\n', "line 1: not valid JSON"),
-    ("unknown-lang.jsonl", '{"premise": "a", "hypothesis": "b", "lang": "fr"}\n',
-     "unknown language(s) ['fr']: this prompt has a per-language translator for ['de']"),
-    ("pairs.csv", "premise,hypothesis\n", "give a .tsv (with a header line) or .jsonl file"),
-])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("empty.tsv", "", "has no pairs"),
+        ("header-only.tsv", "premise\thypothesis\n", "pair per line after the header"),
+        ("no-header.tsv", "A man sleeps.\tA person rests.\n", "the header has no column(s) ['premise', 'hypothesis']"),
+        ("short-row.tsv", "premise\thypothesis\nA man sleeps.\n", "line 2: 1 tab-separated field(s)"),
+        ("empty-field.tsv", "premise\thypothesis\nA man sleeps.\t \n", "line 2: empty ['hypothesis']"),
+        ("missing.jsonl", '{"premise": "A man sleeps."}\n', "line 1: missing column(s) ['hypothesis']"),
+        ("broken.jsonl", '{"premise": "A man\n', "line 1: not valid JSON"),
+        (
+            "unknown-lang.jsonl",
+            '{"premise": "a", "hypothesis": "b", "lang": "fr"}\n',
+            "unknown language(s) ['fr']: this prompt has a per-language translator for ['de']",
+        ),
+        ("pairs.csv", "premise,hypothesis\n", "give a .tsv (with a header line) or .jsonl file"),
+    ],
+)
 def test_bad_input_is_a_clear_error(prompt_dir, tmp_path, capsys, name, text, message) -> None:
     (tmp_path / name).write_text(text, encoding="utf-8")
     output = tmp_path / "preds.jsonl"

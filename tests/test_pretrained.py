@@ -20,9 +20,22 @@ HYPOTHESES = [h for _, h, _ in ROWS]
 
 
 def _config(nli_dir, **overrides) -> MPTConfig:
-    values = dict(backbone="tiny-xlmr", data=str(nli_dir), parallel=str(nli_dir), target_languages=["de"],
-                  prompt_length=4, shots_per_class=3, batch_size=4, alignment_batch_size=2, epochs=2,
-                  translator_depth=1, alignment_weight=0.5, learning_rate=0.05, eval_batch_size=4, device="cpu")
+    values = dict(
+        backbone="tiny-xlmr",
+        data=str(nli_dir),
+        parallel=str(nli_dir),
+        target_languages=["de"],
+        prompt_length=4,
+        shots_per_class=3,
+        batch_size=4,
+        alignment_batch_size=2,
+        epochs=2,
+        translator_depth=1,
+        alignment_weight=0.5,
+        learning_rate=0.05,
+        eval_batch_size=4,
+        device="cpu",
+    )
     values.update(overrides)
     return MPTConfig(**values)
 
@@ -33,9 +46,15 @@ def _logits(prompt: TrainedPrompt, langs) -> torch.Tensor:
         return prompt.model(batch)
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(head="linear", pooling="mask", translator_mode="per_language"),
-                                       dict(head="linear", pair_encoding="siamese", translator_mode="per_language")],
-                         ids=["mlm-shared", "linear-per-language", "siamese-per-language"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(head="linear", pooling="mask", translator_mode="per_language"),
+        dict(head="linear", pair_encoding="siamese", translator_mode="per_language"),
+    ],
+    ids=["mlm-shared", "linear-per-language", "siamese-per-language"],
+)
 def test_round_trip_gives_identical_logits(nli_dir, tiny_backbone, tmp_path, overrides) -> None:
     trainer = Trainer(_config(nli_dir, **overrides), backbone=tiny_backbone)
     result = trainer.run()
@@ -83,8 +102,9 @@ def test_another_backbone_is_refused(saved_prompt) -> None:
         TrainedPrompt.from_pretrained(saved_prompt, backbone=perturbed)
 
 
-def test_the_same_backbone_is_accepted_and_an_unseen_language_uses_the_shared_translator(saved_prompt,
-                                                                                         tiny_backbone) -> None:
+def test_the_same_backbone_is_accepted_and_an_unseen_language_uses_the_shared_translator(
+    saved_prompt, tiny_backbone
+) -> None:
     prompt = TrainedPrompt.from_pretrained(saved_prompt, backbone=tiny_backbone)
     probabilities = prompt.predict_proba(PREMISES[:2], HYPOTHESES[:2], ["sw", "en"])  # sw: not in the run
     assert probabilities.shape == (2, 3)
@@ -112,9 +132,32 @@ def test_damaged_directories_are_refused_with_the_fix(saved_prompt, tmp_path) ->
 
 @pytest.mark.parametrize("encoding", [[], ["--head", "linear", "--pair-encoding", "siamese"]], ids=["joint", "siamese"])
 def test_evaluate_reproduces_the_accuracies_the_run_reported(nli_dir, tmp_path, capsys, encoding) -> None:
-    flags = ["--backbone", "tiny-xlmr", "--data", str(nli_dir), "--parallel", str(nli_dir), "--target-languages",
-             "de", "--prompt-length", "4", "--shots-per-class", "3", "--batch-size", "4", "--epochs", "2",
-             "--learning-rate", "0.05", "--eval-batch-size", "4", "--device", "cpu", "--quiet", *encoding]
+    flags = [
+        "--backbone",
+        "tiny-xlmr",
+        "--data",
+        str(nli_dir),
+        "--parallel",
+        str(nli_dir),
+        "--target-languages",
+        "de",
+        "--prompt-length",
+        "4",
+        "--shots-per-class",
+        "3",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--learning-rate",
+        "0.05",
+        "--eval-batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+        *encoding,
+    ]
     assert train.main([*flags, "--output", str(tmp_path / "run.json"), "--save", str(tmp_path / "prompt")]) == 0
     reported = json.loads((tmp_path / "run.json").read_text())
     assert reported["config"]["pair_encoding"] == ("siamese" if encoding else "joint")
@@ -126,8 +169,12 @@ def test_evaluate_reproduces_the_accuracies_the_run_reported(nli_dir, tmp_path, 
     assert set(reported) - {"correct"} <= set(evaluated)  # the shape of mpt.train --output
     out = capsys.readouterr().out
     assert "de" in out and "targets" in out
-    assert evaluate.main([str(tmp_path / "prompt"), "--languages", "en", "--split", "dev",
-                          "--output", str(tmp_path / "dev.json")]) == 0
+    assert (
+        evaluate.main(
+            [str(tmp_path / "prompt"), "--languages", "en", "--split", "dev", "--output", str(tmp_path / "dev.json")]
+        )
+        == 0
+    )
     assert list(json.loads((tmp_path / "dev.json").read_text())["accuracy"]) == ["en"]
 
 

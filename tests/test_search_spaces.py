@@ -41,6 +41,7 @@ def searched(name: str) -> set[str]:
 
 # --- what the spaces search ----------------------------------------------------------------------------
 
+
 def test_the_spaces_search_what_the_design_card_and_the_issue_say() -> None:
     assert list(SPACES) == ["alignment", "kl", "prompt", "translator", "full"]
     # the design card: "Optuna searches prompt length, alignment weight and translator depth"
@@ -89,13 +90,16 @@ def test_ce_only_epochs_leave_the_alignment_task_at_least_one_epoch() -> None:
 
 # --- the searcher ------------------------------------------------------------------------------------------
 
-def make(tmp_path: Path, space: str, name: str = "units", resume: bool = False, storage: str | None = None,
-         seed: int = 3):
+
+def make(
+    tmp_path: Path, space: str, name: str = "units", resume: bool = False, storage: str | None = None, seed: int = 3
+):
     from study.search import make_searcher
 
     url = storage or str(tmp_path / name / "optuna.log")
-    return make_searcher(get_space(space), BASE, seed=seed, num_samples=12, storage_url=url, study_name=name,
-                         resume=resume), url
+    return make_searcher(
+        get_space(space), BASE, seed=seed, num_samples=12, storage_url=url, study_name=name, resume=resume
+    ), url
 
 
 @pytest.mark.parametrize("name", list(SPACES))
@@ -133,12 +137,27 @@ def test_the_probe_is_skipped_on_an_mlm_backbone_and_confirmed_with_the_other_re
 
     assert skipped(backbone="tiny-xlmr") == (PROBE,)  # a masked LM: head auto answers through its verbalizer
     assert skipped(backbone="tiny-xlmr", head="linear") == skipped() == ()  # a linear head: the probe runs
-    searcher = make_searcher(get_space("alignment"), BASE, seed=0, num_samples=6, study_name="mlm",
-                             storage_url=str(tmp_path / "optuna.log"), skip_references=skipped(backbone="tiny-xlmr"))
+    searcher = make_searcher(
+        get_space("alignment"),
+        BASE,
+        seed=0,
+        num_samples=6,
+        study_name="mlm",
+        storage_url=str(tmp_path / "optuna.log"),
+        skip_references=skipped(backbone="tiny-xlmr"),
+    )
     roles = [searcher.suggest(t).get("reference") for t in "abc"]
     assert roles == [VANILLA, PAPER_DEFAULT, None]  # the third trial is TPE's
-    rows = [TrialRow(f"t{n}", n, COMPLETE, {}, reference, objective) for n, reference, objective in
-            ((0, VANILLA, 0.4), (1, PAPER_DEFAULT, 0.41), (2, PROBE, 0.45), (3, None, 0.5), (4, None, 0.3))]
+    rows = [
+        TrialRow(f"t{n}", n, COMPLETE, {}, reference, objective)
+        for n, reference, objective in (
+            (0, VANILLA, 0.4),
+            (1, PAPER_DEFAULT, 0.41),
+            (2, PROBE, 0.45),
+            (3, None, 0.5),
+            (4, None, 0.3),
+        )
+    ]
     assert [r.trial_number for r in confirmation_candidates(rows, 1)] == [3, 0, 1, 2]
     assert [r.trial_number for r in confirmation_candidates(rows, 2)] == [3, 2, 0, 1]  # the probe once
 
@@ -149,8 +168,9 @@ def test_search_trials_carry_exactly_the_suggested_values_and_tpe_is_seeded(tmp_
     for trial, config in zip(load_optuna_study(url, "a").trials, configs):
         extra = {k: v for k, v in config.items() if k not in trial.params}
         # the full space searches every reference field: a reference adds only its name, a search trial nothing
-        assert set(extra) == ({"trial_number", "reference"} if trial.number < len(REFERENCE_POINTS)
-                              else {"trial_number"})
+        assert set(extra) == (
+            {"trial_number", "reference"} if trial.number < len(REFERENCE_POINTS) else {"trial_number"}
+        )
         if config.get("reference") == PROBE:  # but cannot record the probe's prompt length 0 (it searches 4..64)
             assert (config["prompt_length"], trial.params["prompt_length"]) == (0, BASE["prompt_length"])
             continue
@@ -165,8 +185,10 @@ def test_search_trials_carry_exactly_the_suggested_values_and_tpe_is_seeded(tmp_
 def report_epochs(searcher, trial_id: str, objectives: list[float], planned: int = 4) -> dict:
     """Tune's calls for a trial's epochs but the last, whose result it hands to on_trial_complete alone when a
     scheduler stops the trial (at max_t too); returns that result."""
-    results = [{"objective": value, "epoch": epoch, "planned_epochs": planned, "training_iteration": epoch}
-               for epoch, value in enumerate(objectives, start=1)]
+    results = [
+        {"objective": value, "epoch": epoch, "planned_epochs": planned, "training_iteration": epoch}
+        for epoch, value in enumerate(objectives, start=1)
+    ]
     for result in results[:-1]:
         searcher.on_trial_result(trial_id, result)
     return results[-1]
@@ -185,10 +207,12 @@ def test_early_stopped_trials_are_pruned_with_their_intermediate_values(tmp_path
     searcher.on_trial_complete("failed", report_epochs(searcher, "failed", [0.2]), error=True)
     searcher.on_trial_complete("nan", report_epochs(searcher, "nan", [0.2, 0.2, 0.2, math.nan]))
     done, stopped, failed, nan = load_optuna_study(url, "units").trials
-    assert (done.state, done.value, done.intermediate_values) == (TrialState.COMPLETE, 0.6,
-                                                                  {1: 0.3, 2: 0.4, 3: 0.5, 4: 0.6})
-    assert (stopped.state, stopped.value, stopped.intermediate_values) == (TrialState.PRUNED, 0.25,
-                                                                           {1: 0.2, 2: 0.25})
+    assert (done.state, done.value, done.intermediate_values) == (
+        TrialState.COMPLETE,
+        0.6,
+        {1: 0.3, 2: 0.4, 3: 0.5, 4: 0.6},
+    )
+    assert (stopped.state, stopped.value, stopped.intermediate_values) == (TrialState.PRUNED, 0.25, {1: 0.2, 2: 0.25})
     # a NaN objective fails for good; an error waits for the search's end, since --resume may retry the trial
     assert (failed.state, nan.state) == (TrialState.RUNNING, TrialState.FAIL)
     tell_failed(url, "units", [failed.number])
@@ -212,12 +236,16 @@ def test_a_restored_searcher_continues_the_same_optuna_trials(tmp_path: Path) ->
     resumed.on_trial_complete("a", report_epochs(resumed, "a", [0.9, 0.9, 0.9, 0.9]))  # rerun: not told again
     again = resumed.suggest("e")
     assert {k: v for k, v in again.items() if k != "trial_number"} == {
-        k: v for k, v in lost.items() if k != "trial_number"} and again["trial_number"] == lost["trial_number"] == 3
+        k: v for k, v in lost.items() if k != "trial_number"
+    } and again["trial_number"] == lost["trial_number"] == 3
     assert resumed.suggest("f")["trial_number"] == 4  # then new ones
     trials = load_optuna_study(url, "units").trials
     assert [t.number for t in trials] == [0, 1, 2, 3, 4]  # no duplicate
     assert (trials[0].state, trials[0].value, trials[0].intermediate_values) == (
-        TrialState.COMPLETE, 0.4, {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4})
+        TrialState.COMPLETE,
+        0.4,
+        {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4},
+    )
 
 
 def test_the_optuna_study_is_new_unless_resumed(tmp_path: Path) -> None:
@@ -252,6 +280,7 @@ def test_a_reader_of_a_missing_journal_does_not_create_it(tmp_path: Path) -> Non
 
 # --- importances over trials with different parameter sets --------------------------------------------
 
+
 def test_importances_count_every_complete_trial_of_a_conditional_space() -> None:
     from study.report import MIN_TRIALS_FOR_IMPORTANCE, parameter_importances
 
@@ -270,12 +299,17 @@ def test_importances_count_every_complete_trial_of_a_conditional_space() -> None
     assert max(importances, key=importances.get) == "translator_hidden"
     assert parameter_importances(SearchedParameters(study)) == importances  # the same report every time
     small = optuna.create_study(direction="maximize")
-    for trial in study.trials[:MIN_TRIALS_FOR_IMPORTANCE - 1]:
+    for trial in study.trials[: MIN_TRIALS_FOR_IMPORTANCE - 1]:
         small.add_trial(trial)
     assert parameter_importances(SearchedParameters(small)) is None
 
 
 def test_probe_reports_what_a_point_searches() -> None:
     record = probe(get_space("full"), BASE, {**BASE, "translator_depth": 0, "alignment_weight": 0.0})
-    assert set(record.params) == {"alignment_weight", "translator_depth", "prompt_length", "prompt_init",
-                                  "learning_rate"}
+    assert set(record.params) == {
+        "alignment_weight",
+        "translator_depth",
+        "prompt_length",
+        "prompt_init",
+        "learning_rate",
+    }

@@ -37,16 +37,24 @@ class FakeRunLinks:
 
 def searcher_for(tmp_path: Path, seed: int = 0, num_samples: int = 12, name: str = "units", **kwargs):
     url = str(tmp_path / name / "optuna.log")
-    return make_searcher(get_space("alignment"), BASE, seed=seed, num_samples=num_samples, storage_url=url,
-                         study_name=name, **kwargs), url
+    return make_searcher(
+        get_space("alignment"), BASE, seed=seed, num_samples=num_samples, storage_url=url, study_name=name, **kwargs
+    ), url
 
 
 def train(searcher, trial_id: str, objective: float, *, error: bool = False, dev: dict | None = None) -> None:
     """What Tune tells the searcher of a trial that trains its 3 epochs (the objective rising to `objective`),
     or fails after the first with `error`."""
-    results = [{"objective": objective * share, "epoch": epoch, "planned_epochs": 3, "best_epoch": epoch,
-                **{f"selected_dev_acc_{lang}": acc for lang, acc in (dev or {}).items()}}
-               for epoch, share in ((1, 0.5), (2, 0.75), (3, 1.0))]
+    results = [
+        {
+            "objective": objective * share,
+            "epoch": epoch,
+            "planned_epochs": 3,
+            "best_epoch": epoch,
+            **{f"selected_dev_acc_{lang}": acc for lang, acc in (dev or {}).items()},
+        }
+        for epoch, share in ((1, 0.5), (2, 0.75), (3, 1.0))
+    ]
     if error:
         searcher.on_trial_result(trial_id, results[0])
         searcher.on_trial_complete(trial_id, None, error=True)
@@ -64,8 +72,10 @@ OPTIMUM = {"alignment_weight": 0.8, "prompt_length": 16}
 def distance(config: dict) -> float:
     """From the optimum of the known objective, 1 - distance: w on its scale, the prompt length in octaves / 4 (the
     frozen probe's length 0 as 1)."""
-    return math.hypot(config["alignment_weight"] - OPTIMUM["alignment_weight"],
-                      math.log2(max(config["prompt_length"], 1) / OPTIMUM["prompt_length"]) / 4)
+    return math.hypot(
+        config["alignment_weight"] - OPTIMUM["alignment_weight"],
+        math.log2(max(config["prompt_length"], 1) / OPTIMUM["prompt_length"]) / 4,
+    )
 
 
 def test_tpe_moves_towards_the_optimum_of_a_known_objective(tmp_path: Path, monkeypatch) -> None:
@@ -95,6 +105,7 @@ def test_tpe_moves_towards_the_optimum_of_a_known_objective(tmp_path: Path, monk
 
 # --- failed trials, and a resume that retries them ----------------------------------------------------------
 
+
 def test_a_failed_trial_is_fail_only_if_still_failed_when_the_search_ends(tmp_path: Path, caplog) -> None:
     searcher, url = searcher_for(tmp_path)
     for trial_id in ("a", "b", "c"):
@@ -110,8 +121,11 @@ def test_a_failed_trial_is_fail_only_if_still_failed_when_the_search_ends(tmp_pa
     train(resumed, "c", 0.3, error=True)  # and this one fails for good
     assert tell_failed(url, "units", [1, 2]) == [2]  # what the ended search tells: b is COMPLETE already
     trials = load_optuna_study(url, "units").trials
-    assert [(t.state, t.value) for t in trials] == [(TrialState.COMPLETE, 0.5), (TrialState.COMPLETE, 0.45),
-                                                     (TrialState.FAIL, None)]
+    assert [(t.state, t.value) for t in trials] == [
+        (TrialState.COMPLETE, 0.5),
+        (TrialState.COMPLETE, 0.45),
+        (TrialState.FAIL, None),
+    ]
     assert trials[1].intermediate_values == {1: 0.2, 2: 0.3375, 3: 0.45}  # epoch 1 as first reported
     assert tell_failed(url, "units", [2]) == []  # a second end of the search (another resume) changes nothing
 
@@ -147,6 +161,7 @@ def test_the_searcher_limits_concurrency_and_hears_the_end_of_a_trial_resume_ret
 
 # --- what optuna-dashboard shows ----------------------------------------------------------------------------
 
+
 def test_optuna_trials_carry_role_seed_dev_accuracy_and_their_mlflow_run(tmp_path: Path) -> None:
     searcher, url = searcher_for(tmp_path, run_info=FakeRunLinks())
     assert searcher.set_search_properties("objective", "max", {}) and searcher.set_search_properties(None, None, {})
@@ -160,7 +175,9 @@ def test_optuna_trials_carry_role_seed_dev_accuracy_and_their_mlflow_run(tmp_pat
     tell_failed(url, "units", [2])  # attributes are set before a trial is told: Optuna refuses them after
     set_study_attributes(url, "units", {"verdict": "MPT beats vanilla", "mlflow_experiment_url": "http://x/#/1"})
 
-    study = optuna.load_study(study_name="units", storage=JournalStorage(JournalFileBackend(url)))  # as docs/tracking.md says
+    study = optuna.load_study(
+        study_name="units", storage=JournalStorage(JournalFileBackend(url))
+    )  # as docs/tracking.md says
     first, second, failed = (t.user_attrs for t in study.trials)
     # the reference points in their order (vanilla, paper_default, ...), then TPE's trials
     assert [first["role"], second["role"], failed["role"]] == [*REFERENCE_POINTS, "search", "search"][:3]
@@ -173,6 +190,7 @@ def test_optuna_trials_carry_role_seed_dev_accuracy_and_their_mlflow_run(tmp_pat
 
 
 # --- the confirmation's fixed configs -----------------------------------------------------------------------
+
 
 def test_fixed_configs_are_handed_out_exactly_once_across_a_restore(tmp_path: Path) -> None:
     configs = [{"trial_number": n, "seed": s} for n in (3, 0) for s in (1, 2)]

@@ -59,6 +59,7 @@ def best_search_row(rows: list[dict]) -> dict:
 
 # --- the shared smoke study ----------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_smoke_study_records_every_trial_in_mlflow(smoke_study: SmokeStudy) -> None:
     cwd = smoke_study.cwd
@@ -113,8 +114,9 @@ def test_an_mpt_configuration_wins_the_search(smoke_study: SmokeStudy) -> None:
     for row in rows:  # each trial reported the hook's value of its own configuration
         assert row["objective"] == pytest.approx(row["params"]["alignment_weight"] * row["params"]["translator_depth"])
     best = best_search_row(rows)
-    assert best["reference"] is None and best["params"]["translator_depth"] >= 1, \
+    assert best["reference"] is None and best["params"]["translator_depth"] >= 1, (
         f"the hook no longer makes an MPT configuration win: {[(r['trial_number'], r['objective']) for r in rows]}"
+    )
     parents, children = mlflow_runs(smoke_study.cwd, SHARED_NAME)
     assert parents[0].data.tags["best_trial_number"] == str(best["trial_number"])
     (tagged,) = [c for c in children if c.data.tags.get("best_trial") == "true"]
@@ -127,9 +129,11 @@ def test_smoke_study_writes_the_report_and_the_trained_prompts(smoke_study: Smok
     study_dir, done = smoke_study.study_dir, smoke_study.done
     report = (study_dir / "report.md").read_text()
     assert report.startswith(f"# Study `{SHARED_NAME}`\n\n## Verdict") and "vanilla" in report
-    plots = ["confirmed_accuracy.png", "search_per_language.png", *(f"objective_vs_{p}.png" for p in
-                                                                     ("alignment_weight", "translator_depth",
-                                                                      "prompt_length"))]
+    plots = [
+        "confirmed_accuracy.png",
+        "search_per_language.png",
+        *(f"objective_vs_{p}.png" for p in ("alignment_weight", "translator_depth", "prompt_length")),
+    ]
     for plot in plots:
         assert (study_dir / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({plot})" in report
@@ -140,7 +144,8 @@ def test_smoke_study_writes_the_report_and_the_trained_prompts(smoke_study: Smok
     # a trained prompt per confirmation run (the best trial's own, best_model/: tests/test_mlflow_model.py)
     assert sorted(p.name for p in (study_dir / "confirm_models").iterdir()) == sorted(
         f"alignment-confirm-{r['trial_number']:03d}-seed{r['seed']}-k{r['params']['shots_per_class']}"
-        for r in json.loads((study_dir / "confirm.json").read_text()))
+        for r in json.loads((study_dir / "confirm.json").read_text())
+    )
 
 
 @pytest.mark.slow
@@ -166,8 +171,9 @@ def test_report_regenerates_from_stored_results(smoke_study: SmokeStudy, capsys)
 
 
 @pytest.mark.slow
-def test_a_resume_that_would_change_the_study_is_refused_and_changes_nothing(smoke_study: SmokeStudy, monkeypatch,
-                                                                             capsys) -> None:
+def test_a_resume_that_would_change_the_study_is_refused_and_changes_nothing(
+    smoke_study: SmokeStudy, monkeypatch, capsys
+) -> None:
     """(An existing name without --resume: tests/test_faults_input.py.)"""
     from study import run as study_run
     from study import tuner as study_tuner
@@ -193,26 +199,34 @@ def test_confirmation_reruns_the_best_and_the_references_with_paired_seeds(smoke
     configurations = {best["trial_number"], 0, 1, 2}  # 0: vanilla, 1: the paper default, 2: the frozen probe
     assert len(configurations) == 4  # the best is no reference (test_an_mpt_configuration_wins_the_search)
     assert {(r["trial_number"], r["seed"], r["params"]["shots_per_class"]) for r in confirm} == {
-        (n, s, k) for n in configurations for s in CONFIRM_SEEDS for k in SWEEP}
+        (n, s, k) for n in configurations for s in CONFIRM_SEEDS for k in SWEEP
+    }
     assert len(confirm) == len(configurations) * len(CONFIRM_SEEDS) * len(SWEEP)
     assert all(r["status"] == "COMPLETE" and r["test_accuracy"] for r in confirm)
     for row in confirm:  # scored per test row, for the paired intervals
-        assert all(row["test_correct"][lang].count("1") / len(row["test_correct"][lang]) ==
-                   pytest.approx(row["test_accuracy"][lang]) for lang in SMOKE_LANGUAGES)
+        assert all(
+            row["test_correct"][lang].count("1") / len(row["test_correct"][lang])
+            == pytest.approx(row["test_accuracy"][lang])
+            for lang in SMOKE_LANGUAGES
+        )
     for row in confirm:  # the confirmed configuration itself, with only the seed and the shots changed
         original = next(r for r in rows if r["trial_number"] == row["trial_number"])
         assert {k: v for k, v in row["params"].items() if k not in ("seed", "shots_per_class")} == {
-            k: v for k, v in original["params"].items() if k != "seed"}
+            k: v for k, v in original["params"].items() if k != "seed"
+        }
     report = (study_dir / "report.md").read_text()
     lines = done.stdout.rstrip().splitlines()
-    verdict = lines[-1][len("Verdict: "):]  # the base config's K, 4, is the headline; K = 8 is said just before
+    verdict = lines[-1][len("Verdict: ") :]  # the base config's K, 4, is the headline; K = 8 is said just before
     # the headline is the search's best, an MPT configuration, against vanilla (not the paper default)
     assert verdict.startswith(f"4 shots per class: MPT (trial {best['trial_number']}) vs vanilla on the 2 target ")
     assert lines[-2].startswith(f"Verdict at 8 shots per class: MPT (trial {best['trial_number']}) vs vanilla ")
     assert f"**{verdict}**" in report and "2 paired seeds" in verdict and "### Transfer gap" in report
     # and vanilla and the MPT best against the frozen probe, with their paired intervals
-    assert re.search(rf"; vanilla vs the frozen probe: [+-]\d+\.\d pp \[[+-]\d+\.\d, [+-]\d+\.\d\]; MPT \(trial "
-                     rf"{best['trial_number']}\) vs the frozen probe: [+-]\d+\.\d pp \[", verdict), verdict
+    assert re.search(
+        rf"; vanilla vs the frozen probe: [+-]\d+\.\d pp \[[+-]\d+\.\d, [+-]\d+\.\d\]; MPT \(trial "
+        rf"{best['trial_number']}\) vs the frozen probe: [+-]\d+\.\d pp \[",
+        verdict,
+    ), verdict
     assert "| vs the frozen probe |" in report and "| #2 frozen probe | 2 |" in report
     assert "this study detects gains >= " in verdict and "**What this study could detect**" in report
     assert "### Shot-count sweep" in report and "](shot_sweep.png)" in report
@@ -226,9 +240,12 @@ def test_confirmation_reruns_the_best_and_the_references_with_paired_seeds(smoke
     from mlflow import MlflowClient
 
     client = MlflowClient(smoke_study.tracking_uri)
-    for name in ("sweep_gain_avg_target", "sweep_trial0_vanilla_test_acc_targets",
-                 "sweep_trial2_frozen_probe_test_acc_targets",
-                 f"sweep_trial{best['trial_number']}_MPT_test_acc_targets"):  # charted against K
+    for name in (
+        "sweep_gain_avg_target",
+        "sweep_trial0_vanilla_test_acc_targets",
+        "sweep_trial2_frozen_probe_test_acc_targets",
+        f"sweep_trial{best['trial_number']}_MPT_test_acc_targets",
+    ):  # charted against K
         assert sorted(m.step for m in client.get_metric_history(parents[0].info.run_id, name)) == list(SWEEP), name
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
     assert "report/shot_sweep.png" in artifacts

@@ -61,19 +61,26 @@ def held_trial(marker: Path, experiment: Path, driver: subprocess.Popen) -> str:
                 return trial_id
         time.sleep(0.2)
     driver.kill()
-    raise AssertionError(f"no trial held at epoch 1 (driver exit {driver.poll()}): "
-                         f"{driver.communicate()[1][-3000:]}")
+    raise AssertionError(f"no trial held at epoch 1 (driver exit {driver.poll()}): {driver.communicate()[1][-3000:]}")
 
 
 def start(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(RUN), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(RUN), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def finished_runs(cwd: Path, phase: str) -> dict[str, object]:
     """Ray trial id -> MLflow run of the phase's trials."""
-    return {r.data.tags["ray.trial_id"]: r for r in study_runs(cwd, NAME)[1]
-            if r.data.tags.get("mpt_study.phase") == phase}
+    return {
+        r.data.tags["ray.trial_id"]: r for r in study_runs(cwd, NAME)[1] if r.data.tags.get("mpt_study.phase") == phase
+    }
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +105,16 @@ def resumed(tmp_path_factory) -> dict:
     record["search_epochs"] = epochs_trained(log)
 
     # 2. resumed; the driver is killed while the confirmation's third run holds at its first epoch
-    driver = start([*ARGS, "--resume"], cwd, {**env, **hold, "MPT_FAULT_IN_EXPERIMENT": CONFIRM_EXPERIMENT,
-                                              "MPT_FAULT_MARKER": str(cwd / "held-confirm.json")})
+    driver = start(
+        [*ARGS, "--resume"],
+        cwd,
+        {
+            **env,
+            **hold,
+            "MPT_FAULT_IN_EXPERIMENT": CONFIRM_EXPERIMENT,
+            "MPT_FAULT_MARKER": str(cwd / "held-confirm.json"),
+        },
+    )
     try:
         record["confirm_held"] = held_trial(cwd / "held-confirm.json", confirmation, driver)
         driver.send_signal(signal.SIGKILL)
@@ -153,11 +168,12 @@ def test_the_confirmation_resumes_to_exactly_its_runs_one_mlflow_run_each(resume
     rows = json.loads((cwd / "results" / NAME / "confirm.json").read_text())
     best = max(trial_rows(cwd, NAME), key=lambda r: (r["objective"], -r["trial_number"]))["trial_number"]
     assert sorted((r["trial_number"], r["seed"]) for r in rows) == sorted(
-        (n, s) for n in (0, 1, 2, best) for s in CONFIRM_SEEDS)  # vanilla, the paper default, the probe, the best
+        (n, s) for n in (0, 1, 2, best) for s in CONFIRM_SEEDS
+    )  # vanilla, the paper default, the probe, the best
     assert all(r["status"] == "COMPLETE" for r in rows)
     runs = finished_runs(cwd, "confirm")
     assert sorted(runs) == sorted(r["trial_id"] for r in rows)  # no run lost or doubled
-    before, after_kill = resumed["confirm_runs"], records[len(resumed["confirm_epochs"]):]
+    before, after_kill = resumed["confirm_runs"], records[len(resumed["confirm_epochs"]) :]
     assert resumed["confirm_held"] in before and len(resumed["confirm_saved_finished"]) >= HELD_AFTER
     for trial_id, run in runs.items():
         assert run.info.status == "FINISHED"
@@ -186,15 +202,19 @@ def test_the_resumed_study_ends_as_the_uninterrupted_one(resumed, smoke_study: S
     base_shots = json.loads((smoke_study.study_dir / "study.json").read_text())["base_config"]["shots_per_class"]
 
     def runs(rows: list[dict]) -> dict:  # the confirmation's runs at the base shot count
-        return {(r["trial_number"], r["seed"]): (r["test_accuracy"], r["test_correct"])
-                for r in rows if r["params"].get("shots_per_class", base_shots) == base_shots}
+        return {
+            (r["trial_number"], r["seed"]): (r["test_accuracy"], r["test_correct"])
+            for r in rows
+            if r["params"].get("shots_per_class", base_shots) == base_shots
+        }
 
     assert runs(json.loads((cwd / "results" / NAME / "confirm.json").read_text())) == runs(
-        json.loads((smoke_study.study_dir / "confirm.json").read_text()))
+        json.loads((smoke_study.study_dir / "confirm.json").read_text())
+    )
     verdict = resumed["done"].stdout.rstrip().splitlines()[-1]
     uninterrupted = smoke_study.done.stdout.rstrip().splitlines()[-1]
     assert verdict.startswith("Verdict: MPT (trial ")
     assert verdict == uninterrupted.replace(f"Verdict: {base_shots} shots per class: ", "Verdict: ")
     parents, _ = study_runs(cwd, NAME)
-    assert parents[0].data.tags["verdict"] == verdict[len("Verdict: "):]
-    assert (cwd / "results" / NAME / "report.md").read_text().count(verdict[len("Verdict: "):]) >= 1
+    assert parents[0].data.tags["verdict"] == verdict[len("Verdict: ") :]
+    assert (cwd / "results" / NAME / "report.md").read_text().count(verdict[len("Verdict: ") :]) >= 1

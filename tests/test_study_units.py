@@ -17,8 +17,7 @@ from study.paths import StudyPaths, write_atomically
 from study.results import COMPLETE, FAILED, TrialRow, save_rows
 from study.settings import StudySettings
 
-SMOKE = {"num_layers": 1, "epochs": 2, "shots_per_class": 4, "max_eval_examples": 12,
-         "target_languages": ["de", "fr"]}
+SMOKE = {"num_layers": 1, "epochs": 2, "shots_per_class": 4, "max_eval_examples": 12, "target_languages": ["de", "fr"]}
 
 
 # --- search spaces ------------------------------------------------------------------------------------
@@ -28,6 +27,7 @@ SMOKE = {"num_layers": 1, "epochs": 2, "shots_per_class": 4, "max_eval_examples"
 
 
 # --- searcher and scheduler --------------------------------------------------------------------------
+
 
 def test_asha_never_stops_a_reference_trial() -> None:
     from ray.tune.schedulers import TrialScheduler
@@ -59,12 +59,18 @@ def test_multi_node_cluster_refuses_node_local_storage() -> None:
 def test_trials_asking_for_more_than_any_node_has_are_refused() -> None:
     from study.preflight import check_trial_resources
 
-    nodes = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 2.0}}, {"Alive": True, "Resources": {"CPU": 4.0}},
-             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]  # a dead node offers nothing
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 2.0}},
+        {"Alive": True, "Resources": {"CPU": 4.0}},
+        {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},
+    ]  # a dead node offers nothing
     check_trial_resources(8, 0.5, nodes)
     check_trial_resources(2, 2, nodes)
-    with pytest.raises(StudyError, match=r"--gpus-per-trial 4 but the largest node of the Ray cluster has 2 GPUs "
-                                         r"\(2 node\(s\)\): its trials would wait forever; start nodes with GPUs"):
+    with pytest.raises(
+        StudyError,
+        match=r"--gpus-per-trial 4 but the largest node of the Ray cluster has 2 GPUs "
+        r"\(2 node\(s\)\): its trials would wait forever; start nodes with GPUs",
+    ):
         check_trial_resources(1, 4, nodes)
     with pytest.raises(StudyError, match=r"--cpus-per-trial 16 but .* has 8 CPUs .*; lower --cpus-per-trial to 8"):
         check_trial_resources(16, 0, nodes)
@@ -72,12 +78,15 @@ def test_trials_asking_for_more_than_any_node_has_are_refused() -> None:
         check_trial_resources(1, 1, [{"Alive": True, "Resources": {"CPU": 2.0}}])
     # a cluster's autoscaler may add a GPU node: a warning with the same fix, not a refusal
     warning = check_trial_resources(1, 1, [{"Alive": True, "Resources": {"CPU": 2.0}}], address="auto")
-    assert warning.startswith("--gpus-per-trial 1 but the largest node of the Ray cluster has 0 GPUs (1 node(s)): "
-                              "its trials wait until the cluster adds such a node; if it cannot, start nodes with GPUs")
+    assert warning.startswith(
+        "--gpus-per-trial 1 but the largest node of the Ray cluster has 0 GPUs (1 node(s)): "
+        "its trials wait until the cluster adds such a node; if it cannot, start nodes with GPUs"
+    )
     assert check_trial_resources(1, 0, [{"Alive": True, "Resources": {"CPU": 2.0}}], address="auto") is None
 
 
 # --- the trainable, without a Ray cluster ----------------------------------------------------------------
+
 
 class FakeTune:
     """Stands in for `ray.tune` inside the trainable: keeps every report and a copy of each checkpoint."""
@@ -151,6 +160,7 @@ def test_dev_en_objective_is_the_english_dev_accuracy_of_the_selected_epoch() ->
 
 # --- the MLflow tracker -----------------------------------------------------------------------------------
 
+
 def test_tracker_marks_a_failed_trial_and_never_duplicates_runs_or_steps(tmp_path: Path, mlflow_uri: str) -> None:
     from mlflow import MlflowClient
 
@@ -164,10 +174,13 @@ def test_tracker_marks_a_failed_trial_and_never_duplicates_runs_or_steps(tmp_pat
     tracker = StudyTracker(uri, "units", "alignment", base)
     tracker.setup()
     error = "Traceback (most recent call last):\n  ...\nNonFiniteLossError: loss is nan at epoch 2, step 1"
-    trial = SimpleNamespace(trial_id="0123abcd", config={"alignment_weight": 0.25, "trial_number": 5},
-                            last_result={"epoch": 1, "loss": 1.5, "dev_acc_en": 0.3, "selected_dev_acc_en": 0.3},
-                            get_error=lambda: error,
-                            error_file=None)
+    trial = SimpleNamespace(
+        trial_id="0123abcd",
+        config={"alignment_weight": 0.25, "trial_number": 5},
+        last_result={"epoch": 1, "loss": 1.5, "dev_acc_en": 0.3, "selected_dev_acc_en": 0.3},
+        get_error=lambda: error,
+        error_file=None,
+    )
     tracker.on_trial_start(0, [], trial)
     tracker.on_trial_result(0, [], trial, {"epoch": 1, "loss": 1.5, "objective": 0.3, "dev_acc_en": 0.3})
 
@@ -190,8 +203,9 @@ def test_tracker_marks_a_failed_trial_and_never_duplicates_runs_or_steps(tmp_pat
     assert {"trial_config.json", "error.txt", "results_per_language.csv"} <= artifacts
 
 
-def test_runs_of_trials_the_resumed_study_lost_are_retired_and_the_others_linked(tmp_path: Path,
-                                                                                mlflow_uri: str) -> None:
+def test_runs_of_trials_the_resumed_study_lost_are_retired_and_the_others_linked(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
     """A driver killed before Tune saved a started trial leaves its MLflow run behind; the resumed study's rows
     do not know that trial. Its run is KILLED and deleted, every other run left alone; the searcher's link to a
     trial's run (Optuna user attributes) names the run the tracker created."""
@@ -202,8 +216,9 @@ def test_runs_of_trials_the_resumed_study_lost_are_retired_and_the_others_linked
     from study.tracking import TrialRunLinks
 
     uri = mlflow_uri
-    record = StudyRun(StudySettings(name="units", space="alignment", mlflow_tracking_uri=uri,
-                                    base_config=MPTConfig(**SMOKE)))
+    record = StudyRun(
+        StudySettings(name="units", space="alignment", mlflow_tracking_uri=uri, base_config=MPTConfig(**SMOKE))
+    )
     record.start(tmp_path)  # results root
     for phase, trial_ids in (("search", ("kept0001", "kept0002", "lost0003")), ("confirm", ("conf0001",))):
         tracker = record.tracker(phase)
@@ -212,9 +227,11 @@ def test_runs_of_trials_the_resumed_study_lost_are_retired_and_the_others_linked
             tracker.on_trial_start(0, [], SimpleNamespace(trial_id=trial_id, config={"trial_number": number}))
     record.retire_lost_trials([TrialRow("kept0001", 0, COMPLETE, {}), TrialRow("kept0002", 1, "UNFINISHED", {})])
 
-    runs = {run.data.tags["ray.trial_id"]: run for run in
-            MlflowClient(uri).search_runs([record.experiment_id], run_view_type=ViewType.ALL)
-            if "ray.trial_id" in run.data.tags}
+    runs = {
+        run.data.tags["ray.trial_id"]: run
+        for run in MlflowClient(uri).search_runs([record.experiment_id], run_view_type=ViewType.ALL)
+        if "ray.trial_id" in run.data.tags
+    }
     lost = runs.pop("lost0003")
     assert (lost.info.status, lost.info.lifecycle_stage) == ("KILLED", "deleted") and "lost" in lost.data.tags
     assert sorted(runs) == ["conf0001", "kept0001", "kept0002"]  # the confirmation's runs are not the search's
@@ -223,42 +240,72 @@ def test_runs_of_trials_the_resumed_study_lost_are_retired_and_the_others_linked
     run_id = runs["kept0002"].info.run_id
     assert TrialRunLinks(uri, "units")("kept0002") == {
         "mlflow_run_id": run_id,
-        "mlflow_run_url": f"http://127.0.0.1:5000/#/experiments/{record.experiment_id}/runs/{run_id}"}
+        "mlflow_run_url": f"http://127.0.0.1:5000/#/experiments/{record.experiment_id}/runs/{run_id}",
+    }
     assert TrialRunLinks(uri, "units")("nosuch00") == {}
 
 
 # --- the report ---------------------------------------------------------------------------------------------
+
 
 def synthetic_study(root: Path, trials: int = 10, confirmed: bool = True) -> StudyPaths:
     """A study's files as run.py writes them: search rows with dev accuracies, and (confirmed) the confirmation
     rows of the best trial (#9), vanilla and the paper default over 3 seeds, scored per test row."""
     paths = StudyPaths("synthetic", root, str(root / "ray"))
     base = MPTConfig(**SMOKE)
-    write_atomically(paths.settings_file, StudySettings(name="synthetic", space="alignment", num_samples=trials,
-                                                        base_config=base, mlflow_tracking_uri="sqlite://").to_json())
+    write_atomically(
+        paths.settings_file,
+        StudySettings(
+            name="synthetic", space="alignment", num_samples=trials, base_config=base, mlflow_tracking_uri="sqlite://"
+        ).to_json(),
+    )
     rows = []
     for number in range(trials):
         weight = 0.0 if number == 0 else 0.5 if number == 1 else number / trials
         dev = {"en": 0.5 + weight / 4, "de": 0.4 + weight / 4, "fr": 0.3 + weight / 4}
-        rows.append(TrialRow(
-            trial_id=f"{number:08x}", trial_number=number, status=COMPLETE,
-            params={"alignment_weight": weight, "translator_depth": number % 3, "prompt_length": 4 + number},
-            reference={0: VANILLA, 1: PAPER_DEFAULT}.get(number), objective=0.3 + weight / 2,
-            dev_accuracy=dev, dev_rows={lang: 40 for lang in dev}))
-    rows.append(TrialRow(trial_id="deadbeef", trial_number=trials, status=FAILED, params={"alignment_weight": 0.3},
-                         error="NonFiniteLossError: loss is nan"))
+        rows.append(
+            TrialRow(
+                trial_id=f"{number:08x}",
+                trial_number=number,
+                status=COMPLETE,
+                params={"alignment_weight": weight, "translator_depth": number % 3, "prompt_length": 4 + number},
+                reference={0: VANILLA, 1: PAPER_DEFAULT}.get(number),
+                objective=0.3 + weight / 2,
+                dev_accuracy=dev,
+                dev_rows={lang: 40 for lang in dev},
+            )
+        )
+    rows.append(
+        TrialRow(
+            trial_id="deadbeef",
+            trial_number=trials,
+            status=FAILED,
+            params={"alignment_weight": 0.3},
+            error="NonFiniteLossError: loss is nan",
+        )
+    )
     save_rows(paths.trials_file, rows)
     record_in_optuna(paths, base.to_dict(), rows)
     if confirmed:
         confirm = []
         for number, reference, lift in ((9, None, 0.2), (0, VANILLA, 0.0), (1, PAPER_DEFAULT, 0.0)):
             for seed in (1, 2, 3):
-                correct = {lang: "1" * round(40 * (acc + (lift if lang != "en" else 0))) for lang, acc in
-                           {"en": 0.6, "de": 0.4, "fr": 0.3}.items()}
+                correct = {
+                    lang: "1" * round(40 * (acc + (lift if lang != "en" else 0)))
+                    for lang, acc in {"en": 0.6, "de": 0.4, "fr": 0.3}.items()
+                }
                 correct = {lang: ones + "0" * (40 - len(ones)) for lang, ones in correct.items()}
-                confirm.append(TrialRow(trial_id=f"c{number}{seed}", trial_number=number, status=COMPLETE,
-                                        params={"alignment_weight": 0.5, "seed": seed}, reference=reference,
-                                        seed=seed, test_correct=correct))
+                confirm.append(
+                    TrialRow(
+                        trial_id=f"c{number}{seed}",
+                        trial_number=number,
+                        status=COMPLETE,
+                        params={"alignment_weight": 0.5, "seed": seed},
+                        reference=reference,
+                        seed=seed,
+                        test_correct=correct,
+                    )
+                )
         save_rows(paths.confirm_file, confirm)
     return paths
 
@@ -267,14 +314,20 @@ def record_in_optuna(paths: StudyPaths, base: dict, rows: list[TrialRow]) -> Non
     """The Optuna study the searcher keeps: each row's searched values, as the alignment space suggests them."""
     from study.optuna_storage import OPTUNA_JOURNAL_FILE, open_storage
 
-    study = optuna.create_study(study_name=paths.name, direction="maximize",
-                                storage=open_storage(str(paths.study_dir / OPTUNA_JOURNAL_FILE)))
+    study = optuna.create_study(
+        study_name=paths.name, direction="maximize", storage=open_storage(str(paths.study_dir / OPTUNA_JOURNAL_FILE))
+    )
     for row in rows:
         record = probe(get_space("alignment"), base, row.params)
         done = row.status == COMPLETE
-        study.add_trial(optuna.trial.create_trial(
-            params=record.params, distributions=record.distributions, value=row.objective if done else None,
-            state=optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.FAIL))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=record.params,
+                distributions=record.distributions,
+                value=row.objective if done else None,
+                state=optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.FAIL,
+            )
+        )
 
 
 def test_report_opens_with_the_verdict_then_the_search_on_dev_and_its_plots(tmp_path: Path) -> None:
@@ -287,16 +340,21 @@ def test_report_opens_with_the_verdict_then_the_search_on_dev_and_its_plots(tmp_
     assert verdict.startswith("MPT (trial 9) vs vanilla on the 2 target languages: +20.0 pp [+")
     # the same rows in every seed: only the rows vary, and no number of seeds gets under what they allow
     assert "], 3 paired seeds: better than vanilla (with 3 seeds this study detects gains >= " in verdict
-    assert verdict.endswith("no number of seeds would detect 2 pp on these 40 test rows: their variation alone "
-                            "allows >= 15.3 pp)")
+    assert verdict.endswith(
+        "no number of seeds would detect 2 pp on these 40 test rows: their variation alone allows >= 15.3 pp)"
+    )
     assert report.index("## Verdict") < report.index(verdict) < report.index("## Search")
     assert written.summary.rstrip().endswith(f"Verdict: {verdict}")
     assert "| #0 vanilla | 3 | 60.0 [" in report and "### Transfer gap" in report  # accuracies, the gap
     # the search table: dev, one seed, Wilson intervals (trial #9 has 0.5 + 0.9 / 4 = 72.5% on 40 English rows)
     assert "| en | 72.5 [57.2, 83.9] | 50.0 [35.2, 64.8] | +22.5 |" in report
     assert "NonFiniteLossError" in report  # the failed trial and its reason
-    for plot in ("confirmed_accuracy.png", "gain_vs_distance.png", "search_per_language.png",
-                 "objective_vs_alignment_weight.png"):
+    for plot in (
+        "confirmed_accuracy.png",
+        "gain_vs_distance.png",
+        "search_per_language.png",
+        "objective_vs_alignment_weight.png",
+    ):
         assert (paths.study_dir / plot).read_bytes()[:4] == b"\x89PNG"
         assert f"]({plot})" in report
 
@@ -342,33 +400,64 @@ def test_a_trial_report_reads_back_from_its_tune_result_and_leaves_the_averages_
     from study.tracking import per_language_rows
     from trainable.metrics import Runtime, TestResult, TrialReport
 
-    report = TrialReport(epoch=3, planned_epochs=3, loss=1.0, ce_loss=0.8, kl_loss=0.2,
-                         dev_accuracy={"en": 0.1, "sw": 0.2}, dev_rows={"en": 150, "sw": 150}, dev_average=0.15,
-                         best_epoch=2, selected_dev_accuracy={"en": 0.6, "sw": 0.3}, objective=0.45, epoch_seconds=9.5,
-                         runtime=Runtime("cpu", "bf16", 2),
-                         test=TestResult({"en": 0.5, "de": 0.4}, 0.45, 0.4, {"en": "10", "de": "01"}))
+    report = TrialReport(
+        epoch=3,
+        planned_epochs=3,
+        loss=1.0,
+        ce_loss=0.8,
+        kl_loss=0.2,
+        dev_accuracy={"en": 0.1, "sw": 0.2},
+        dev_rows={"en": 150, "sw": 150},
+        dev_average=0.15,
+        best_epoch=2,
+        selected_dev_accuracy={"en": 0.6, "sw": 0.3},
+        objective=0.45,
+        epoch_seconds=9.5,
+        runtime=Runtime("cpu", "bf16", 2),
+        test=TestResult({"en": 0.5, "de": 0.4}, 0.45, 0.4, {"en": "10", "de": "01"}),
+    )
     metrics = report.to_report()
     assert metrics["test_acc_avg_target"] == 0.4 and metrics["selected_dev_acc_sw"] == 0.3
     assert metrics["runtime_precision"] == "bf16" and metrics["test_correct_de"] == "01"
     tune_result = {**metrics, "trial_id": "0123abcd", "training_iteration": 3, "time_total_s": 30.0}
-    assert TrialReport.from_result(tune_result) == TrialReport(**{**vars(report), "trial_id": "0123abcd",
-                                                                  "time_total_s": 30.0})
+    assert TrialReport.from_result(tune_result) == TrialReport(
+        **{**vars(report), "trial_id": "0123abcd", "time_total_s": 30.0}
+    )
     assert report.trained_all_epochs and not TrialReport(epoch=2, planned_epochs=3).trained_all_epochs
     assert TrialReport.from_result(None) == TrialReport()  # a trial that failed before its first report
     assert TrialReport.from_result({"training_iteration": 2}).epoch == 2  # Tune's count: one report an epoch
-    assert set(report.tracked_metrics()) == {"loss", "ce_loss", "kl_loss", "dev_acc_en", "dev_acc_sw", "dev_acc_avg",
-                                             "selected_dev_acc_en", "selected_dev_acc_sw", "objective", "best_epoch",
-                                             "epoch_seconds", "test_acc_en", "test_acc_de", "test_acc_avg",
-                                             "test_acc_avg_target"}
+    assert set(report.tracked_metrics()) == {
+        "loss",
+        "ce_loss",
+        "kl_loss",
+        "dev_acc_en",
+        "dev_acc_sw",
+        "dev_acc_avg",
+        "selected_dev_acc_en",
+        "selected_dev_acc_sw",
+        "objective",
+        "best_epoch",
+        "epoch_seconds",
+        "test_acc_en",
+        "test_acc_de",
+        "test_acc_avg",
+        "test_acc_avg_target",
+    }
     # a confirmation run ranks nothing: no `objective` in MLflow (English dev, which selected its epoch, is there)
     assert set(report.tracked_metrics(ranked=False)) == set(report.tracked_metrics()) - {"objective"}
     # results_per_language.csv: a column only where every language has a value
     search = TrialReport(epoch=3, selected_dev_accuracy={"en": 0.6, "sw": 0.3}).to_report()
-    assert per_language_rows(search) == [{"language": "en", "dev_accuracy": 0.6},
-                                         {"language": "sw", "dev_accuracy": 0.3}]
-    confirm = TrialReport(epoch=3, selected_dev_accuracy={"en": 0.6}, test=TestResult({"en": 0.5, "sw": 0.4})).to_report()
-    assert per_language_rows(confirm) == [{"language": "en", "test_accuracy": 0.5},
-                                          {"language": "sw", "test_accuracy": 0.4}]
+    assert per_language_rows(search) == [
+        {"language": "en", "dev_accuracy": 0.6},
+        {"language": "sw", "dev_accuracy": 0.3},
+    ]
+    confirm = TrialReport(
+        epoch=3, selected_dev_accuracy={"en": 0.6}, test=TestResult({"en": 0.5, "sw": 0.4})
+    ).to_report()
+    assert per_language_rows(confirm) == [
+        {"language": "en", "test_accuracy": 0.5},
+        {"language": "sw", "test_accuracy": 0.4},
+    ]
     assert per_language_rows(tune_result) == []  # neither measure has every language: no table of holes
 
 
@@ -430,9 +519,11 @@ def test_the_confirmation_retrains_the_references_even_when_their_search_trial_f
     retrained from scratch like any candidate, each configuration once, the best first."""
     from study.tuner import confirmation_candidates
 
-    rows = [TrialRow("v0", 0, FAILED, {"translator_depth": 0}, VANILLA, objective=None),
-            TrialRow("p1", 1, COMPLETE, {"translator_depth": 1}, PAPER_DEFAULT, objective=0.40),
-            TrialRow("m2", 2, COMPLETE, {"translator_depth": 2}, objective=0.45)]
+    rows = [
+        TrialRow("v0", 0, FAILED, {"translator_depth": 0}, VANILLA, objective=None),
+        TrialRow("p1", 1, COMPLETE, {"translator_depth": 1}, PAPER_DEFAULT, objective=0.40),
+        TrialRow("m2", 2, COMPLETE, {"translator_depth": 2}, objective=0.45),
+    ]
     assert [r.trial_number for r in confirmation_candidates(rows, top=1)] == [2, 0, 1]
     assert "vanilla reference's search trial #0 ended FAILED" in capsys.readouterr().out
     assert [r.trial_number for r in confirmation_candidates(rows, top=2)] == [2, 1, 0]  # each once

@@ -48,17 +48,27 @@ SMOKE_EPOCHS = 2
 SERVER_START_TIMEOUT_S = 240  # the server imports MLflow's whole app: ~20 s on 2 busy cores
 PAGE_TIMEOUT_S = 120  # the UI's first load fetches and parses megabytes of JavaScript
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage",  # containers often give /dev/shm only 64 MB
-                  "--window-size=1600,1000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",  # containers often give /dev/shm only 64 MB
+    "--window-size=1600,1000",
+]
 
 
 # --- bad input: a clear message, exit status 2, nothing written -------------------------------------------
 
+
 def run_ui(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(UI), *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env=study_env())
+    return subprocess.run(
+        [sys.executable, str(UI), *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=study_env()
+    )
 
 
 def test_ui_of_an_unknown_study_names_the_studies_there(tmp_path: Path) -> None:
@@ -84,30 +94,48 @@ def test_ui_of_a_study_without_a_store_says_so_and_creates_none(tmp_path: Path) 
 
 # --- the study run's description (the confirmation's case; the browser checks a search-only study's) ----------
 
+
 def _confirmed(number: int, reference: str | None, right: dict[str, int], seeds=(1, 2), rows=20) -> list[TrialRow]:
     """Confirmation rows of one configuration: per language, the first `right[lang]` test rows right, every seed."""
-    return [TrialRow(f"c{number}{seed}", number, COMPLETE, {"seed": seed}, reference, seed=seed,
-                     test_correct={lang: "1" * n + "0" * (rows - n) for lang, n in right.items()}) for seed in seeds]
+    return [
+        TrialRow(
+            f"c{number}{seed}",
+            number,
+            COMPLETE,
+            {"seed": seed},
+            reference,
+            seed=seed,
+            test_correct={lang: "1" * n + "0" * (rows - n) for lang, n in right.items()},
+        )
+        for seed in seeds
+    ]
 
 
 def test_the_study_description_opens_with_the_verdict_then_the_best_trial_the_references_and_per_language():
     languages = ["en", "de", "fr"]
-    search = [TrialRow("t0", 0, COMPLETE, {}, VANILLA, 0.40, dev_accuracy={"en": 0.5, "de": 0.4, "fr": 0.3}),
-              TrialRow("t1", 1, COMPLETE, {}, PAPER_DEFAULT, 0.35, dev_accuracy={"en": 0.5, "de": 0.3, "fr": 0.25}),
-              TrialRow("t2", 2, COMPLETE, {}, None, 0.45, dev_accuracy={"en": 0.6, "de": 0.4, "fr": 0.35})]
-    confirm = (_confirmed(0, VANILLA, {"en": 10, "de": 8, "fr": 7}) + _confirmed(1, PAPER_DEFAULT, {"en": 10, "de": 8,
-                                                                                                  "fr": 8})
-               + _confirmed(2, None, {"en": 12, "de": 10, "fr": 9})
-               + _confirmed(3, PROBE, {"en": 11, "de": 9, "fr": 9}))
+    search = [
+        TrialRow("t0", 0, COMPLETE, {}, VANILLA, 0.40, dev_accuracy={"en": 0.5, "de": 0.4, "fr": 0.3}),
+        TrialRow("t1", 1, COMPLETE, {}, PAPER_DEFAULT, 0.35, dev_accuracy={"en": 0.5, "de": 0.3, "fr": 0.25}),
+        TrialRow("t2", 2, COMPLETE, {}, None, 0.45, dev_accuracy={"en": 0.6, "de": 0.4, "fr": 0.35}),
+    ]
+    confirm = (
+        _confirmed(0, VANILLA, {"en": 10, "de": 8, "fr": 7})
+        + _confirmed(1, PAPER_DEFAULT, {"en": 10, "de": 8, "fr": 8})
+        + _confirmed(2, None, {"en": 12, "de": 10, "fr": 9})
+        + _confirmed(3, PROBE, {"en": 11, "de": 9, "fr": 9})
+    )
     verdict = build_verdict(confirm, languages, best_trial=2)
     links = {n: RunLink(f"alignment-00{n}", f"#/experiments/7/runs/run{n}") for n in range(3)}
-    text = final_description("s", {"objective": "dev_avg"}, verdict.line, verdict, search, search[2], links, "7",
-                             languages)
+    text = final_description(
+        "s", {"objective": "dev_avg"}, verdict.line, verdict, search, search[2], links, "7", languages
+    )
     lines = text.splitlines()
     assert lines[0] == f"**Verdict:** {verdict.line}"  # in full, first
-    assert lines[2] == ("**Best trial:** [alignment-002](#/experiments/7/runs/run2) (#2, objective `dev_avg` 45.0%); "
-                        "**references:** [alignment-000](#/experiments/7/runs/run0), "
-                        "[alignment-001](#/experiments/7/runs/run1).")
+    assert lines[2] == (
+        "**Best trial:** [alignment-002](#/experiments/7/runs/run2) (#2, objective `dev_avg` 45.0%); "
+        "**references:** [alignment-000](#/experiments/7/runs/run0), "
+        "[alignment-001](#/experiments/7/runs/run1)."
+    )
     assert "(#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=mpt-study-per-language)" in lines[4]
     # the confirmation's test accuracy per language, mean over the seeds, and the headline's gain
     assert "| #0 vanilla | 50.0 | 40.0 | 35.0 | 37.5 |" in lines and "| #2 best | 60.0 | 50.0 | 45.0 | 47.5 |" in lines
@@ -124,6 +152,7 @@ def test_the_study_description_opens_with_the_verdict_then_the_best_trial_the_re
 
 
 # --- a smoke study served by study/ui.py -------------------------------------------------------------------
+
 
 @dataclass
 class Server:
@@ -149,8 +178,12 @@ def get_json(base_url: str, endpoint: str, **query: Any) -> dict:
 
 
 def post_json(base_url: str, endpoint: str, payload: dict) -> dict:
-    request = urllib.request.Request(f"{base_url}{endpoint}", data=json.dumps(payload).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{base_url}{endpoint}",
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.load(response)
 
@@ -189,14 +222,19 @@ def stop_process_group(process: subprocess.Popen) -> None:
 def server(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("ui-study")
     # the search alone: the UI's view of a study and its trials (test_study checks the confirmation's records)
-    done = run_cli(RUN, "--space", SPACE, "--smoke", "--name", STUDY, "--no-confirm", cwd=cwd,
-                   timeout=STUDY_TIMEOUT_S)
+    done = run_cli(RUN, "--space", SPACE, "--smoke", "--name", STUDY, "--no-confirm", cwd=cwd, timeout=STUDY_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-4000:]
     port = free_port()
     log = cwd / "ui.log"
     with log.open("w") as output:
-        process = subprocess.Popen([sys.executable, str(UI), STUDY, "--port", str(port)], cwd=cwd, stdout=output,
-                                   stderr=subprocess.STDOUT, env=study_env(), start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, str(UI), STUDY, "--port", str(port)],
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=study_env(),
+            start_new_session=True,
+        )
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_for_server(process, base_url, log)
@@ -232,15 +270,23 @@ def metrics(run: dict) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def study_runs(server: Server) -> StudyRuns:
     """The study's runs, as the UI fetches them (MLflow's REST API)."""
-    experiment = get_json(server.base_url, "/api/2.0/mlflow/experiments/get-by-name",
-                          experiment_name=STUDY)["experiment"]
-    runs = post_json(server.base_url, "/api/2.0/mlflow/runs/search",
-                     {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000})["runs"]
+    experiment = get_json(server.base_url, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=STUDY)[
+        "experiment"
+    ]
+    runs = post_json(
+        server.base_url,
+        "/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000},
+    )["runs"]
     parents = [r for r in runs if tags(r).get("mpt_study.run_type") == "study"]
     assert len(parents) == 1, [r["info"]["run_name"] for r in runs]
     trials = [r for r in runs if tags(r).get("mpt_study.run_type") == "trial"]
-    return StudyRuns(experiment["experiment_id"], parents[0], sorted(trials, key=lambda r: r["info"]["run_name"]),
-                     experiment["artifact_location"])
+    return StudyRuns(
+        experiment["experiment_id"],
+        parents[0],
+        sorted(trials, key=lambda r: r["info"]["run_name"]),
+        experiment["artifact_location"],
+    )
 
 
 @pytest.mark.slow
@@ -252,8 +298,9 @@ def test_ui_refuses_a_port_in_use(server: Server) -> None:
 
 @pytest.mark.slow
 def test_ui_prints_the_study_runs_page_and_serves_its_own_artifacts(server: Server, study_runs: StudyRuns) -> None:
-    assert server.experiment_url == (f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs"
-                                     f"?workflowType=machine_learning")
+    assert server.experiment_url == (
+        f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs?workflowType=machine_learning"
+    )
     # the artifact root the study used (results/mlartifacts, its experiment's folder inside), read where it is
     root = (server.cwd / "results" / "mlartifacts").as_uri()
     assert study_runs.artifact_location == f"{root}/{STUDY}" and (server.cwd / "results" / "mlartifacts").is_dir()
@@ -266,8 +313,9 @@ def test_rest_api_holds_the_study_with_its_nested_trials(server: Server, study_r
     parent, trials = study_runs.parent, study_runs.trials
     assert parent["info"]["run_name"] == STUDY and parent["info"]["status"] == "FINISHED"
     assert "report/report.md" in tags(parent)["mlflow.note.content"]  # the description its page shows
-    experiment = get_json(server.base_url, "/api/2.0/mlflow/experiments/get",
-                          experiment_id=study_runs.experiment_id)["experiment"]
+    experiment = get_json(server.base_url, "/api/2.0/mlflow/experiments/get", experiment_id=study_runs.experiment_id)[
+        "experiment"
+    ]
     assert "nested" in {t["key"]: t["value"] for t in experiment["tags"]}["mlflow.note.content"]
     assert len(trials) == server.settings["num_samples"] == 5
     assert [t["info"]["run_name"].split()[0] for t in trials] == [f"{SPACE}-{n:03d}" for n in range(5)]
@@ -282,11 +330,13 @@ def test_rest_api_holds_the_study_with_its_nested_trials(server: Server, study_r
         for lang in SMOKE_LANGUAGES:  # dev at the selected epoch (search trials never evaluate test)
             assert 0.0 <= metrics(trial)[f"selected_dev_acc_{lang}"] <= 1.0
     for key in ("loss", "ce_loss", "kl_loss", "dev_acc_en", *(f"selected_dev_acc_{lang}" for lang in SMOKE_LANGUAGES)):
-        history = get_json(server.base_url, "/api/2.0/mlflow/metrics/get-history",
-                           run_id=trials[1]["info"]["run_id"], metric_key=key)["metrics"]
+        history = get_json(
+            server.base_url, "/api/2.0/mlflow/metrics/get-history", run_id=trials[1]["info"]["run_id"], metric_key=key
+        )["metrics"]
         assert sorted(m["step"] for m in history) == list(range(1, SMOKE_EPOCHS + 1)), key  # step = epoch
-    listed = get_json(server.base_url, "/api/2.0/mlflow/artifacts/list", run_id=parent["info"]["run_id"],
-                      path="report")["files"]
+    listed = get_json(
+        server.base_url, "/api/2.0/mlflow/artifacts/list", run_id=parent["info"]["run_id"], path="report"
+    )["files"]
     assert {"report/report.md", "report/report.html", "report/search_per_language.png"} <= {f["path"] for f in listed}
 
 
@@ -303,8 +353,9 @@ def test_rest_api_marks_the_best_trial_and_the_references(server: Server, study_
     assert len({tags(t)["mlflow.runColor"] for t in study_runs.trials}) == len(study_runs.trials)
     assert set(metrics(study_runs.parent)) == {"best_objective"}  # no confirmation here: no verdict's numbers
     assert metrics(study_runs.parent)["best_objective"] == metrics(best)["objective"]
-    experiment = get_json(server.base_url, "/api/2.0/mlflow/experiments/get",
-                          experiment_id=study_runs.experiment_id)["experiment"]
+    experiment = get_json(server.base_url, "/api/2.0/mlflow/experiments/get", experiment_id=study_runs.experiment_id)[
+        "experiment"
+    ]
     experiment_tags = {t["key"]: t["value"] for t in experiment["tags"]}
     view = json.loads(experiment_tags["mlflow.sharedViewState.mpt-study-per-language"])
     assert view["name"] == "Best vs references, per language"
@@ -320,6 +371,7 @@ def test_the_report_says_in_words_what_chance_level_is(server: Server) -> None:
 
 
 # --- the UI in headless Chromium ---------------------------------------------------------------------------
+
 
 class DevToolsError(RuntimeError):
     pass
@@ -343,8 +395,13 @@ class Chromium:
         with log.open("w") as output:
             self.process = subprocess.Popen(
                 [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, preexec_fn=wire_pipes,
-                close_fds=False, start_new_session=True)
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                preexec_fn=wire_pipes,
+                close_fds=False,
+                start_new_session=True,
+            )
         os.close(command_read)
         os.close(answer_write)
         self._buffer = b""
@@ -402,17 +459,28 @@ class Chromium:
             time.sleep(0.5)
         failed = screenshot.with_name(f"{screenshot.stem}-failed.png")
         self.screenshot(failed)
-        pytest.fail(f"the UI did not show {what} within {timeout:.0f} s (screenshot: {failed}); the page "
-                    f"read:\n{self.text()[:3000]}")
+        pytest.fail(
+            f"the UI did not show {what} within {timeout:.0f} s (screenshot: {failed}); the page "
+            f"read:\n{self.text()[:3000]}"
+        )
 
     def click(self, expression: str) -> None:
         """Click the middle of the element the expression returns, with the mouse, as a person would."""
-        box = self.evaluate(f"(() => {{ const element = {expression}; element.scrollIntoView({{block: 'center'}}); "
-                            f"const r = element.getBoundingClientRect(); return {{x: r.x + r.width / 2, "
-                            f"y: r.y + r.height / 2}}; }})()")
+        box = self.evaluate(
+            f"(() => {{ const element = {expression}; element.scrollIntoView({{block: 'center'}}); "
+            f"const r = element.getBoundingClientRect(); return {{x: r.x + r.width / 2, "
+            f"y: r.y + r.height / 2}}; }})()"
+        )
         for event in ("mouseMoved", "mousePressed", "mouseReleased"):
-            self.call("Input.dispatchMouseEvent", session=self.session, type=event, x=box["x"], y=box["y"],
-                      button="left", clickCount=1)
+            self.call(
+                "Input.dispatchMouseEvent",
+                session=self.session,
+                type=event,
+                x=box["x"],
+                y=box["y"],
+                button="left",
+                clickCount=1,
+            )
 
     def screenshot(self, path: Path) -> Path:
         data = self.call("Page.captureScreenshot", session=self.session, format="png")["data"]
@@ -433,8 +501,10 @@ class Chromium:
 def browser(tmp_path_factory):
     """Headless Chromium on a fresh profile; tests list it first, so without Chromium they skip at once."""
     if not Path(CHROMIUM).is_file():
-        pytest.skip(f"Chromium is not installed ({CHROMIUM} is missing): the browser checks need Debian's "
-                    f"`chromium` (apt-get install -y chromium; .ci/run installs it)")
+        pytest.skip(
+            f"Chromium is not installed ({CHROMIUM} is missing): the browser checks need Debian's "
+            f"`chromium` (apt-get install -y chromium; .ci/run installs it)"
+        )
     folder = tmp_path_factory.mktemp("chromium")
     chromium = Chromium(folder / "profile", folder / "chromium.log")  # a fresh profile: no earlier UI state
     try:
@@ -454,13 +524,17 @@ def js(value: Any) -> str:
 
 
 @pytest.mark.slow
-def test_browser_lists_the_trials_nested_under_the_study(browser: Chromium, server: Server, study_runs: StudyRuns,
-                                                         screenshots: Path) -> None:
+def test_browser_lists_the_trials_nested_under_the_study(
+    browser: Chromium, server: Server, study_runs: StudyRuns, screenshots: Path
+) -> None:
     page = screenshots / "runs.png"
     browser.open(server.experiment_url)  # the address study/ui.py printed
     parent_link = f"document.querySelector('a[href$=\"/runs/{study_runs.parent['info']['run_id']}\"]')"
-    browser.wait_for(f"{parent_link} && document.body.innerText.includes('matching runs')",
-                     "the runs table with the study's parent run", page)
+    browser.wait_for(
+        f"{parent_link} && document.body.innerText.includes('matching runs')",
+        "the runs table with the study's parent run",
+        page,
+    )
     names = [t["info"]["run_name"] for t in study_runs.trials]
     shown = f"{js(names)}.filter(name => document.body.innerText.includes(name))"
     # nested: the table folds the trials under the study run until its + is clicked
@@ -475,9 +549,9 @@ def test_browser_lists_the_trials_nested_under_the_study(browser: Chromium, serv
 
 
 @pytest.mark.slow
-def test_browser_opens_the_study_run_with_its_answer_and_the_per_language_view(browser: Chromium, server: Server,
-                                                                              study_runs: StudyRuns,
-                                                                              screenshots: Path) -> None:
+def test_browser_opens_the_study_run_with_its_answer_and_the_per_language_view(
+    browser: Chromium, server: Server, study_runs: StudyRuns, screenshots: Path
+) -> None:
     """The study run's page opens with the verdict in full, the best trial and the references linked to their runs;
     its link to the saved view opens the runs of the best trial and the references grouped by role and phase, with
     every per-language column's title shown whole."""
@@ -485,20 +559,32 @@ def test_browser_opens_the_study_run_with_its_answer_and_the_per_language_view(b
     experiment = study_runs.experiment_id
     # a wide window: the run page puts its description first only beside the UI's assistant panel, which opens on
     # a first visit, and the runs table draws only the columns in view
-    browser.call("Emulation.setDeviceMetricsOverride", session=browser.session, width=3200, height=1000,
-                 deviceScaleFactor=1, mobile=False)
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        session=browser.session,
+        width=3200,
+        height=1000,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
     try:
         browser.open("about:blank")
-        browser.open(f"{server.base_url}/#/experiments/{experiment}/runs/{study_runs.parent['info']['run_id']}"
-                     f"?workflowType=machine_learning")
+        browser.open(
+            f"{server.base_url}/#/experiments/{experiment}/runs/{study_runs.parent['info']['run_id']}"
+            f"?workflowType=machine_learning"
+        )
         verdict = "[...document.querySelectorAll('p')].find(p => p.innerText.startsWith('Verdict:'))"
         shown = browser.wait_for(f"{verdict}?.innerText", "the study run's description with the verdict", page)
         assert shown == f"Verdict: {server.verdict}"  # the whole line, first
-        links = browser.evaluate("Object.fromEntries([...document.querySelectorAll('a')].map(a => "
-                                 "[a.getAttribute('href'), a.innerText]))")
+        links = browser.evaluate(
+            "Object.fromEntries([...document.querySelectorAll('a')].map(a => [a.getAttribute('href'), a.innerText]))"
+        )
         marked = [t for t in study_runs.trials if tags(t).get("mpt_study.role")]
-        assert {t["info"]["run_name"] for t in marked} >= {f"{SPACE}-000 vanilla", f"{SPACE}-001 paper_default",
-                                                           f"{SPACE}-002 probe"}
+        assert {t["info"]["run_name"] for t in marked} >= {
+            f"{SPACE}-000 vanilla",
+            f"{SPACE}-001 paper_default",
+            f"{SPACE}-002 probe",
+        }
         for trial in marked:  # the best trial and each reference, linked to its run
             assert links.get(f"#/experiments/{experiment}/runs/{trial['info']['run_id']}") == trial["info"]["run_name"]
         target = next(href for href, text in links.items() if text == "Best vs references, per language")
@@ -507,15 +593,19 @@ def test_browser_opens_the_study_run_with_its_answer_and_the_per_language_view(b
         browser.open("about:blank")
         browser.open(f"{server.base_url}/{target}")
         groups = [f"mpt_study.role: {tags(t)['mpt_study.role']}, mpt_study.phase: search" for t in marked]
-        browser.wait_for(f"{js(groups)}.every(group => (document.body?.innerText || '').includes(group))",
-                         f"the groups {groups}", view)
+        browser.wait_for(
+            f"{js(groups)}.every(group => (document.body?.innerText || '').includes(group))",
+            f"the groups {groups}",
+            view,
+        )
         # title -> whether it shows whole: its box not clipped by its column (at the UI's default width,
         # 100 px, `selected_dev_acc_de` shows as "selected_dev_a...")
         titles = browser.evaluate(
             "Object.fromEntries([...document.querySelectorAll('.ag-header-cell[col-id^=\"metrics.\"]')].map(cell => {"
             " const text = [...cell.querySelectorAll('*')].filter(e => e.children.length === 0 && e.innerText).pop();"
             " const box = text.parentElement; return [cell.innerText.trim(), box.scrollWidth <= box.clientWidth"
-            " && text.getBoundingClientRect().right <= cell.getBoundingClientRect().right]; }))")
+            " && text.getBoundingClientRect().right <= cell.getBoundingClientRect().right]; }))"
+        )
         print(f"\nscreenshot of the per-language view: {browser.screenshot(view)}")
         # each column of the view that the study's runs have (test accuracy only with a confirmation), titled whole
         logged = [m for m in per_language_metrics(SMOKE_LANGUAGES) if any(m in metrics(t) for t in marked)]
@@ -525,27 +615,36 @@ def test_browser_opens_the_study_run_with_its_answer_and_the_per_language_view(b
 
 
 @pytest.mark.slow
-def test_browser_shows_the_report_as_an_artifact_of_the_study(browser: Chromium, server: Server,
-                                                             study_runs: StudyRuns, screenshots: Path) -> None:
+def test_browser_shows_the_report_as_an_artifact_of_the_study(
+    browser: Chromium, server: Server, study_runs: StudyRuns, screenshots: Path
+) -> None:
     page = screenshots / "report.png"
     run_id = study_runs.parent["info"]["run_id"]
-    browser.open(f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs/{run_id}/artifacts/"
-                 f"report/report.md?workflowType=machine_learning")
+    browser.open(
+        f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs/{run_id}/artifacts/"
+        f"report/report.md?workflowType=machine_learning"
+    )
     # the artifact tree lists the plots, and the preview renders report.md's Markdown
-    browser.wait_for("document.body.innerText.includes('search_per_language.png') && "
-                     "[...document.querySelectorAll('h1, h2')].some(h => h.innerText.includes('Verdict'))",
-                     "report/report.md rendered with its plots listed", page)
+    browser.wait_for(
+        "document.body.innerText.includes('search_per_language.png') && "
+        "[...document.querySelectorAll('h1, h2')].some(h => h.innerText.includes('Verdict'))",
+        "report/report.md rendered with its plots listed",
+        page,
+    )
     print(f"\nscreenshot of the study's report artifact: {browser.screenshot(page)}")
 
 
 @pytest.mark.slow
-def test_browser_shows_the_html_report_with_its_plots(browser: Chromium, server: Server, study_runs: StudyRuns,
-                                                     screenshots: Path) -> None:
+def test_browser_shows_the_html_report_with_its_plots(
+    browser: Chromium, server: Server, study_runs: StudyRuns, screenshots: Path
+) -> None:
     page = screenshots / "report-html.png"
     run_id = study_runs.parent["info"]["run_id"]
     browser.open("about:blank")  # a fresh load: on a hash change alone the UI keeps the artifact it showed
-    browser.open(f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs/{run_id}/artifacts/"
-                 f"report/report.html?workflowType=machine_learning")
+    browser.open(
+        f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs/{run_id}/artifacts/"
+        f"report/report.html?workflowType=machine_learning"
+    )
     # MLflow shows an HTML artifact in a sandboxed frame of its own (a blob: URL in a process of its own, which
     # the page cannot script), so the check attaches to that frame through DevTools and looks inside: every plot
     # of the report decoded and laid out there
@@ -554,39 +653,57 @@ def test_browser_shows_the_html_report_with_its_plots(browser: Chromium, server:
     shown, sessions = None, {}  # the UI may render the frame more than once: look in the current one
     while time.monotonic() < deadline and shown != [True, plots]:
         time.sleep(0.5)
-        frames = [t["targetId"] for t in browser.call("Target.getTargets")["targetInfos"]
-                  if t["type"] == "iframe" and t["url"].startswith("blob:")]
+        frames = [
+            t["targetId"]
+            for t in browser.call("Target.getTargets")["targetInfos"]
+            if t["type"] == "iframe" and t["url"].startswith("blob:")
+        ]
         if not frames:
             continue
         if frames[-1] not in sessions:
-            sessions[frames[-1]] = browser.call("Target.attachToTarget", targetId=frames[-1],
-                                                flatten=True)["sessionId"]
-        shown = browser.call("Runtime.evaluate", session=sessions[frames[-1]], returnByValue=True,
-                             expression="[[...document.querySelectorAll('h2')].some(h => h.innerText.includes("
-                                        "'Verdict')), [...document.images].filter(i => i.complete && "
-                                        "i.naturalWidth > 0 && i.src.startsWith('data:image/png')).length]"
-                             )["result"].get("value")
+            sessions[frames[-1]] = browser.call("Target.attachToTarget", targetId=frames[-1], flatten=True)["sessionId"]
+        shown = browser.call(
+            "Runtime.evaluate",
+            session=sessions[frames[-1]],
+            returnByValue=True,
+            expression="[[...document.querySelectorAll('h2')].some(h => h.innerText.includes("
+            "'Verdict')), [...document.images].filter(i => i.complete && "
+            "i.naturalWidth > 0 && i.src.startsWith('data:image/png')).length]",
+        )["result"].get("value")
     print(f"\nscreenshot of the study's HTML report: {browser.screenshot(page)}")
     assert shown == [True, plots], f"report.html's frame showed (heading, plots) {shown}, expected [True, {plots}]"
 
 
 @pytest.mark.slow
-def test_browser_charts_a_trial_per_epoch(browser: Chromium, server: Server, study_runs: StudyRuns,
-                                          screenshots: Path) -> None:
+def test_browser_charts_a_trial_per_epoch(
+    browser: Chromium, server: Server, study_runs: StudyRuns, screenshots: Path
+) -> None:
     page = screenshots / "trial-metrics.png"
     trial = study_runs.trials[1]
     name = trial["info"]["run_name"]
     # a tall window: the UI draws only the charts in view, and this page has one per metric
-    browser.call("Emulation.setDeviceMetricsOverride", session=browser.session, width=1600, height=3200,
-                 deviceScaleFactor=1, mobile=False)
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        session=browser.session,
+        width=1600,
+        height=3200,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
     try:
-        browser.open(f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs/{trial['info']['run_id']}/"
-                     f"model-metrics?workflowType=machine_learning")
+        browser.open(
+            f"{server.base_url}/#/experiments/{study_runs.experiment_id}/runs/{trial['info']['run_id']}/"
+            f"model-metrics?workflowType=machine_learning"
+        )
         charts = ["loss", "ce_loss", "kl_loss", *(f"dev_acc_{lang}" for lang in SMOKE_LANGUAGES)]
         # a drawn chart carries its legend "<run name> (<metric>)" and a "Step" axis (step = epoch)
         legends = [f"{name} ({chart})" for chart in charts]
-        browser.wait_for(f"{js(legends)}.every(legend => document.body.innerText.includes(legend)) && "
-                         f"document.body.innerText.includes('Step')", f"per-epoch charts of {charts}", page)
+        browser.wait_for(
+            f"{js(legends)}.every(legend => document.body.innerText.includes(legend)) && "
+            f"document.body.innerText.includes('Step')",
+            f"per-epoch charts of {charts}",
+            page,
+        )
         print(f"\nscreenshot of a trial's per-epoch charts: {browser.screenshot(page)}")
     finally:
         browser.call("Emulation.clearDeviceMetricsOverride", session=browser.session)
@@ -594,9 +711,11 @@ def test_browser_charts_a_trial_per_epoch(browser: Chromium, server: Server, stu
 
 # --- optuna-dashboard ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
-def test_optuna_dashboard_shows_the_verdict_the_mlflow_links_and_each_trials_role(server: Server,
-                                                                                 study_runs: StudyRuns) -> None:
+def test_optuna_dashboard_shows_the_verdict_the_mlflow_links_and_each_trials_role(
+    server: Server, study_runs: StudyRuns
+) -> None:
     """The study's and the trials' user attributes, through Optuna's API and through optuna-dashboard's own (its
     WSGI app, served on a free port)."""
     import optuna
@@ -607,11 +726,13 @@ def test_optuna_dashboard_shows_the_verdict_the_mlflow_links_and_each_trials_rol
     study = optuna.load_study(study_name=STUDY, storage=storage)
     experiment = f"http://127.0.0.1:5000/#/experiments/{study_runs.experiment_id}/runs?workflowType=machine_learning"
     assert study.user_attrs == {
-        "verdict": server.verdict, "mlflow_experiment_url": experiment,
+        "verdict": server.verdict,
+        "mlflow_experiment_url": experiment,
         "mlflow_per_language_view_url": f"{experiment}&viewStateShareKey=mpt-study-per-language",
         "importance_caveat": f"only {server.settings['num_samples']} complete trials: parameter importances need at "
-                             "least 8 to mean anything (the report shows none), so read the dashboard's importance "
-                             "chart as noise"}
+        "least 8 to mean anything (the report shows none), so read the dashboard's importance "
+        "chart as noise",
+    }
     runs = {tags(run)["ray.trial_id"]: run for run in study_runs.trials}
     for trial in study.trials:
         run = runs[trial.user_attrs["ray_trial_id"]]

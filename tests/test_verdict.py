@@ -29,8 +29,15 @@ def test_uriel_distance_puts_german_nearer_english_than_swahili():
 LANGUAGES = ["en", "de", "zh", "sw"]
 
 
-def _rows(trial_number: int, reference: str | None, accuracy: dict[str, float], seeds=(1, 2, 3), rows=90,
-          noise: float = 0.0, shots: int | None = None) -> list[TrialRow]:
+def _rows(
+    trial_number: int,
+    reference: str | None,
+    accuracy: dict[str, float],
+    seeds=(1, 2, 3),
+    rows=90,
+    noise: float = 0.0,
+    shots: int | None = None,
+) -> list[TrialRow]:
     """Confirmation rows whose per-row correctness has the given accuracy per language (first rows right)."""
     result = []
     for seed in seeds:
@@ -38,12 +45,23 @@ def _rows(trial_number: int, reference: str | None, accuracy: dict[str, float], 
         for lang, acc in accuracy.items():
             right = max(0, min(rows, round(rows * (acc + noise * (seed - 2)))))
             correct[lang] = "1" * right + "0" * (rows - right)
-        params = {"translator_depth": 0 if reference == VANILLA else 1, "seed": seed,
-                  **({"shots_per_class": shots} if shots else {})}
-        result.append(TrialRow(trial_id=f"t{trial_number}{seed}{shots}", trial_number=trial_number, status=COMPLETE,
-                               params=params,
-                               reference=reference, test_correct=correct, seed=seed,
-                               test_accuracy={k: v.count("1") / rows for k, v in correct.items()}))
+        params = {
+            "translator_depth": 0 if reference == VANILLA else 1,
+            "seed": seed,
+            **({"shots_per_class": shots} if shots else {}),
+        }
+        result.append(
+            TrialRow(
+                trial_id=f"t{trial_number}{seed}{shots}",
+                trial_number=trial_number,
+                status=COMPLETE,
+                params=params,
+                reference=reference,
+                test_correct=correct,
+                seed=seed,
+                test_accuracy={k: v.count("1") / rows for k, v in correct.items()},
+            )
+        )
     return result
 
 
@@ -57,8 +75,10 @@ def test_a_clearly_better_configuration_is_called_better_with_its_gap_closed():
     assert headline.gain[TARGETS].mean == pytest.approx(np.mean([0.1, 0.15, 0.2]), abs=0.01)
     assert headline.gain[TARGETS].low > 0 and headline.conclusion() == "better than vanilla"
     assert verdict.line.startswith("MPT (trial 5) vs vanilla on the 3 target languages: +15.")
-    assert f"3 paired seeds: better than vanilla (with 3 seeds this study detects gains >= " \
-           f"{100 * headline.detectable:.1f} pp" in verdict.line
+    assert (
+        f"3 paired seeds: better than vanilla (with 3 seeds this study detects gains >= "
+        f"{100 * headline.detectable:.1f} pp" in verdict.line
+    )
     assert headline.holm == {"en": False, "de": True, "zh": True, "sw": True}  # English gained nothing
     gaps = {g.language: g for g in verdict.gaps}
     assert gaps["sw"].vanilla.mean == pytest.approx(0.2, abs=0.01)
@@ -84,8 +104,9 @@ def test_worse_than_vanilla_is_said_so():
 
 def test_noise_is_not_distinguishable_and_a_vanilla_best_trial_is_said_so():
     base = {"en": 0.5, "de": 0.4, "zh": 0.4, "sw": 0.4}
-    rows = _rows(0, VANILLA, base, noise=0.05) + _rows(1, PAPER_DEFAULT, {**base, "de": 0.41}, seeds=(3, 2, 1),
-                                                        noise=-0.05)
+    rows = _rows(0, VANILLA, base, noise=0.05) + _rows(
+        1, PAPER_DEFAULT, {**base, "de": 0.41}, seeds=(3, 2, 1), noise=-0.05
+    )
     verdict = build_verdict(rows, LANGUAGES, best_trial=0)
     assert "best trial was vanilla itself" in verdict.note
     assert verdict.headline.configuration.reference == PAPER_DEFAULT
@@ -111,8 +132,12 @@ def test_vanilla_and_an_mpt_best_are_compared_with_the_frozen_probe():
     vanilla = {"en": 0.5, "de": 0.4, "zh": 0.4, "sw": 0.4}
     probe = {"en": 0.55, "de": 0.5, "zh": 0.5, "sw": 0.5}  # the linear probe beats vanilla by 10 pp on targets
     mpt = {"en": 0.55, "de": 0.5, "zh": 0.5, "sw": 0.6}
-    rows = (_rows(0, VANILLA, vanilla, noise=0.01) + _rows(1, PAPER_DEFAULT, vanilla) + _rows(2, PROBE, probe)
-            + _rows(5, None, mpt))
+    rows = (
+        _rows(0, VANILLA, vanilla, noise=0.01)
+        + _rows(1, PAPER_DEFAULT, vanilla)
+        + _rows(2, PROBE, probe)
+        + _rows(5, None, mpt)
+    )
     verdict = build_verdict(rows, LANGUAGES, best_trial=5)
     assert verdict.headline.name == "MPT (trial 5)"  # the probe is a baseline, never the headline
     assert [c.configuration.trial_number for c in verdict.comparisons] == [1, 5]  # gains over vanilla: no probe
@@ -120,11 +145,14 @@ def test_vanilla_and_an_mpt_best_are_compared_with_the_frozen_probe():
     against = {c.name: c for c in verdict.against_probe}
     assert list(against) == ["vanilla", "MPT (trial 5)"]
     assert against["vanilla"].gain[TARGETS].mean == pytest.approx(-0.1, abs=0.005)
-    assert against["vanilla"].gain[TARGETS].high < 0 and against["vanilla"].conclusion() == \
-        "worse than the frozen probe"
+    assert (
+        against["vanilla"].gain[TARGETS].high < 0 and against["vanilla"].conclusion() == "worse than the frozen probe"
+    )
     assert against["MPT (trial 5)"].gain[TARGETS].mean == pytest.approx(0.1 / 3, abs=0.005)
-    assert verdict.line.endswith(f"; vanilla vs the frozen probe: {against['vanilla'].short}; MPT (trial 5) vs the "
-                                 f"frozen probe: {against['MPT (trial 5)'].short}")
+    assert verdict.line.endswith(
+        f"; vanilla vs the frozen probe: {against['vanilla'].short}; MPT (trial 5) vs the "
+        f"frozen probe: {against['MPT (trial 5)'].short}"
+    )
     assert against["vanilla"].short.startswith("-10.0 pp [")
     values = metrics(verdict)
     assert values["gain_vanilla_vs_probe_avg_target"] == pytest.approx(against["vanilla"].gain[TARGETS].mean)
@@ -165,15 +193,18 @@ def test_the_verdict_says_what_the_study_could_detect():
     for row in _rows(0, VANILLA, base, rows=450) + _rows(3, None, base, rows=450):
         # every (seed, row) right with its own chance, MPT's seeds 3 points apart: seed and residual noise
         lift = 0.03 * (row.seed - 2) if row.trial_number == 3 else 0.0
-        row.test_correct = {lang: "".join("1" if rng.random() < acc + lift else "0" for _ in range(450))
-                            for lang, acc in base.items()}
+        row.test_correct = {
+            lang: "".join("1" if rng.random() < acc + lift else "0" for _ in range(450)) for lang, acc in base.items()
+        }
         rows.append(row)
     verdict = build_verdict(rows, LANGUAGES, best_trial=3)
     components = verdict.headline.components[TARGETS]
     needed = components.seeds_to_detect(0.02)
     assert verdict.headline.detectable > 0.02 and needed > 3
-    assert verdict.line.endswith(f"(with 3 seeds this study detects gains >= {100 * verdict.headline.detectable:.1f}"
-                                 f" pp; ~{needed} seeds would detect 2 pp)")
+    assert verdict.line.endswith(
+        f"(with 3 seeds this study detects gains >= {100 * verdict.headline.detectable:.1f}"
+        f" pp; ~{needed} seeds would detect 2 pp)"
+    )
     values = metrics(verdict)
     assert values["mde_avg_target"] == verdict.headline.detectable and values["seeds_for_2pp"] == needed
     report = "\n".join(markdown_verdict(verdict))
@@ -184,8 +215,10 @@ def test_the_verdict_says_what_the_study_could_detect():
     assert "no number of seeds would detect 2 pp on these 40 test rows: their variation alone allows >= " in note
     assert "seeds_for_2pp" not in metrics(build_verdict(few, LANGUAGES, best_trial=3))
     one_seed = build_verdict(_rows(0, VANILLA, base, seeds=(1,)) + _rows(3, None, base, seeds=(1,)), LANGUAGES, 3)
-    assert one_seed.line.endswith("1 paired seeds: not distinguishable from vanilla (one seed: the interval leaves "
-                                  "out the seeds' variation, and what the study could detect is unknown)")
+    assert one_seed.line.endswith(
+        "1 paired seeds: not distinguishable from vanilla (one seed: the interval leaves "
+        "out the seeds' variation, and what the study could detect is unknown)"
+    )
     assert "mde_avg_target" not in metrics(one_seed)
 
 
@@ -194,13 +227,16 @@ def test_a_shot_sweep_gives_a_verdict_per_k_and_the_learning_curve(tmp_path: Pat
     for shots, lift in ((4, 0.0), (16, 0.2)):  # MPT gains only with more shots
         vanilla = {"en": 0.4 + shots / 100, "de": 0.35, "zh": 0.35, "sw": 0.35}
         rows += _rows(0, VANILLA, vanilla, shots=shots) + _rows(1, PAPER_DEFAULT, vanilla, shots=shots)
-        rows += _rows(5, None, {**vanilla, "de": 0.35 + lift, "zh": 0.35 + lift, "sw": 0.35 + lift}, noise=0.01,
-                      shots=shots)
+        rows += _rows(
+            5, None, {**vanilla, "de": 0.35 + lift, "zh": 0.35 + lift, "sw": 0.35 + lift}, noise=0.01, shots=shots
+        )
     sweep = build_sweep(rows, LANGUAGES, best_trial=5, shots=[16, 4], base_shots=64)
     assert list(sweep.verdicts) == [4, 16] and sweep.headline_shots == 16  # the base K is not swept: the largest
     assert sweep.verdicts[4].headline.conclusion() == "not distinguishable from vanilla"
     assert sweep.verdicts[16].headline.conclusion() == "better than vanilla"
-    assert sweep.headline.line.startswith("16 shots per class: MPT (trial 5) vs vanilla on the 3 target languages: +20.")
+    assert sweep.headline.line.startswith(
+        "16 shots per class: MPT (trial 5) vs vanilla on the 3 target languages: +20."
+    )
     assert build_sweep(rows, LANGUAGES, 5, [4, 16], base_shots=4).headline_shots == 4
     steps = {(name, step): value for name, value, step in sweep_metrics(sweep)}
     assert steps[("sweep_gain_avg_target", 16)] == pytest.approx(0.2, abs=0.01)

@@ -29,7 +29,9 @@ sys.meta_path.insert(0, Blocker())
 
 # Runs the script sys.argv[1] once per argument list in sys.argv[2] (JSON) and prints, as one JSON line, what
 # each exited with and wrote, and the imports of torch or transformers attempted.
-RUN_SCRIPT = BLOCK_TORCH + """
+RUN_SCRIPT = (
+    BLOCK_TORCH
+    + """
 import contextlib, io, json, runpy
 
 script, outcomes = sys.argv[1], []
@@ -44,13 +46,19 @@ for argv in json.loads(sys.argv[2]):
     outcomes.append({"code": code, "out": out.getvalue(), "err": err.getvalue()})
 print(json.dumps({"outcomes": outcomes, "attempted": attempted}))
 """
+)
 
 
 def run_without_torch(script: Path, argvs: list[list[str]], cwd: Path, **env: str) -> dict:
     """`script` run with each of `argvs` in one process without torch or transformers (offline, as the tests are):
     {"outcomes": [{"code", "out", "err"}, ...], "attempted": [imports of torch or transformers tried]}."""
-    done = subprocess.run([sys.executable, "-c", RUN_SCRIPT, str(script), json.dumps(argvs)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_SCRIPT, str(script), json.dumps(argvs)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])

@@ -26,8 +26,17 @@ CORRECT_PREFIX = "test_correct_"  # each test row's correctness, per language
 RUNTIME_PREFIX = "runtime_"  # what the trial ran on: device, precision, torch threads
 AVERAGE, AVERAGE_TARGET = "avg", "avg_target"  # `test_acc_avg`, `test_acc_avg_target`, `dev_acc_avg`: not languages
 # what the MLflow tracker charts per epoch (step = epoch); the rest is bookkeeping or text
-TRACKED = ("loss", "ce_loss", "kl_loss", DEV_PREFIX, SELECTED_DEV_PREFIX, OBJECTIVE, "best_epoch", "epoch_seconds",
-           TEST_PREFIX)
+TRACKED = (
+    "loss",
+    "ce_loss",
+    "kl_loss",
+    DEV_PREFIX,
+    SELECTED_DEV_PREFIX,
+    OBJECTIVE,
+    "best_epoch",
+    "epoch_seconds",
+    TEST_PREFIX,
+)
 
 
 @dataclass(frozen=True)
@@ -39,10 +48,17 @@ class Objective:
     reads_target_dev: bool
 
 
-OBJECTIVES = {objective.name: objective for objective in (
-    Objective("dev_avg", "average dev accuracy over all languages at the selected (best English dev) epoch", True),
-    Objective("dev_en", "English dev accuracy at the selected epoch (strict zero-shot protocol: no target-language "
-                        "dev)", False))}
+OBJECTIVES = {
+    objective.name: objective
+    for objective in (
+        Objective("dev_avg", "average dev accuracy over all languages at the selected (best English dev) epoch", True),
+        Objective(
+            "dev_en",
+            "English dev accuracy at the selected epoch (strict zero-shot protocol: no target-language dev)",
+            False,
+        ),
+    )
+}
 
 
 def get_objective(name: str) -> Objective:
@@ -102,10 +118,17 @@ class TrialReport:
 
     def to_report(self) -> dict[str, Any]:
         """The metrics as `ray.tune.report` takes them (None values left out)."""
-        metrics: dict[str, Any] = {"epoch": self.epoch, "planned_epochs": self.planned_epochs, "loss": self.loss,
-                                   "ce_loss": self.ce_loss, "kl_loss": self.kl_loss, "best_epoch": self.best_epoch,
-                                   "epoch_seconds": self.epoch_seconds, OBJECTIVE: self.objective,
-                                   f"{DEV_PREFIX}{AVERAGE}": self.dev_average}
+        metrics: dict[str, Any] = {
+            "epoch": self.epoch,
+            "planned_epochs": self.planned_epochs,
+            "loss": self.loss,
+            "ce_loss": self.ce_loss,
+            "kl_loss": self.kl_loss,
+            "best_epoch": self.best_epoch,
+            "epoch_seconds": self.epoch_seconds,
+            OBJECTIVE: self.objective,
+            f"{DEV_PREFIX}{AVERAGE}": self.dev_average,
+        }
         metrics.update(_prefixed(DEV_PREFIX, self.dev_accuracy))
         metrics.update(_prefixed(DEV_ROWS_PREFIX, self.dev_rows))
         metrics.update(_prefixed(SELECTED_DEV_PREFIX, self.selected_dev_accuracy))
@@ -113,8 +136,12 @@ class TrialReport:
             metrics.update(_prefixed(RUNTIME_PREFIX, vars(self.runtime)))
         if self.test is not None:
             metrics.update(_prefixed(TEST_PREFIX, self.test.accuracy))
-            metrics.update({f"{TEST_PREFIX}{AVERAGE}": self.test.average,
-                            f"{TEST_PREFIX}{AVERAGE_TARGET}": self.test.average_target})
+            metrics.update(
+                {
+                    f"{TEST_PREFIX}{AVERAGE}": self.test.average,
+                    f"{TEST_PREFIX}{AVERAGE_TARGET}": self.test.average_target,
+                }
+            )
             metrics.update(_prefixed(CORRECT_PREFIX, self.test.correct))
         return {key: value for key, value in metrics.items() if value is not None}
 
@@ -127,32 +154,58 @@ class TrialReport:
         return cls(
             # Tune counts one iteration per report, and the trainable reports once an epoch
             epoch=int(result.get("epoch") or result.get("training_iteration") or 0),
-            planned_epochs=_int_or_none(result.get("planned_epochs")), loss=result.get("loss"),
-            ce_loss=result.get("ce_loss"), kl_loss=result.get("kl_loss"),
-            dev_accuracy=_per_language(result, DEV_PREFIX), dev_rows=_per_language(result, DEV_ROWS_PREFIX),
-            dev_average=result.get(f"{DEV_PREFIX}{AVERAGE}"), best_epoch=int(result.get("best_epoch") or 0),
-            selected_dev_accuracy=_per_language(result, SELECTED_DEV_PREFIX), objective=result.get(OBJECTIVE),
+            planned_epochs=_int_or_none(result.get("planned_epochs")),
+            loss=result.get("loss"),
+            ce_loss=result.get("ce_loss"),
+            kl_loss=result.get("kl_loss"),
+            dev_accuracy=_per_language(result, DEV_PREFIX),
+            dev_rows=_per_language(result, DEV_ROWS_PREFIX),
+            dev_average=result.get(f"{DEV_PREFIX}{AVERAGE}"),
+            best_epoch=int(result.get("best_epoch") or 0),
+            selected_dev_accuracy=_per_language(result, SELECTED_DEV_PREFIX),
+            objective=result.get(OBJECTIVE),
             epoch_seconds=result.get("epoch_seconds"),
-            runtime=Runtime(str(runtime["device"]), str(runtime["precision"]), int(runtime["num_threads"]),
-                            runtime.get("node_id"))
-            if {"device", "precision", "num_threads"} <= runtime.keys() else None,
-            test=TestResult(test, result.get(f"{TEST_PREFIX}{AVERAGE}"), result.get(f"{TEST_PREFIX}{AVERAGE_TARGET}"),
-                            _per_language(result, CORRECT_PREFIX)) if test else None,
-            trial_id=result.get("trial_id"), time_total_s=result.get("time_total_s"))
+            runtime=Runtime(
+                str(runtime["device"]), str(runtime["precision"]), int(runtime["num_threads"]), runtime.get("node_id")
+            )
+            if {"device", "precision", "num_threads"} <= runtime.keys()
+            else None,
+            test=TestResult(
+                test,
+                result.get(f"{TEST_PREFIX}{AVERAGE}"),
+                result.get(f"{TEST_PREFIX}{AVERAGE_TARGET}"),
+                _per_language(result, CORRECT_PREFIX),
+            )
+            if test
+            else None,
+            trial_id=result.get("trial_id"),
+            time_total_s=result.get("time_total_s"),
+        )
 
     def tracked_metrics(self, ranked: bool = True) -> dict[str, float]:
         """The numbers the MLflow tracker logs for this epoch (step = `epoch`). `objective` only for a `ranked` run
         (a search trial): a run that ranks nothing (a confirmation run, whose epoch English dev selects) would chart
         a different quantity under the same name; its `selected_dev_acc_en` is what selected its epoch."""
-        return {key: float(value) for key, value in self.to_report().items()
-                if key.startswith(TRACKED) and isinstance(value, (int, float)) and not isinstance(value, bool)
-                and (ranked or key != OBJECTIVE)}
+        return {
+            key: float(value)
+            for key, value in self.to_report().items()
+            if key.startswith(TRACKED)
+            and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (ranked or key != OBJECTIVE)
+        }
 
     def runtime_tags(self) -> dict[str, str]:
         """What the trial ran on, as MLflow tags (`runtime_device`, ...); none before its first report."""
-        return {} if self.runtime is None else {key: str(value) for key, value in
-                                                _prefixed(RUNTIME_PREFIX, vars(self.runtime)).items()
-                                                if value is not None}
+        return (
+            {}
+            if self.runtime is None
+            else {
+                key: str(value)
+                for key, value in _prefixed(RUNTIME_PREFIX, vars(self.runtime)).items()
+                if value is not None
+            }
+        )
 
 
 def _prefixed(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,7 +213,7 @@ def _prefixed(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _per_key(result: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    return {key[len(prefix):]: value for key, value in result.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in result.items() if key.startswith(prefix)}
 
 
 def _per_language(result: Mapping[str, Any], prefix: str) -> dict[str, Any]:

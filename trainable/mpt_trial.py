@@ -41,24 +41,34 @@ def objective_value(trainer: Trainer, objective: str) -> float:
 def epoch_report(record: EpochRecord, trainer: Trainer, objective: str) -> TrialReport:
     selected = trainer.selected_record
     return TrialReport(
-        epoch=record.epoch, planned_epochs=trainer.config.epochs, loss=record.loss, ce_loss=record.ce_loss,
-        kl_loss=record.kl_loss, dev_accuracy=dict(record.dev_accuracy),
+        epoch=record.epoch,
+        planned_epochs=trainer.config.epochs,
+        loss=record.loss,
+        ce_loss=record.ce_loss,
+        kl_loss=record.kl_loss,
+        dev_accuracy=dict(record.dev_accuracy),
         dev_rows={lang: len(examples) for lang, examples in trainer.data.dev.items()},
         # an average of every dev language, or none
         dev_average=record.dev_average if record.dev_accuracy.keys() == trainer.data.dev.keys() else None,
-        best_epoch=record.best_epoch, objective=objective_value(trainer, objective),
+        best_epoch=record.best_epoch,
+        objective=objective_value(trainer, objective),
         # the dev accuracies the objective and the trial table use
         selected_dev_accuracy=dict(selected.dev_accuracy) if selected is not None else {},
         epoch_seconds=record.seconds,
         # a trial moved off a lost node reports its new one (the MLflow tag keeps the latest)
-        runtime=Runtime(str(trainer.device), trainer.config.precision, torch.get_num_threads(), ray_node_id()))
+        runtime=Runtime(str(trainer.device), trainer.config.precision, torch.get_num_threads(), ray_node_id()),
+    )
 
 
 def evaluated_test(result: FitResult) -> TestResult:
     """Test accuracy per language and its averages, and each test row's correctness (a string of 0/1 per
     language, in file order) for the study's paired intervals."""
-    return TestResult(dict(result.accuracy), result.average, result.average_target,
-                      {lang: "".join(map(str, rows)) for lang, rows in result.correct.items()})
+    return TestResult(
+        dict(result.accuracy),
+        result.average,
+        result.average_target,
+        {lang: "".join(map(str, rows)) for lang, rows in result.correct.items()},
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,8 +82,9 @@ def shared_backbone(config: MPTConfig) -> Backbone:
     return _cached_backbone(config.backbone, config.num_layers, config.wants_mlm_head)
 
 
-def train_mpt(params: dict, *, base_config: MPTConfig, objective: str, data: RunData | None = None,
-              evaluate_test: bool = False) -> None:
+def train_mpt(
+    params: dict, *, base_config: MPTConfig, objective: str, data: RunData | None = None, evaluate_test: bool = False
+) -> None:
     """Tune function trainable: train one MPT run, reporting and checkpointing every epoch; with
     `evaluate_test`, the last epoch's report adds the test metrics (the confirmation runs: search trials
     are ranked on dev and never look at test)."""
@@ -87,8 +98,9 @@ def train_mpt(params: dict, *, base_config: MPTConfig, objective: str, data: Run
             if state_file.exists():
                 trainer.load(state_file)
             else:  # deleted because it was damaged (what `study/run.py --resume` advises): start over
-                logger.warning("checkpoint %s has no %s: training this trial from its first epoch", directory,
-                               STATE_FILE)
+                logger.warning(
+                    "checkpoint %s has no %s: training this trial from its first epoch", directory, STATE_FILE
+                )
     if trainer.done:  # interrupted after its last epoch was checkpointed but before Tune saw it finish
         report = epoch_report(trainer.history[-1], trainer, objective)
         report.test = evaluated_test(trainer.test()) if evaluate_test else None

@@ -47,9 +47,11 @@ def ray_assignment() -> Assignment | None:
         resources = tune.get_context().get_trial_resources()
     if resources is None:
         return None
-    return Assignment(gpu_ids=tuple(str(i) for i in ray.get_gpu_ids()),
-                      cpus=resources.required_resources.get("CPU"),
-                      visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return Assignment(
+        gpu_ids=tuple(str(i) for i in ray.get_gpu_ids()),
+        cpus=resources.required_resources.get("CPU"),
+        visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+    )
 
 
 def ray_node_id() -> str:
@@ -59,8 +61,9 @@ def ray_node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
-def placed(config: MPTConfig, assignment: Assignment, cuda_available: bool,
-           cpu_bf16: bool = False) -> tuple[MPTConfig, str | None]:
+def placed(
+    config: MPTConfig, assignment: Assignment, cuda_available: bool, cpu_bf16: bool = False
+) -> tuple[MPTConfig, str | None]:
     """The config with the device, precision and threads that follow `assignment`, and a warning when a trial
     given GPUs falls back to CPU (None otherwise); `cpu_bf16`: whether this CPU computes bf16 natively."""
     threads = max(1, int(assignment.cpus)) if assignment.cpus else config.num_threads
@@ -71,9 +74,11 @@ def placed(config: MPTConfig, assignment: Assignment, cuda_available: bool,
         return config, None
     if cuda_available:
         return config.replace(device="cuda:0"), None
-    message = (f"Ray assigned this trial GPU {', '.join(assignment.gpu_ids)} (CUDA_VISIBLE_DEVICES="
-               f"{assignment.visible_devices}), but torch has no CUDA device ({_no_cuda_reason()}): training on CPU"
-               f" with {f'{threads} thread(s)' if threads else 'torch default threads'}")
+    message = (
+        f"Ray assigned this trial GPU {', '.join(assignment.gpu_ids)} (CUDA_VISIBLE_DEVICES="
+        f"{assignment.visible_devices}), but torch has no CUDA device ({_no_cuda_reason()}): training on CPU"
+        f" with {f'{threads} thread(s)' if threads else 'torch default threads'}"
+    )
     precision = config.precision
     if precision == "bf16" and not cpu_bf16:  # emulated bf16 would be slower than fp32 there
         precision = "fp32"
@@ -94,8 +99,13 @@ def place_trial(config: MPTConfig, trial_number: object = None) -> MPTConfig:
     if warning:
         logger.warning("trial %s: %s", trial_number, warning)
     else:
-        logger.info("trial %s: device %s, %s thread(s), GPU ids %s", trial_number, config.device,
-                    config.num_threads, list(assignment.gpu_ids))
+        logger.info(
+            "trial %s: device %s, %s thread(s), GPU ids %s",
+            trial_number,
+            config.device,
+            config.num_threads,
+            list(assignment.gpu_ids),
+        )
     return config
 
 

@@ -9,7 +9,9 @@ from typing import Any, Mapping
 from mpt.config import MPTConfig
 
 META_KEYS = ("trial_number", "reference")  # study bookkeeping in a trial's config, not MPTConfig fields
-STATE_FILE = "state.pt"  # in each Ray checkpoint folder: `mpt.checkpoint`'s file of the `Trainer` state (and its manifest)
+STATE_FILE = (
+    "state.pt"  # in each Ray checkpoint folder: `mpt.checkpoint`'s file of the `Trainer` state (and its manifest)
+)
 
 
 def trial_config(base_config: MPTConfig, params: Mapping[str, Any]) -> MPTConfig:

@@ -25,8 +25,7 @@ from mpt.config import LABELS, MPTConfig
 MINI_DIR = Path(__file__).parent / "mini"
 SPLITS = ("train", "dev", "test")
 _XNLI_SPLIT = {"train": "train", "dev": "validation", "test": "test"}
-_LABEL_WORDS = {"entailment": 0, "neutral": 1, "contradiction": 2, "contradictory": 2,
-                "0": 0, "1": 1, "2": 2}
+_LABEL_WORDS = {"entailment": 0, "neutral": 1, "contradiction": 2, "contradictory": 2, "0": 0, "1": 1, "2": 2}
 
 
 class DataError(ValueError):
@@ -51,8 +50,9 @@ class ParallelPair:
     lang: str
 
 
-def load_nli(source: str, split: str, lang: str, xnli_repo: str = "facebook/xnli",
-             limit: int | None = None) -> list[NLIExample]:
+def load_nli(
+    source: str, split: str, lang: str, xnli_repo: str = "facebook/xnli", limit: int | None = None
+) -> list[NLIExample]:
     """Load one split of one language from `mini`, `xnli` or a directory of local files."""
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}': use one of {SPLITS}")
@@ -64,8 +64,9 @@ def load_nli(source: str, split: str, lang: str, xnli_repo: str = "facebook/xnli
     return examples[:limit] if limit else examples
 
 
-def load_parallel(source: str, languages: Sequence[str], xnli_repo: str = "facebook/xnli",
-                  source_language: str = "en") -> list[ParallelPair]:
+def load_parallel(
+    source: str, languages: Sequence[str], xnli_repo: str = "facebook/xnli", source_language: str = "en"
+) -> list[ParallelPair]:
     """Alignment pairs for every target language, from `mini`, `xnli` (its train split), a file or a directory."""
     if source == "xnli":
         return _xnli_parallel_pairs(xnli_repo, languages, source_language)
@@ -76,13 +77,16 @@ def load_parallel(source: str, languages: Sequence[str], xnli_repo: str = "faceb
         directory = _data_directory(source)
         sentences = []
         for lang in languages:
-            sentences += read_parallel_file(_find_file(directory, [f"parallel-{lang}"],
-                                                       what=f"the parallel corpus of '{lang}'"), lang)
+            sentences += read_parallel_file(
+                _find_file(directory, [f"parallel-{lang}"], what=f"the parallel corpus of '{lang}'"), lang
+            )
     present = {lang for _, _, lang in sentences}
     missing = [lang for lang in languages if lang not in present]
     if missing:
-        raise DataError(f"parallel corpus '{source}' has no sentences for language(s) {missing}: add them, "
-                        f"or drop those languages from target_languages")
+        raise DataError(
+            f"parallel corpus '{source}' has no sentences for language(s) {missing}: add them, "
+            f"or drop those languages from target_languages"
+        )
     return sentences_to_pairs([s for s in sentences if s[2] in languages])
 
 
@@ -98,12 +102,15 @@ def _xnli_parallel_pairs(repo: str, languages: Sequence[str], source_language: s
         translated = _load_xnli(repo, XNLI_PARALLEL_SPLIT, lang, rows=XNLI_PARALLEL_ROWS)
         # rows pair up when they are as many and carry the same labels in the same order
         if len(translated) != len(english) or [t.label for t in translated] != [e.label for e in english]:
-            raise DataError(f"XNLI {XNLI_PARALLEL_SPLIT} rows of '{lang}' do not pair up with '{source_language}' "
-                            f"({len(translated)} vs {len(english)} rows, or labels differ row by row): the alignment "
-                            f"corpus needs a row-by-row translation; use a parallel corpus file (--parallel PATH) "
-                            f"or a complete copy of XNLI")
-        pairs += [ParallelPair(e.premise, e.hypothesis, t.premise, t.hypothesis, lang)
-                  for e, t in zip(english, translated)]
+            raise DataError(
+                f"XNLI {XNLI_PARALLEL_SPLIT} rows of '{lang}' do not pair up with '{source_language}' "
+                f"({len(translated)} vs {len(english)} rows, or labels differ row by row): the alignment "
+                f"corpus needs a row-by-row translation; use a parallel corpus file (--parallel PATH) "
+                f"or a complete copy of XNLI"
+            )
+        pairs += [
+            ParallelPair(e.premise, e.hypothesis, t.premise, t.hypothesis, lang) for e, t in zip(english, translated)
+        ]
     return pairs
 
 
@@ -134,8 +141,10 @@ def few_shot(examples: Sequence[NLIExample], shots_per_class: int, seed: int) ->
     for label, name in enumerate(LABELS):
         pool = [ex for ex in examples if ex.label == label]
         if len(pool) < shots_per_class:
-            raise DataError(f"the training pool has {len(pool)} '{name}' examples but shots_per_class="
-                            f"{shots_per_class}: lower shots_per_class to at most {len(pool)}")
+            raise DataError(
+                f"the training pool has {len(pool)} '{name}' examples but shots_per_class="
+                f"{shots_per_class}: lower shots_per_class to at most {len(pool)}"
+            )
         rng.shuffle(pool)  # draws depend on the pool, not on K
         chosen += pool[:shots_per_class]
     rng.shuffle(chosen)
@@ -161,8 +170,11 @@ def load_run_data(config: MPTConfig, parallel: bool | None = None) -> RunData:
         train_pool=load_nli(config.data, "train", config.source_language, config.xnli_repo),
         dev={lang: load_nli(config.data, "dev", lang, config.xnli_repo, limit) for lang in dev_languages},
         test={lang: load_nli(config.data, "test", lang, config.xnli_repo, limit) for lang in config.languages},
-        parallel=(load_parallel(config.parallel, config.target_languages, config.xnli_repo, config.source_language)
-                  if (config.alignment_weight > 0 if parallel is None else parallel) else []),
+        parallel=(
+            load_parallel(config.parallel, config.target_languages, config.xnli_repo, config.source_language)
+            if (config.alignment_weight > 0 if parallel is None else parallel)
+            else []
+        ),
     )
 
 
@@ -172,8 +184,9 @@ def load_run_data(config: MPTConfig, parallel: bool | None = None) -> RunData:
 def read_nli_file(path: Path) -> list[NLIExample]:
     """Read an NLI TSV (premise, hypothesis, label; no header) or JSONL file."""
     rows = list(_read_rows(path, ("premise", "hypothesis", "label")))
-    examples = [NLIExample(premise, hypothesis, _parse_label(label, path, line))
-                for line, (premise, hypothesis, label) in rows]
+    examples = [
+        NLIExample(premise, hypothesis, _parse_label(label, path, line)) for line, (premise, hypothesis, label) in rows
+    ]
     if not examples:
         raise DataError(f"{path} is empty: it needs one premise/hypothesis/label example per line")
     return examples
@@ -188,8 +201,9 @@ def read_parallel_file(path: Path, lang: str | None = None) -> list[tuple[str, s
     for line, row in _read_rows(path, columns, optional=("lang",)):
         row_lang = row[2] if len(row) > 2 and row[2] else lang
         if not row_lang:
-            raise DataError(f"{path}, line {line}: no language given: add a 'lang' column, or name the file "
-                            f"parallel-<lang>.tsv")
+            raise DataError(
+                f"{path}, line {line}: no language given: add a 'lang' column, or name the file parallel-<lang>.tsv"
+            )
         sentences.append((row[0], row[1], row_lang))
     if not sentences:
         raise DataError(f"{path} is empty: it needs one English sentence and its translation per line")
@@ -215,28 +229,29 @@ def _read_rows(path: Path, columns: Sequence[str], optional: Sequence[str] = ())
                 raise DataError(f"{path}, line {line_no}: not valid JSON ({err}): one JSON object per line") from None
             absent = [c for c in required if c not in record]
             if absent:
-                raise DataError(f"{path}, line {line_no}: missing column(s) {absent}: every line needs "
-                                f"{list(columns)}")
+                raise DataError(f"{path}, line {line_no}: missing column(s) {absent}: every line needs {list(columns)}")
             row = tuple(str(record.get(c, "")).strip() for c in columns)
         else:
             fields = raw.split("\t")
             if not len(required) <= len(fields) <= len(columns):
-                raise DataError(f"{path}, line {line_no}: {len(fields)} tab-separated field(s), expected "
-                                f"{len(columns) if len(required) == len(columns) else f'{len(required)}-{len(columns)}'}"
-                                f" ({', '.join(columns)}): check for a missing column or a stray tab")
+                raise DataError(
+                    f"{path}, line {line_no}: {len(fields)} tab-separated field(s), expected "
+                    f"{len(columns) if len(required) == len(columns) else f'{len(required)}-{len(columns)}'}"
+                    f" ({', '.join(columns)}): check for a missing column or a stray tab"
+                )
             row = tuple(f.strip() for f in fields)
         empty = [c for c, value in zip(required, row) if not value]
         if empty:
-            raise DataError(f"{path}, line {line_no}: empty {empty}: every line needs a non-empty "
-                            f"{', '.join(required)}")
+            raise DataError(
+                f"{path}, line {line_no}: empty {empty}: every line needs a non-empty {', '.join(required)}"
+            )
         yield line_no, row
 
 
 def _parse_label(value, path, line: int) -> int:
     key = str(value).strip().lower()
     if key not in _LABEL_WORDS:
-        raise DataError(f"{path}, line {line}: unknown label {value!r}: use 0/1/2 or "
-                        f"entailment/neutral/contradiction")
+        raise DataError(f"{path}, line {line}: unknown label {value!r}: use 0/1/2 or entailment/neutral/contradiction")
     return _LABEL_WORDS[key]
 
 
@@ -245,8 +260,10 @@ def _data_directory(source: str) -> Path:
         return MINI_DIR
     directory = Path(source)
     if not directory.is_dir():
-        raise DataError(f"data source '{source}' is neither 'mini', 'xnli' nor an existing directory: use "
-                        f"--data mini, --data xnli, or a directory of {{split}}-{{lang}}.tsv|jsonl files")
+        raise DataError(
+            f"data source '{source}' is neither 'mini', 'xnli' nor an existing directory: use "
+            f"--data mini, --data xnli, or a directory of {{split}}-{{lang}}.tsv|jsonl files"
+        )
     return directory
 
 
@@ -256,8 +273,10 @@ def _find_file(directory: Path, stems: Sequence[str], what: str) -> Path:
             if (directory / f"{stem}{suffix}").is_file():
                 return directory / f"{stem}{suffix}"
     available = sorted(p.name for p in directory.glob("*") if p.suffix in (".tsv", ".jsonl"))
-    raise DataError(f"{what} is not in {directory}: expected {stems[0]}.tsv or {stems[0]}.jsonl "
-                    f"(files there: {available or 'none'}); add the file or choose languages that exist")
+    raise DataError(
+        f"{what} is not in {directory}: expected {stems[0]}.tsv or {stems[0]}.jsonl "
+        f"(files there: {available or 'none'}); add the file or choose languages that exist"
+    )
 
 
 def _lang_from_name(path: Path) -> str | None:
@@ -273,7 +292,10 @@ def _load_xnli(repo: str, split: str, lang: str, rows: int | None = None) -> lis
     except ValueError as err:
         raise DataError(f"XNLI at '{repo}' has no language '{lang}' ({err}): use XNLI language codes") from None
     except (OSError, ConnectionError) as err:
-        raise DataError(f"cannot load XNLI from '{repo}' ({err}): on a machine without hub access point "
-                        f"xnli_repo at a local copy in the hub's layout") from None
-    return [NLIExample(r["premise"], r["hypothesis"], _parse_label(r["label"], repo, i + 1))
-            for i, r in enumerate(rows)]
+        raise DataError(
+            f"cannot load XNLI from '{repo}' ({err}): on a machine without hub access point "
+            f"xnli_repo at a local copy in the hub's layout"
+        ) from None
+    return [
+        NLIExample(r["premise"], r["hypothesis"], _parse_label(r["label"], repo, i + 1)) for i, r in enumerate(rows)
+    ]

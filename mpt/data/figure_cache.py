@@ -33,15 +33,22 @@ def _read(path: Path, key: str) -> tuple[bool, Any]:
     return False, None
 
 
-def cached_figures(kind: str, compute: Callable[[], Any], files: Iterable[Path], depends_on: Mapping[str, Any],
-                   folder: Path, recompute: bool = False, shipped: Path | None = None) -> Any:
+def cached_figures(
+    kind: str,
+    compute: Callable[[], Any],
+    files: Iterable[Path],
+    depends_on: Mapping[str, Any],
+    folder: Path,
+    recompute: bool = False,
+    shipped: Path | None = None,
+) -> Any:
     """`compute()`'s figures (anything JSON holds): from the read-only folder `shipped` (entries that come with
     the code) or from `folder` when an entry has the same key, else computed and stored in `folder` (written to
     a temporary file and renamed: readers never see half an entry)."""
     key = figures_key(kind, files, depends_on)
     name = f"{kind}-{key[:24]}.json"
     path = Path(folder) / name
-    for candidate in ([] if recompute else [*([Path(shipped) / name] if shipped else []), path]):
+    for candidate in [] if recompute else [*([Path(shipped) / name] if shipped else []), path]:
         found, figures = _read(candidate, key)
         if found:
             return figures

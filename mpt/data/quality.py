@@ -29,13 +29,22 @@ from typing import Sequence
 
 from mpt.data import MINI_DIR, NLIExample, read_nli_file, read_parallel_file
 
-NEGATION_WORDS = frozenset({"not", "no", "never", "nobody", "nothing", "none", "nowhere", "neither", "nor",
-                            "without", "cannot"})
+NEGATION_WORDS = frozenset(
+    {"not", "no", "never", "nobody", "nothing", "none", "nowhere", "neither", "nor", "without", "cannot"}
+)
 WORD = re.compile(r"[\w']+")
 
 # The script a language's letters are written in (unicodedata name prefix), for the script check.
-SCRIPTS = {"ar": "ARABIC", "ur": "ARABIC", "bg": "CYRILLIC", "ru": "CYRILLIC", "el": "GREEK",
-           "hi": "DEVANAGARI", "th": "THAI", "zh": "CJK"}
+SCRIPTS = {
+    "ar": "ARABIC",
+    "ur": "ARABIC",
+    "bg": "CYRILLIC",
+    "ru": "CYRILLIC",
+    "el": "GREEK",
+    "hi": "DEVANAGARI",
+    "th": "THAI",
+    "zh": "CJK",
+}
 
 
 def words(text: str) -> list[str]:
@@ -69,8 +78,12 @@ def hypothesis_only_within(examples: Sequence[NLIExample], folds: int = 5) -> fl
     cues the split's own hypotheses carry, whatever the training pool teaches."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    scores = cross_val_score(_hypothesis_model(), [e.hypothesis for e in examples], [e.label for e in examples],
-                             cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=0))
+    scores = cross_val_score(
+        _hypothesis_model(),
+        [e.hypothesis for e in examples],
+        [e.label for e in examples],
+        cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=0),
+    )
     return float(scores.mean())
 
 
@@ -78,8 +91,13 @@ def overlap_features(example: NLIExample) -> list[float]:
     premise, hypothesis = words(example.premise), words(example.hypothesis)
     premise_set = set(premise)
     share = sum(w in premise_set for w in hypothesis) / max(1, len(hypothesis))
-    return [share, len(premise) - len(hypothesis), negations(example.premise), negations(example.hypothesis),
-            len(hypothesis)]
+    return [
+        share,
+        len(premise) - len(hypothesis),
+        negations(example.premise),
+        negations(example.hypothesis),
+        len(hypothesis),
+    ]
 
 
 def overlap_accuracy(train: Sequence[NLIExample], test: Sequence[NLIExample]) -> float:
@@ -108,13 +126,18 @@ def sentence_embeddings(backbone, sentences: list[str], batch_size: int = 64, pr
 
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     with torch.inference_mode():
-        pooled = torch.cat([_mean_pooled(backbone, [f"{prefix}{sentences[i]}" for i in order[start:start + batch_size]])
-                            for start in range(0, len(order), batch_size)])
+        pooled = torch.cat(
+            [
+                _mean_pooled(backbone, [f"{prefix}{sentences[i]}" for i in order[start : start + batch_size]])
+                for start in range(0, len(order), batch_size)
+            ]
+        )
     return torch.nn.functional.normalize(pooled, dim=-1)[torch.argsort(torch.tensor(order))]
 
 
-def probe_accuracy(backbone, train: Sequence[NLIExample], test: Sequence[NLIExample], shots_per_class: int = 64,
-                   seed: int = 0) -> float:
+def probe_accuracy(
+    backbone, train: Sequence[NLIExample], test: Sequence[NLIExample], shots_per_class: int = 64, seed: int = 0
+) -> float:
     """A frozen linear probe: logistic regression on the mean-pooled embedding of each pair (premise and
     hypothesis as one sequence pair, no prompt), K per class from `train`."""
     import torch
@@ -124,9 +147,16 @@ def probe_accuracy(backbone, train: Sequence[NLIExample], test: Sequence[NLIExam
 
     def embed(examples):
         with torch.inference_mode():
-            return torch.cat([_mean_pooled(backbone, [e.premise for e in examples[start:start + 64]],
-                                           [e.hypothesis for e in examples[start:start + 64]])
-                              for start in range(0, len(examples), 64)]).numpy()
+            return torch.cat(
+                [
+                    _mean_pooled(
+                        backbone,
+                        [e.premise for e in examples[start : start + 64]],
+                        [e.hypothesis for e in examples[start : start + 64]],
+                    )
+                    for start in range(0, len(examples), 64)
+                ]
+            ).numpy()
 
     sample = few_shot(list(train), shots_per_class, seed)
     model = LogisticRegression(max_iter=5000, C=1.0).fit(embed(sample), [e.label for e in sample])
@@ -157,8 +187,10 @@ def translated_sentences(directory: Path, lang: str) -> dict[str, tuple[list[str
     pairs = {"parallel": ([r[0] for r in rows], [r[1] for r in rows])}
     for split in ("dev", "test"):
         english, target = read_nli_file(directory / f"{split}-en.tsv"), read_nli_file(directory / f"{split}-{lang}.tsv")
-        pairs[split] = ([e.premise for e in english] + [e.hypothesis for e in english],
-                        [t.premise for t in target] + [t.hypothesis for t in target])
+        pairs[split] = (
+            [e.premise for e in english] + [e.hypothesis for e in english],
+            [t.premise for t in target] + [t.hypothesis for t in target],
+        )
     return pairs
 
 
@@ -169,9 +201,13 @@ def target_languages(directory: Path = MINI_DIR) -> list[str]:
 def translation_figures(backbone, directory: Path = MINI_DIR) -> dict[str, dict[str, float]]:
     """lang -> {dev, test, parallel} retrieval accuracy over premises and hypotheses of each file."""
     english_cache: dict = {}  # every language translates the same English files: embed them once
-    return {lang: {kind: retrieval_accuracy(backbone, english, translated, english_cache)
-                   for kind, (english, translated) in translated_sentences(directory, lang).items()}
-            for lang in target_languages(directory)}
+    return {
+        lang: {
+            kind: retrieval_accuracy(backbone, english, translated, english_cache)
+            for kind, (english, translated) in translated_sentences(directory, lang).items()
+        }
+        for lang in target_languages(directory)
+    }
 
 
 # what the backbone's figures depend on besides the data files: the code that reads the files, loads the
@@ -191,8 +227,15 @@ def _version(package: str) -> str:
         return "-"
 
 
-def cached(kind: str, directory: Path, compute, backbone: str = "e5-small", recompute: bool = False,
-           folder: Path | None = None, **params):
+def cached(
+    kind: str,
+    directory: Path,
+    compute,
+    backbone: str = "e5-small",
+    recompute: bool = False,
+    folder: Path | None = None,
+    **params,
+):
     """`compute()` through `mpt.data.figure_cache`, keyed to every data file of `directory` (README aside),
     FIGURE_CODE, the backbone's directory (named by its version), FIGURE_LIBRARIES and `params`; stored in
     `folder` (default: $MPT_STUDY_CACHE/quality)."""
@@ -201,34 +244,63 @@ def cached(kind: str, directory: Path, compute, backbone: str = "e5-small", reco
     from mpt.data.figure_cache import cached_figures
 
     here = Path(__file__).parent
-    files = [*(here / name for name in FIGURE_CODE),
-             *sorted(p for p in Path(directory).iterdir() if p.is_file() and p.suffix != ".md")]
-    depends_on = {"backbone": Path(str(backbone_path(backbone))).name, "params": params,
-                  "libraries": {name: _version(name) for name in FIGURE_LIBRARIES}}
-    return cached_figures(kind, compute, files, depends_on, folder or cache_root() / "quality", recompute,
-                          shipped=None if folder else SHIPPED_FIGURES)
+    files = [
+        *(here / name for name in FIGURE_CODE),
+        *sorted(p for p in Path(directory).iterdir() if p.is_file() and p.suffix != ".md"),
+    ]
+    depends_on = {
+        "backbone": Path(str(backbone_path(backbone))).name,
+        "params": params,
+        "libraries": {name: _version(name) for name in FIGURE_LIBRARIES},
+    }
+    return cached_figures(
+        kind,
+        compute,
+        files,
+        depends_on,
+        folder or cache_root() / "quality",
+        recompute,
+        shipped=None if folder else SHIPPED_FIGURES,
+    )
 
 
-def cached_translation_figures(directory: Path = MINI_DIR, backbone: str = "e5-small", recompute: bool = False,
-                               folder: Path | None = None) -> dict[str, dict[str, float]]:
+def cached_translation_figures(
+    directory: Path = MINI_DIR, backbone: str = "e5-small", recompute: bool = False, folder: Path | None = None
+) -> dict[str, dict[str, float]]:
     """`translation_figures` with the backbone `backbone`, through the cache (loads it only to compute)."""
     from mpt.backbones import load_backbone
 
-    return cached("retrieval", directory, lambda: translation_figures(load_backbone(backbone, want_mlm=False),
-                                                                      directory), backbone, recompute, folder)
+    return cached(
+        "retrieval",
+        directory,
+        lambda: translation_figures(load_backbone(backbone, want_mlm=False), directory),
+        backbone,
+        recompute,
+        folder,
+    )
 
 
-def cached_probe_accuracy(directory: Path = MINI_DIR, backbone: str = "e5-small", shots_per_class: int = 64,
-                          seed: int = 0, recompute: bool = False, folder: Path | None = None) -> float:
+def cached_probe_accuracy(
+    directory: Path = MINI_DIR,
+    backbone: str = "e5-small",
+    shots_per_class: int = 64,
+    seed: int = 0,
+    recompute: bool = False,
+    folder: Path | None = None,
+) -> float:
     """`probe_accuracy` on the English train and test files of `directory`, through the cache."""
     from mpt.backbones import load_backbone
 
     def compute() -> float:
-        return probe_accuracy(load_backbone(backbone, want_mlm=False), read_nli_file(directory / "train-en.tsv"),
-                              read_nli_file(directory / "test-en.tsv"), shots_per_class, seed)
+        return probe_accuracy(
+            load_backbone(backbone, want_mlm=False),
+            read_nli_file(directory / "train-en.tsv"),
+            read_nli_file(directory / "test-en.tsv"),
+            shots_per_class,
+            seed,
+        )
 
-    return cached("probe", directory, compute, backbone, recompute, folder, shots_per_class=shots_per_class,
-                  seed=seed)
+    return cached("probe", directory, compute, backbone, recompute, folder, shots_per_class=shots_per_class, seed=seed)
 
 
 def script_share(text: str, lang: str) -> float:
@@ -250,10 +322,13 @@ def script_and_length_figures(directory: Path = MINI_DIR) -> dict[str, dict[str,
         english, translated = zip(*distinct_sentence_pairs(directory, lang))
         shares = [script_share(t, lang) for t in translated]
         ratios = np.array([len(t) / len(e) for e, t in zip(english, translated)])
-        figures[lang] = {"min_script_share": min(shares), "lines_in_script": float(np.mean(np.array(shares) >= 0.5)),
-                         "length_ratio_p5": float(np.percentile(ratios, 5)),
-                         "length_ratio_p50": float(np.percentile(ratios, 50)),
-                         "length_ratio_p95": float(np.percentile(ratios, 95))}
+        figures[lang] = {
+            "min_script_share": min(shares),
+            "lines_in_script": float(np.mean(np.array(shares) >= 0.5)),
+            "length_ratio_p5": float(np.percentile(ratios, 5)),
+            "length_ratio_p50": float(np.percentile(ratios, 50)),
+            "length_ratio_p95": float(np.percentile(ratios, 95)),
+        }
     return figures
 
 
@@ -268,20 +343,28 @@ def distinct_sentence_pairs(directory: Path, lang: str) -> list[tuple[str, str]]
 def baseline_figures(directory: Path = MINI_DIR) -> dict[str, float]:
     """The three backbone-free baselines on the English files of `directory`."""
     train, test = read_nli_file(directory / "train-en.tsv"), read_nli_file(directory / "test-en.tsv")
-    return {"hypothesis_only_train_to_test": hypothesis_only_accuracy(train, test),
-            "hypothesis_only_within_test_5fold": hypothesis_only_within(test),
-            "overlap_train_to_test": overlap_accuracy(train, test)}
+    return {
+        "hypothesis_only_train_to_test": hypothesis_only_accuracy(train, test),
+        "hypothesis_only_within_test_5fold": hypothesis_only_within(test),
+        "overlap_train_to_test": overlap_accuracy(train, test),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpt.data.quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--directory", type=Path, default=MINI_DIR, help="the set's folder (default: the mini set)")
     parser.add_argument("--no-e5", action="store_true", help="skip the figures that need the e5-small backbone")
-    parser.add_argument("--recompute", action="store_true",
-                        help="compute the e5-small figures again even when the cache has them for these files")
-    parser.add_argument("--ship", action="store_true",
-                        help=f"store the e5-small figures in {SHIPPED_FIGURES} (replacing the old ones), which the "
-                             "package ships: after a change of the data or of the code that computes them")
+    parser.add_argument(
+        "--recompute",
+        action="store_true",
+        help="compute the e5-small figures again even when the cache has them for these files",
+    )
+    parser.add_argument(
+        "--ship",
+        action="store_true",
+        help=f"store the e5-small figures in {SHIPPED_FIGURES} (replacing the old ones), which the "
+        "package ships: after a change of the data or of the code that computes them",
+    )
     args = parser.parse_args(argv)
     folder = SHIPPED_FIGURES if args.ship else None
     if args.ship:
@@ -294,8 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_e5:
         probe = cached_probe_accuracy(args.directory, recompute=args.recompute, folder=folder)
         print(f"e5-small linear probe, 64 per class, English test: {100 * probe:.1f}%")
-        for lang, values in cached_translation_figures(args.directory, recompute=args.recompute,
-                                                       folder=folder).items():
+        for lang, values in cached_translation_figures(args.directory, recompute=args.recompute, folder=folder).items():
             print(lang, "retrieval", {k: round(100 * v, 1) for k, v in values.items()})
     return 0
 

@@ -64,8 +64,13 @@ def where() -> dict:
         warnings.simplefilter("ignore")
         trial_id = tune.get_context().get_trial_id()
     node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    return {"trial_id": trial_id, "pid": os.getpid(), "node_id": node_id, "time": time.time(),
-            "mpt_training": getattr(sys.modules.get("mpt.training"), "__file__", None)}
+    return {
+        "trial_id": trial_id,
+        "pid": os.getpid(),
+        "node_id": node_id,
+        "time": time.time(),
+        "mpt_training": getattr(sys.modules.get("mpt.training"), "__file__", None),
+    }
 
 
 def _append_line(path: str, record: dict) -> None:
@@ -82,8 +87,9 @@ def _epoch_of(variable: str) -> int | None:
     if not text:
         return None
     if not os.environ.get(MARKER):
-        raise RuntimeError(f"{variable} is set but {MARKER} is not: set {MARKER}=PATH, the file that makes the "
-                           f"fault fire only once")
+        raise RuntimeError(
+            f"{variable} is set but {MARKER} is not: set {MARKER}=PATH, the file that makes the fault fire only once"
+        )
     return int(text)
 
 
@@ -205,9 +211,10 @@ def wrap_report(report):
     return report_with_faults
 
 
-PATCHES = {"mpt.training": lambda module: setattr(module.Trainer, "train_epoch",
-                                                  wrap_train_epoch(module.Trainer.train_epoch)),
-           "ray.tune": lambda module: setattr(module, "report", wrap_report(module.report))}
+PATCHES = {
+    "mpt.training": lambda module: setattr(module.Trainer, "train_epoch", wrap_train_epoch(module.Trainer.train_epoch)),
+    "ray.tune": lambda module: setattr(module, "report", wrap_report(module.report)),
+}
 
 
 def install() -> None:

@@ -5,8 +5,16 @@ MPT_TEST_HIDE_MODULES."""
 
 import os
 
-if any(os.environ.get(name) for name in ("MPT_FAULT_KILL_AT_EPOCH", "MPT_FAULT_HOLD_AT_EPOCH",
-                                        "MPT_FAULT_FAIL_AT_EPOCH", "MPT_EPOCH_LOG", "MPT_FAULT_MEET_NODES")):
+if any(
+    os.environ.get(name)
+    for name in (
+        "MPT_FAULT_KILL_AT_EPOCH",
+        "MPT_FAULT_HOLD_AT_EPOCH",
+        "MPT_FAULT_FAIL_AT_EPOCH",
+        "MPT_EPOCH_LOG",
+        "MPT_FAULT_MEET_NODES",
+    )
+):
     import mpt_faults
 
     mpt_faults.install()

@@ -49,16 +49,26 @@ def stale(mutants: list[Mutant], root: Path) -> list[str]:
         count = path.read_text(encoding="utf-8").count(mutant.old) if path.is_file() else -1
         if count != 1:
             found = "the file does not exist" if count < 0 else f"its old text occurs {count} times"
-            problems.append(f"mutant '{mutant.name}' no longer applies to {mutant.file}: {found} (must be once); "
-                            f"rewrite it in tests/mutation/mutants.py against the file's current text")
+            problems.append(
+                f"mutant '{mutant.name}' no longer applies to {mutant.file}: {found} (must be once); "
+                f"rewrite it in tests/mutation/mutants.py against the file's current text"
+            )
         elif mutant.new == mutant.old:
             problems.append(f"mutant '{mutant.name}' changes nothing: its new text is its old text")
     return problems
 
 
 def copy_tree(root: Path) -> Path:
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=root,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     copy = Path(tempfile.mkdtemp(prefix="mpt-mutation-"))
     for name in filter(None, listed):
         source = root / name
@@ -77,13 +87,21 @@ def test_files(copy: Path, first: tuple[str, ...]) -> list[str]:
     return [*first, *[name for name in every if name not in first]]
 
 
-def run_fast_tier(copy: Path, files: list[str], env: dict, timeout: float,
-                  options: list[str] = FAST_TIER) -> tuple[int | None, str, float]:
+def run_fast_tier(
+    copy: Path, files: list[str], env: dict, timeout: float, options: list[str] = FAST_TIER
+) -> tuple[int | None, str, float]:
     """pytest's exit status (None on timeout), its output and the wall time. On a timeout the whole process
     group that pytest started is ended (trial processes included)."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "pytest", *options, *files], cwd=copy, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", *options, *files],
+        cwd=copy,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=timeout)
         code = process.returncode
@@ -123,10 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.mutation.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="", help="comma-separated mutant names (default: all)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run of the fast tier (900)")
-    parser.add_argument("--no-baseline", action="store_true",
-                        help="skip the run of the unmutated copy (only when it was just seen to pass)")
-    parser.add_argument("--slow", action="store_true",
-                        help="also the slow mutants (their test files run end-to-end studies: minutes each)")
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the run of the unmutated copy (only when it was just seen to pass)",
+    )
+    parser.add_argument(
+        "--slow",
+        action="store_true",
+        help="also the slow mutants (their test files run end-to-end studies: minutes each)",
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -147,11 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # the copy's modules, in pytest and in every process it starts (CLI runs, Ray trials)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(copy), os.environ.get("PYTHONPATH")]))}
-        where = subprocess.run([sys.executable, "-c", "import mpt, study; print(mpt.__file__, study.__file__)"],
-                               cwd=copy, env=env, capture_output=True, text=True)
+        where = subprocess.run(
+            [sys.executable, "-c", "import mpt, study; print(mpt.__file__, study.__file__)"],
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if where.returncode != 0 or any(not Path(p).is_relative_to(copy) for p in where.stdout.split()):
-            print(f"error: the copy's modules do not import from the copy ({where.stdout or where.stderr})",
-                  file=sys.stderr)
+            print(
+                f"error: the copy's modules do not import from the copy ({where.stdout or where.stderr})",
+                file=sys.stderr,
+            )
             return 2
         slow_files = sorted({name for m in mutants if m.slow for name in m.first})
         if not args.no_baseline:
@@ -161,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             for what, files, options in baselines:
                 code, output, seconds = run_fast_tier(copy, files, env, args.timeout, options)
                 if code != 0:
-                    print(f"error: the {what} fail(s) without any mutant ({first_failure(output)}); fix that first",
-                          file=sys.stderr)
+                    print(
+                        f"error: the {what} fail(s) without any mutant ({first_failure(output)}); fix that first",
+                        file=sys.stderr,
+                    )
                     return 2
                 print(f"unmutated copy: {what} passed in {seconds:.0f} s", flush=True)
         outcomes = []
