@@ -96,11 +96,12 @@ def test_four_trials_share_two_declared_gpus_and_train_on_cpu(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr[-4000:]
 
     # four at once (of the smoke study's five): Ray reserved both GPUs and the console saw four trials running
-    # together
+    # together (not necessarily before the first ended: on a loaded machine a trial can finish while the fourth's
+    # process starts)
     tables = done.stdout.split("study gpus (search): ")[1:]
-    assert any(
-        table.startswith("0/5 trials done, 4 running, 1 pending |") and "2.0/2 GPUs" in table for table in tables
-    ), done.stdout[-3000:]
+    assert any(re.match(r"[0-1]/5 trials done, 4 running", table) and "2.0/2 GPUs" in table for table in tables), (
+        done.stdout[-3000:]
+    )
     assert tables[-1].startswith("5/5 trials done |")
 
     placements = [m.groups() for m in PLACEMENT_LINE.finditer(done.stderr)]
