@@ -1,7 +1,9 @@
 """Browsing a study in the MLflow UI and optuna-dashboard, as a person does: `python study/ui.py NAME` serves a
-smoke study's store on loopback; MLflow's REST API (what the UI reads) holds the study, headless Chromium shows it
-(the study run opening with the verdict, the best trial and the references; the saved per-language view), and
-optuna-dashboard's API shows the study's and the trials' user attributes.
+study's store on loopback; MLflow's REST API (what the UI reads) holds the study, headless Chromium shows it (the
+study run opening with the verdict, the best trial and the references; the saved per-language view), and
+optuna-dashboard's API shows the study's and the trials' user attributes. The study is the session's shared smoke
+study (tests/smoke_studies.py: an MPT configuration wins, a confirmation with a verdict), read, never changed: the
+UI serves its store as it is, and the UI's log goes elsewhere.
 
 The browser tests need Debian's `chromium` (`.ci/run` installs it) and are skipped without it. They
 drive Chromium over the DevTools protocol on a pipe (`--remote-debugging-pipe`), so no websocket client
@@ -36,15 +38,13 @@ from study.mlflow_views import RunLink, final_description, per_language_metrics
 from study.results import COMPLETE, TrialRow
 from study.settings import StudySettings
 from study.verdict import build_verdict
-from tests.test_study import RUN, STUDY_TIMEOUT_S, run_cli, study_env
+from tests.smoke_studies import SHARED_NAME, SMOKE_EPOCHS, SMOKE_LANGUAGES, SmokeStudy, study_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 UI = REPO_ROOT / "study" / "ui.py"
-STUDY = "ui-smoke"
+STUDY = SHARED_NAME
 SPACE = "alignment"
 SEARCHED = {"alignment_weight", "translator_depth", "prompt_length"}
-SMOKE_LANGUAGES = ["en", "de", "fr"]
-SMOKE_EPOCHS = 2
 SERVER_START_TIMEOUT_S = 240  # the server imports MLflow's whole app: ~20 s on 2 busy cores
 PAGE_TIMEOUT_S = 120  # the UI's first load fetches and parses megabytes of JavaScript
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -92,7 +92,7 @@ def test_ui_of_a_study_without_a_store_says_so_and_creates_none(tmp_path: Path) 
     assert not database.exists()
 
 
-# --- the study run's description (the confirmation's case; the browser checks a search-only study's) ----------
+# --- the study run's description, built from given rows (the browser checks the shared study's) -----------------
 
 
 def _confirmed(number: int, reference: str | None, right: dict[str, int], seeds=(1, 2), rows=20) -> list[TrialRow]:
@@ -219,13 +219,10 @@ def stop_process_group(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("ui-study")
-    # the search alone: the UI's view of a study and its trials (test_study checks the confirmation's records)
-    done = run_cli(RUN, "--space", SPACE, "--smoke", "--name", STUDY, "--no-confirm", cwd=cwd, timeout=STUDY_TIMEOUT_S)
-    assert done.returncode == 0, done.stderr[-4000:]
+def server(smoke_study: SmokeStudy, tmp_path_factory):
+    cwd = smoke_study.cwd
     port = free_port()
-    log = cwd / "ui.log"
+    log = tmp_path_factory.mktemp("ui") / "ui.log"
     with log.open("w") as output:
         process = subprocess.Popen(
             [sys.executable, str(UI), STUDY, "--port", str(port)],
@@ -241,7 +238,7 @@ def server(tmp_path_factory):
         printed = re.search(r"http://127\.0\.0\.1:\d+/#/experiments/\d+/runs\?\S+", log.read_text())
         assert printed, f"study/ui.py printed no address of the study:\n{log.read_text()[-2000:]}"
         settings = json.loads((cwd / "results" / STUDY / "study.json").read_text())
-        verdict = done.stdout.rstrip().splitlines()[-1].removeprefix("Verdict: ")
+        verdict = smoke_study.done.stdout.rstrip().splitlines()[-1].removeprefix("Verdict: ")
         yield Server(cwd, port, base_url, printed.group(0), settings, log.read_text(), verdict)
     finally:
         stop_process_group(process)
@@ -251,7 +248,8 @@ def server(tmp_path_factory):
 class StudyRuns:
     experiment_id: str
     parent: dict
-    trials: list[dict]
+    trials: list[dict]  # the search's trial runs
+    confirmations: list[dict]  # the confirmation's runs
     artifact_location: str  # the experiment's: where its runs' artifacts are
 
     def best(self) -> dict:
@@ -280,11 +278,14 @@ def study_runs(server: Server) -> StudyRuns:
     )["runs"]
     parents = [r for r in runs if tags(r).get("mpt_study.run_type") == "study"]
     assert len(parents) == 1, [r["info"]["run_name"] for r in runs]
-    trials = [r for r in runs if tags(r).get("mpt_study.run_type") == "trial"]
+    trials = sorted(
+        (r for r in runs if tags(r).get("mpt_study.run_type") == "trial"), key=lambda r: r["info"]["run_name"]
+    )
     return StudyRuns(
         experiment["experiment_id"],
         parents[0],
-        sorted(trials, key=lambda r: r["info"]["run_name"]),
+        [t for t in trials if tags(t).get("mpt_study.phase") == "search"],
+        [t for t in trials if tags(t).get("mpt_study.phase") != "search"],
         experiment["artifact_location"],
     )
 
@@ -351,8 +352,14 @@ def test_rest_api_marks_the_best_trial_and_the_references(server: Server, study_
         assert tags(trial).get("mpt_study.role") == expected, trial["info"]["run_name"]
     assert set(REFERENCE_POINTS) <= {tags(t).get("mpt_study.reference") for t in study_runs.trials}
     assert len({tags(t)["mlflow.runColor"] for t in study_runs.trials}) == len(study_runs.trials)
-    assert set(metrics(study_runs.parent)) == {"best_objective"}  # no confirmation here: no verdict's numbers
-    assert metrics(study_runs.parent)["best_objective"] == metrics(best)["objective"]
+    # the headline only: the best objective and the verdict's numbers, none of a trial's
+    headline = metrics(study_runs.parent)
+    assert {"best_objective", "gain_avg_target", "gain_avg_target_low", "gain_avg_target_high"} <= set(headline)
+    assert not [key for key in headline if key.startswith(("loss", "ce_loss", "kl_loss", "dev_acc", "selected_dev"))]
+    assert headline["best_objective"] == metrics(best)["objective"]
+    assert tags(best).get("mpt_study.reference") is None  # an MPT configuration won (the shared study's hook)
+    # its confirmation runs carry the best trial's role too
+    assert {tags(r).get("mpt_study.role") for r in study_runs.confirmations} >= {"best", *REFERENCE_POINTS}
     experiment = get_json(server.base_url, "/api/2.0/mlflow/experiments/get", experiment_id=study_runs.experiment_id)[
         "experiment"
     ]
@@ -592,7 +599,14 @@ def test_browser_opens_the_study_run_with_its_answer_and_the_per_language_view(
 
         browser.open("about:blank")
         browser.open(f"{server.base_url}/{target}")
-        groups = [f"mpt_study.role: {tags(t)['mpt_study.role']}, mpt_study.phase: search" for t in marked]
+        # the search's and the confirmation's runs of each configuration with a role, a group each
+        shown_runs = marked + [r for r in study_runs.confirmations if tags(r).get("mpt_study.role")]
+        groups = sorted(
+            {
+                f"mpt_study.role: {tags(r)['mpt_study.role']}, mpt_study.phase: {tags(r)['mpt_study.phase']}"
+                for r in shown_runs
+            }
+        )
         browser.wait_for(
             f"{js(groups)}.every(group => (document.body?.innerText || '').includes(group))",
             f"the groups {groups}",
@@ -607,8 +621,8 @@ def test_browser_opens_the_study_run_with_its_answer_and_the_per_language_view(
             " && text.getBoundingClientRect().right <= cell.getBoundingClientRect().right]; }))"
         )
         print(f"\nscreenshot of the per-language view: {browser.screenshot(view)}")
-        # each column of the view that the study's runs have (test accuracy only with a confirmation), titled whole
-        logged = [m for m in per_language_metrics(SMOKE_LANGUAGES) if any(m in metrics(t) for t in marked)]
+        # each column of the view that the study's runs have (test accuracy: the confirmation's), titled whole
+        logged = [m for m in per_language_metrics(SMOKE_LANGUAGES) if any(m in metrics(r) for r in shown_runs)]
         assert logged and titles == {metric: True for metric in logged}
     finally:
         browser.call("Emulation.clearDeviceMetricsOverride", session=browser.session)
