@@ -1,6 +1,6 @@
 """Fault injection: a study survives a killed driver and a NaN loss, loses no MLflow metric under concurrent
-writers, logs no secret, and never unpickles a checkpoint (a killed trial and a lost node:
-tests/test_faults_trials.py).
+writers, logs no secret, and never unpickles a checkpoint (a killed trial:
+tests/test_faults_trials.py; a lost node: tests/test_cluster_jobs.py).
 
 The studies are `--smoke` studies in temporary working directories. The faults come from the test hooks in
 `tests/hooks/` (installed in the trial processes by its `sitecustomize.py`, driven by environment

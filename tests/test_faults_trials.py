@@ -1,22 +1,20 @@
-"""Fault injection in the trials: a trial process killed mid-training continues from its checkpoint bit for bit, a
-trial whose damaged checkpoint was deleted trains from its first epoch, and a study survives the loss of a node of
-a multi-node cluster (`ray.cluster_utils.Cluster`). The faults come from the test hooks in `tests/hooks/` (see
-tests/test_faults.py); `MPT_EPOCH_LOG` makes every trial record each epoch it actually trains.
+"""Fault injection in the trials: a trial process killed mid-training continues from its checkpoint bit for bit, and
+a trial whose damaged checkpoint was deleted trains from its first epoch. The faults come from the test hooks in
+`tests/hooks/` (see tests/test_faults.py); `MPT_EPOCH_LOG` makes every trial record each epoch it actually trains.
+(A lost node, its trial continuing on another node from its checkpoint: tests/test_cluster_jobs.py, on a cluster of
+`ray start` nodes.)
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.fault_records import epochs_of, epochs_trained, metric_history, run_study, study_runs, trial_rows
 from tests.smoke_studies import HOOKS as FAULT_HOOKS
-from tests.smoke_studies import REPO_ROOT, RUN, STUDY_TIMEOUT_S, study_env
+from tests.smoke_studies import study_env
 
 # --- 2. a trial process is killed mid-training ----------------------------------------------------------
 
@@ -146,72 +144,3 @@ def test_killed_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Pa
 
 
 # --- 3. a node of a multi-node cluster is lost ---------------------------------------------------------
-
-NODES = "nodes"
-
-
-@pytest.mark.slow
-def test_study_survives_the_loss_of_a_node(tmp_path: Path, monkeypatch) -> None:
-    from ray.cluster_utils import Cluster
-
-    log, marker = tmp_path / "epochs.jsonl", tmp_path / "fault-fired"
-    # the node processes (and so the trials) inherit these; the first trial to report epoch 1 then hangs
-    # there, so that its node can be removed while it holds a trial with a checkpoint
-    for key, value in study_env(
-        MPT_EPOCH_LOG=str(log), MPT_FAULT_HOLD_AT_EPOCH="1", MPT_FAULT_MARKER=str(marker), PYTHONPATH=str(REPO_ROOT)
-    ).items():
-        monkeypatch.setenv(key, value)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # trials run on the workers only
-    try:
-        workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-        cluster.wait_for_nodes()
-        shared = tmp_path / "shared"  # one file system that every node of this machine sees
-        driver = subprocess.Popen(
-            [
-                sys.executable,
-                str(RUN),
-                "--space",
-                "alignment",
-                "--smoke",
-                "--name",
-                NODES,
-                "--num-samples",
-                "3",
-                "--no-confirm",
-                "--set",
-                "epochs=3",
-                "--address",
-                cluster.address,
-                "--storage-path",
-                shared.as_uri(),
-            ],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + STUDY_TIMEOUT_S
-        while not marker.exists() and driver.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert marker.exists(), "no trial reached epoch 1"
-        held = json.loads(marker.read_text())
-        lost = next(node for node in workers if node.node_id == held["node_id"])
-        cluster.remove_node(lost, allow_graceful=False)
-        _, stderr = driver.communicate(timeout=STUDY_TIMEOUT_S)
-        assert driver.returncode == 0, stderr[-4000:]
-    finally:
-        cluster.shutdown()
-
-    records = epochs_trained(log)
-    assert len({r["node_id"] for r in records}) == 2  # trials ran on both worker nodes
-    moved = [r for r in records if r["trial_id"] == held["trial_id"]]
-    assert [r["epoch"] for r in moved] == [1, 2, 3]  # not restarted: continued from its epoch-1 checkpoint
-    assert moved[0]["node_id"] == held["node_id"] and {r["node_id"] for r in moved[1:]} == {
-        next(node.node_id for node in workers if node is not lost)
-    }
-    rows = trial_rows(tmp_path, NODES)
-    assert len(rows) == 3 and all(r["status"] == "COMPLETE" for r in rows)
-    _, children = study_runs(tmp_path, NODES)
-    run = next(c for c in children if c.data.tags["ray.trial_id"] == held["trial_id"])
-    assert run.info.status == "FINISHED"
-    assert [step for step, _ in metric_history(tmp_path, run.info.run_id, "loss")] == [1, 2, 3]
