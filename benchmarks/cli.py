@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.eval_layers = 1
     args.dedup_layers = 2 if quick else 4  # 4: the default study's
     args.eval_languages = 3 if quick else 99
+    args.eval_rows = 150 if quick else None  # test rows per language (None: all; the mini set has 450)
     args.eval_train_epochs = 1
     args.matmul_n = QUICK_MATMUL_N if quick else MATMUL_N
     args.step_rounds, args.step_budget = ((4, 4), 0.0) if quick else ((12, 40), 100.0)

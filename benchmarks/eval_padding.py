@@ -128,7 +128,7 @@ def run(ctx: RunContext) -> None:
     data = ctx.run_data()
     trainer = trained_trainer(args, data)
     languages = [lang for lang in trainer.config.languages if lang in data.test][: args.eval_languages]
-    test = {lang: data.test[lang] for lang in languages}
+    test = {lang: data.test[lang][: args.eval_rows] for lang in languages}
     check = compare_predictions(trainer, test)
     times: dict[bool, list[float]] = {False: [], True: []}
     passes: list[dict[str, float]] = []
