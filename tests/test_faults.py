@@ -291,6 +291,8 @@ def nan_study(tmp_path_factory) -> dict:
                 "--num-samples",
                 "3",
                 "--no-confirm",
+                "--max-concurrent",  # one trial process: what this study checks needs no trials at once
+                "1",
                 "--set",
                 "learning_rate=1e6",
                 "--set",

@@ -42,6 +42,8 @@ EXISTING_ARGS = [
     "--set",
     "epochs=1",
     "--no-confirm",
+    "--max-concurrent",  # one trial process: what this study checks needs no trials at once
+    "1",
 ]
 NEW = ["--space", "alignment", "--smoke", "--name", "another"]  # a new study next to the existing one
 

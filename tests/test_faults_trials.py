@@ -94,6 +94,8 @@ def test_killed_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Pa
             "--num-samples",
             "2",
             "--no-confirm",
+            "--max-concurrent",  # one trial process: what this study checks needs no trials at once
+            "1",
             "--test-in-search",
             "--set",
             f"epochs={CRASH_EPOCHS}",
@@ -141,6 +143,3 @@ def test_killed_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Pa
                 assert all(torch.equal(saved[part][k], expected[k]) for k in expected), (row["trial_id"], part)
     finally:
         torch.set_num_threads(threads)
-
-
-# --- 3. a node of a multi-node cluster is lost ---------------------------------------------------------

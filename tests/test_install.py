@@ -96,6 +96,8 @@ def installed_study(installed: Path, tmp_path_factory) -> tuple[Path, subprocess
             "--num-samples",
             "2",
             "--no-confirm",
+            "--max-concurrent",  # one trial process: what this study checks needs no trials at once
+            "1",
             "--set",
             "learning_rate=1e6",
         ],

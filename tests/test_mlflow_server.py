@@ -144,6 +144,8 @@ def study_command(url: str, *extra: str) -> list[str]:
         "--num-samples",
         str(PLANNED),
         "--no-confirm",
+        "--max-concurrent",  # one trial process: what this study checks needs no trials at once
+        "1",
         "--mlflow-tracking-uri",
         url,
         *extra,
