@@ -40,11 +40,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def free_port_range(size: int) -> int:
-    """The first of `size` consecutive ports that are free now (Ray's worker ports)."""
+def free_port_range(size: int, avoid: set[int] = frozenset()) -> int:
+    """The first of `size` consecutive ports that are free now and none of `avoid` (Ray's worker ports; `avoid`:
+    the ports chosen for the node's other components, free now too, but taken once Ray starts)."""
     for _ in range(200):
         first = free_port()
-        if first + size >= 65535:
+        if first + size >= 65535 or avoid & set(range(first, first + size)):
             continue
         try:
             for port in range(first, first + size):
@@ -339,7 +340,10 @@ class RayCluster:
             "--runtime-env-agent-port": free_port(),
             "--metrics-export-port": free_port(),
         }
-        workers = free_port_range(40)
+        # Ray refuses to start when a worker port is another component's (seen once: the Ray Client's port)
+        chosen = {*ports.values(), self.gcs_port, self.dashboard_port}
+        chosen |= {int(value) for flag, value in zip(args, args[1:]) if flag.endswith("-port") or flag == "--port"}
+        workers = free_port_range(40, avoid=chosen)
         command = [
             f"{BIN}/ray",
             "start",
