@@ -18,6 +18,9 @@ these variables is set:
     MPT_FAULT_MEET_DIR=PATH     Ray nodes have reported theirs (each leaves its node id in PATH): a study then runs
                                 trials on N nodes, though one node's trial process could run them all (Tune
                                 reuses a free process before another node's has started)
+    MPT_FAULT_MEET_TRIALS=N     the same with MPT_FAULT_MEET_DIR, until N trials have reported epoch 1 (each
+                                leaves its trial id): N trials then run at once, whatever each one's start-up
+                                costs on a loaded machine (none can end before the N-th has started)
     MPT_FAULT_MARKER=PATH       required with any of these: the fault fires in the first trial to get there
                                 (once, or in each of its tries for FAIL), which creates PATH and writes a JSON
                                 line (trial id, epoch, pid, node id)
@@ -47,7 +50,7 @@ KILL_AT_EPOCH = "MPT_FAULT_KILL_AT_EPOCH"
 HOLD_AT_EPOCH = "MPT_FAULT_HOLD_AT_EPOCH"
 FAIL_AT_EPOCH = "MPT_FAULT_FAIL_AT_EPOCH"
 HOLD_ON_NODE = "MPT_FAULT_HOLD_ON_NODE"
-MEET_NODES, MEET_DIR = "MPT_FAULT_MEET_NODES", "MPT_FAULT_MEET_DIR"
+MEET_NODES, MEET_TRIALS, MEET_DIR = "MPT_FAULT_MEET_NODES", "MPT_FAULT_MEET_TRIALS", "MPT_FAULT_MEET_DIR"
 MEET_TIMEOUT_S = 600
 MARKER = "MPT_FAULT_MARKER"
 IN_EXPERIMENT, SKIP = "MPT_FAULT_IN_EXPERIMENT", "MPT_FAULT_SKIP"
@@ -166,20 +169,22 @@ def epoch_trained(epoch: int, seconds: float) -> None:
 
 def epoch_reported(epoch: int) -> None:
     """Call after an epoch's report (and checkpoint) went through."""
-    meet = os.environ.get(MEET_DIR) if epoch == 1 and int(os.environ.get(MEET_NODES) or 0) > 1 else None
+    nodes, trials = int(os.environ.get(MEET_NODES) or 0), int(os.environ.get(MEET_TRIALS) or 0)
+    meet = os.environ.get(MEET_DIR) if epoch == 1 and max(nodes, trials) > 1 else None
     if meet:
         os.makedirs(meet, exist_ok=True)
-        _append_line(os.path.join(meet, where()["node_id"]), {"epoch": epoch})
+        here = where()
+        _append_line(os.path.join(meet, here["node_id"] if nodes > 1 else here["trial_id"]), {"epoch": epoch})
     node = os.environ.get(HOLD_ON_NODE)
     if _epoch_of(HOLD_AT_EPOCH) == epoch and (not node or where()["node_id"] == node) and _claim(epoch):
         while True:  # until the node (and this process with it) goes away
             time.sleep(60)
     deadline = time.monotonic() + MEET_TIMEOUT_S
-    while meet and len(os.listdir(meet)) < int(os.environ[MEET_NODES]) and time.monotonic() < deadline:
+    while meet and len(os.listdir(meet)) < max(nodes, trials) and time.monotonic() < deadline:
         time.sleep(0.2)
 
 
-VARIABLES = (KILL_AT_EPOCH, HOLD_AT_EPOCH, FAIL_AT_EPOCH, EPOCH_LOG, MEET_NODES)
+VARIABLES = (KILL_AT_EPOCH, HOLD_AT_EPOCH, FAIL_AT_EPOCH, EPOCH_LOG, MEET_NODES, MEET_TRIALS)
 
 
 def wrap_train_epoch(train_epoch):

@@ -13,6 +13,7 @@ if any(
         "MPT_FAULT_FAIL_AT_EPOCH",
         "MPT_EPOCH_LOG",
         "MPT_FAULT_MEET_NODES",
+        "MPT_FAULT_MEET_TRIALS",
     )
 ):
     import mpt_faults
