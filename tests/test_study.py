@@ -17,20 +17,15 @@ import pytest
 import torch
 
 from mpt.precision import resolve_precision
-
-# what other test modules import from here (test_ui)
-from tests.smoke_studies import (  # noqa: F401
+from tests.smoke_studies import (
     CONFIRM_SEEDS,
     REPORT,
-    RUN,
     SHARED_NAME,
     SMOKE_EPOCHS,
     SMOKE_LANGUAGES,
-    STUDY_TIMEOUT_S,
     SWEEP,
     SmokeStudy,
     run_cli,
-    study_env,
     study_runs,
 )
 
