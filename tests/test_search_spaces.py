@@ -282,7 +282,7 @@ def test_a_reader_of_a_missing_journal_does_not_create_it(tmp_path: Path) -> Non
 
 
 def test_importances_count_every_complete_trial_of_a_conditional_space() -> None:
-    from study.report import MIN_TRIALS_FOR_IMPORTANCE, parameter_importances
+    from study.search_figures import MIN_TRIALS_FOR_IMPORTANCE, parameter_importances
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
