@@ -63,7 +63,7 @@ def nli_dir(tmp_path: Path) -> Path:
 # that run studies of their own (minutes each) start first and the run does not end with one worker alone on one
 # of them. (xdist's own order, most tests first, put the cluster scenario last.) test_study runs the session's
 # shared smoke study: second, so that it is ready before the other modules that read it ask for it.
-# An outdated list costs time only; modules not in it follow in their usual order.
+# An outdated list costs time only; modules not in it follow in their usual order. Without xdist nothing changes.
 LONGEST_FIRST = (
     "test_cluster_jobs.py",
     "test_study.py",
@@ -85,6 +85,8 @@ LONGEST_FIRST = (
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # one process runs the files in the order given (the mutation
+        return  # check puts a mutant's own test file first)
     rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module's tests keep their order
 
