@@ -56,7 +56,15 @@ def killed_and_resumed(tmp_path_factory) -> dict:
     cwd = tmp_path_factory.mktemp("killed")
     log = cwd / "epochs.jsonl"
     env = study_env(MPT_EPOCH_LOG=str(log))
-    failing = {**env, "MPT_FAULT_FAIL_AT_EPOCH": "1", "MPT_FAULT_MARKER": str(cwd / "failed-trial.json")}
+    failing = {
+        **env,
+        "MPT_FAULT_FAIL_AT_EPOCH": "1",
+        "MPT_FAULT_MARKER": str(cwd / "failed-trial.json"),
+        # the first three trials to report epoch 1 wait there for each other (tests/hooks): three train at the same
+        # time however slowly each process starts on a loaded machine (a clean-clone CI run saw only two at once)
+        "MPT_FAULT_MEET_TRIALS": "3",
+        "MPT_FAULT_MEET_DIR": str(cwd / "met"),
+    }
     # 4 layers instead of the smoke study's 1: a smoke trial trains for about a second in bf16, over before Ray
     # has started the next trial processes, and the concurrency test needs trials that train at the same time
     args = [
