@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import json
 import sys
 import types
 from typing import Sequence
@@ -61,20 +62,47 @@ def _lang2vec():
     return l2v
 
 
+def _uriel_vectors(codes: Sequence[str]) -> dict[str, list[float] | None]:
+    """Each ISO 639-3 code's URIEL vector (None: URIEL does not know it), read from a file in the cache folder
+    ($MPT_STUDY_CACHE/uriel), keyed to lang2vec's version: importing lang2vec reads its 6 MB learned vectors with
+    pickle, about 3 s of every study's report (measured here), for 15 vectors that never change."""
+    from importlib.metadata import version
+
+    from mpt.backbone_config import cache_root
+    from study.paths import write_atomically
+
+    path = cache_root() / "uriel" / f"{FEATURE_SET}-lang2vec-{version('lang2vec')}.json"
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not written yet, or cut short: computed again
+        cached = {}
+    missing = sorted(set(codes) - set(cached))
+    if missing:
+        l2v = _lang2vec()
+        for code in sorted(set(missing) | (set(ISO3.values()) - set(cached))):
+            try:
+                cached[code] = [float(x) for x in l2v.get_features([code], FEATURE_SET)[code]]
+            except Exception:  # lang2vec raises a bare Exception for a code it does not know
+                cached[code] = None
+        write_atomically(path, json.dumps(cached, sort_keys=True))  # a reader never sees half a file
+    return {code: cached[code] for code in codes}
+
+
 @functools.lru_cache(maxsize=None)
 def _distances(languages: tuple[str, ...], source: str) -> dict[str, float]:
     import numpy as np
     from scipy.spatial.distance import cosine
 
     codes = {lang: ISO3.get(lang, lang) for lang in (source, *languages)}
-    try:
-        features = _lang2vec().get_features(sorted(set(codes.values())), FEATURE_SET)
-    except Exception:  # lang2vec raises a bare Exception for a code it does not know
+    found = _uriel_vectors(sorted(set(codes.values())))
+    if found[codes[source]] is None:
         return {}
-    vectors = {lang: np.array(features[code], dtype=float) for lang, code in codes.items()}
+    vectors = {lang: np.array(found[code], dtype=float) for lang, code in codes.items() if found[code] is not None}
     return {
-        lang: float(cosine(vectors[source], vectors[lang])) for lang in languages if np.all(vectors[lang] >= 0)
-    }  # -1 marks a missing feature: no distance then
+        lang: float(cosine(vectors[source], vectors[lang]))
+        for lang in languages
+        if lang in vectors and np.all(vectors[lang] >= 0)
+    }  # -1 marks a missing feature, and URIEL may not know a code: no distance then
 
 
 def distance_from(source: str, languages: Sequence[str]) -> dict[str, float]:
