@@ -1,5 +1,5 @@
 """The surface of `mpt` that the study (`study/`) uses: data loading, backbones and their checks, training
-checkpoints and their export as trained prompts.
+checkpoints and their export as trained prompts, and the cache folder ($MPT_STUDY_CACHE).
 
 Besides this module the study imports only `mpt.config` and `mpt.config_args` (the run's config, its flags and
 files) and `mpt.data`'s `DataError`, so the method can change behind these names. Importing this module takes
@@ -16,7 +16,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from mpt.backbone_config import BackboneError, answers_through_mlm, backbone_layers
+from mpt.backbone_config import BackboneError, answers_through_mlm, backbone_layers, cache_root
 from mpt.checkpoint import CheckpointError, checkpoint_config, read_checkpoint, verify_checkpoint_file
 from mpt.config import MPTConfig
 from mpt.data import RunData, few_shot, load_run_data
@@ -33,6 +33,7 @@ __all__ = [
     "TrainedPrompt",
     "answers_through_mlm",
     "backbone_layers",
+    "cache_root",
     "export_trained_prompt",
     "few_shot",
     "load_backbone_for",

@@ -68,7 +68,7 @@ def _uriel_vectors(codes: Sequence[str]) -> dict[str, list[float] | None]:
     pickle, about 3 s of every study's report (measured here), for 15 vectors that never change."""
     from importlib.metadata import version
 
-    from mpt.backbone_config import cache_root
+    from mpt.api import cache_root
     from study.paths import write_atomically
 
     path = cache_root() / "uriel" / f"{FEATURE_SET}-lang2vec-{version('lang2vec')}.json"
