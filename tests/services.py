@@ -268,7 +268,7 @@ def running_mlflow_server(root: Path, backend_store_uri: str, workers: int = 1) 
             cwd=root,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env=service_env(),
+            env=service_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),  # as docs/cluster.md runs it
             start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}"

@@ -163,6 +163,7 @@ class Server:
     settings: dict[str, Any]
     printed: str  # what study/ui.py printed (the address, the command it started)
     verdict: str  # the study's verdict line, the last line the study printed (after "Verdict: ")
+    session: int  # the process session of study/ui.py and of the server it became
 
 
 def free_port() -> int:
@@ -239,9 +240,30 @@ def server(smoke_study: SmokeStudy, tmp_path_factory):
         assert printed, f"study/ui.py printed no address of the study:\n{log.read_text()[-2000:]}"
         settings = json.loads((cwd / "results" / STUDY / "study.json").read_text())
         verdict = smoke_study.done.stdout.rstrip().splitlines()[-1].removeprefix("Verdict: ")
-        yield Server(cwd, port, base_url, printed.group(0), settings, log.read_text(), verdict)
+        yield Server(cwd, port, base_url, printed.group(0), settings, log.read_text(), verdict, process.pid)
     finally:
         stop_process_group(process)
+
+
+def session_commands(session: int) -> list[str]:
+    """The command lines of the processes in a session."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getsid(int(pid)) == session:
+                found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # ended meanwhile
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_the_ui_server_runs_without_mlflows_job_runner(server: Server) -> None:
+    """MLflow's job execution (GenAI judges, trace jobs) starts a runner and seven worker processes, about 22 s of
+    CPU here: study/ui.py turns it off for browsing a study."""
+    commands = session_commands(server.session)
+    assert any("uvicorn" in command for command in commands), commands  # the server is there
+    assert not [command for command in commands if "mlflow.server.jobs" in command or "huey" in command]
 
 
 @dataclass

@@ -283,4 +283,13 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_gpu_placement.py",),
         slow=True,
     ),
+    Mutant(
+        "ui_server_runs_mlflow_jobs",
+        "study/ui.py",
+        'env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}',
+        "env = {**os.environ}",
+        "the study browser's MLflow server starts MLflow's job runner and its seven workers",
+        ("tests/test_ui.py",),
+        slow=True,
+    ),
 )
