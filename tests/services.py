@@ -40,6 +40,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int, avoid: set[int] = frozenset()) -> list[int]:
+    """`count` different ports, free now and none of `avoid`: their sockets stay bound until all are chosen, so
+    the system cannot hand out one port twice (one at a time it did: Ray refused two components on one port)."""
+    found, sockets = [], []
+    try:
+        while len(found) < count:
+            sockets.append(socket.socket())
+            sockets[-1].bind(("127.0.0.1", 0))
+            port = sockets[-1].getsockname()[1]
+            if port not in avoid:
+                found.append(port)
+        return found
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port_range(size: int, avoid: set[int] = frozenset()) -> int:
     """The first of `size` consecutive ports that are free now and none of `avoid` (Ray's worker ports; `avoid`:
     the ports chosen for the node's other components, free now too, but taken once Ray starts)."""
@@ -305,13 +322,16 @@ class RayCluster:
     in a temporary folder of its own (Ray's temp dir: sessions, logs, the jobs' working-dir copies)."""
 
     root: Path
-    gcs_port: int = field(default_factory=free_port)
-    dashboard_port: int = field(default_factory=free_port)
+    gcs_port: int = field(init=False)
+    dashboard_port: int = field(init=False)
     nodes: dict[str, RayNode] = field(default_factory=dict)
     # Ray's token authentication, as a team should run it (every node and client has the token); explicit, so a
     # token that another Ray left in ~/.ray/auth_token changes nothing here
     token: str = field(default_factory=lambda: os.urandom(16).hex())
     node_env: dict[str, str] = field(default_factory=dict)  # what every node's processes see besides
+
+    def __post_init__(self) -> None:
+        self.gcs_port, self.dashboard_port = free_ports(2)
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of this cluster's nodes and of the clients that talk to it."""
@@ -332,17 +352,20 @@ class RayCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def _start(self, name: str, args: list[str], env: dict[str, str] | None) -> RayNode:
-        ports = {
-            "--node-manager-port": free_port(),
-            "--object-manager-port": free_port(),
-            "--dashboard-agent-listen-port": free_port(),
-            "--dashboard-agent-grpc-port": free_port(),
-            "--runtime-env-agent-port": free_port(),
-            "--metrics-export-port": free_port(),
-        }
-        # Ray refuses to start when a worker port is another component's (seen once: the Ray Client's port)
-        chosen = {*ports.values(), self.gcs_port, self.dashboard_port}
+        # Ray refuses to start when two of its components get one port (seen: a worker port and the Ray Client's;
+        # the GCS's and the dashboard agent's)
+        chosen = {self.gcs_port, self.dashboard_port}
         chosen |= {int(value) for flag, value in zip(args, args[1:]) if flag.endswith("-port") or flag == "--port"}
+        flags = (
+            "--node-manager-port",
+            "--object-manager-port",
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--runtime-env-agent-port",
+            "--metrics-export-port",
+        )
+        ports = dict(zip(flags, free_ports(len(flags), avoid=chosen)))
+        chosen |= set(ports.values())
         workers = free_port_range(40, avoid=chosen)
         command = [
             f"{BIN}/ray",
@@ -390,7 +413,8 @@ class RayCluster:
             str(self.dashboard_port),
         ]
         if importlib.util.find_spec("grpc") is not None:  # with grpc, `ray start --head` serves Ray Client
-            args += ["--ray-client-server-port", str(free_port())]  # (default port 10001: taken by another head)
+            # (default port 10001: taken by another head)
+            args += ["--ray-client-server-port", str(free_ports(1, avoid={self.gcs_port, self.dashboard_port})[0])]
         return self._start("head", args, None)
 
     def add_worker(self, name: str, num_cpus: int, env: dict[str, str] | None = None) -> RayNode:
