@@ -76,10 +76,10 @@ def _uriel_vectors(codes: Sequence[str]) -> dict[str, list[float] | None]:
         cached = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # not written yet, or cut short: computed again
         cached = {}
-    missing = sorted(set(codes) - set(cached))
+    missing = set(codes) - set(cached)
     if missing:
         l2v = _lang2vec()
-        for code in sorted(set(missing) | (set(ISO3.values()) - set(cached))):
+        for code in sorted(missing | (set(ISO3.values()) - set(cached))):  # every XNLI language at once
             try:
                 cached[code] = [float(x) for x in l2v.get_features([code], FEATURE_SET)[code]]
             except Exception:  # lang2vec raises a bare Exception for a code it does not know

@@ -35,9 +35,7 @@ BIN = str(Path(sys.executable).parent)  # `ray`, `mlflow` and `python` of this e
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def free_ports(count: int, avoid: set[int] = frozenset()) -> list[int]:
