@@ -115,7 +115,7 @@ def test_four_trials_share_two_declared_gpus_and_train_on_cpu(tmp_path: Path) ->
     for _, gpu, visible, threads in placements:
         assert visible == gpu and threads == "1"  # CUDA_VISIBLE_DEVICES is the GPU Ray assigned; 0.5 CPU: 1 thread
     assert sorted(gpu for _, gpu, _, _ in placements).count("0") in (2, 3)  # two trials per GPU at a time
-    assert "Traceback" not in without_retried_state_uploads(done.stderr)
+    assert "Traceback" not in without_known_noise(done.stderr)
 
 
 # Ray copies the driver's experiment state to the storage path in a background process; when second-long trials
@@ -135,11 +135,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def without_retried_state_uploads(stderr: str) -> str:
-    return RETRIED_STATE_UPLOAD.sub("", stderr)
+# Python's report of an exception it could not raise (an "Exception ignored in" block: the traceback and its last
+# line, each line with the same Ray prefix "(train_mpt pid=N) " or none): seen once in a clean-clone CI run, from a
+# weakref callback (`_weakrefset._remove`) interrupted while Ray stopped a trial process at the study's end. It is
+# printed, never raised: a trial that fails shows in the console's table and in Tune's error lines.
+UNRAISABLE = re.compile(
+    r"(?m)^(?P<prefix>.*?)Exception ignored in: .*\n"
+    r"(?:(?P=prefix)(?:Traceback \(most recent call last\):|[ \t].*|[A-Za-z_][\w.]*(?::.*)?)\n)*"
+)
 
 
-def test_only_the_retried_state_upload_is_left_out() -> None:
+def without_known_noise(stderr: str) -> str:
+    """The stderr without the tracebacks above that are not a trial's failure."""
+    return UNRAISABLE.sub("", RETRIED_STATE_UPLOAD.sub("", stderr))
+
+
+def test_only_the_retried_state_upload_and_unraisable_reports_are_left_out() -> None:
     retried = (
         "2026-12-01 19:00:00,000\tERROR experiment_state.py:175 -- Saving experiment state to storage at "
         "'/r/ray/gpus' failed with exception: \nTraceback (most recent call last):\n  File \"x.py\", line 1, in "
@@ -150,9 +161,18 @@ def test_only_the_retried_state_upload_is_left_out() -> None:
         'Traceback (most recent call last):\n  File "syncer.py", line 343, in _launch_sync_process\n'
         "    self.wait()\nFileNotFoundError: gone\n"
     )
+    ignored = (
+        "(train_mpt pid=7) Exception ignored in: <function WeakSet.__init__.<locals>._remove at 0x7f0d76d44a0>\n"
+        "(train_mpt pid=7) Traceback (most recent call last):\n"
+        '(train_mpt pid=7)   File "_weakrefset.py", line 39, in _remove\n'
+        "(train_mpt pid=7)     def _remove(item, selfref=ref(self)):\n"
+        "(train_mpt pid=7) KeyboardInterrupt: \n"
+    )
     crashed = 'Traceback (most recent call last):\n  File "trial.py", line 2\nValueError: bad\n'
-    assert without_retried_state_uploads(f"a\n{retried}b\n{synced_again}c\n") == "a\nb\nc\n"
-    assert "Traceback" in without_retried_state_uploads(f"{retried}{synced_again}{crashed}")
+    noise = f"a\n{retried}b\n{synced_again}c\n{ignored}d\n"
+    assert without_known_noise(noise) == "a\nb\nc\nd\n"
+    assert "Traceback" in without_known_noise(f"{retried}{synced_again}{ignored}{crashed}")
+    assert "Traceback" in without_known_noise(f"{ignored}(train_mpt pid=8) {crashed}")  # another process's
 
 
 @pytest.mark.slow
