@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from mpt.checkpoint import manifest_path
 from study import run as study_run
 from study import tuner as study_tuner
+from tests.services import free_port
 from tests.without_torch import run_without_torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -68,13 +68,6 @@ def snapshot(folder: Path) -> dict[str, str]:
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
-
-
-def free_port() -> int:
-    """A local TCP port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- data folders with one defect each ------------------------------------------------------------------

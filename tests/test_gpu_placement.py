@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from mpt.config import MPTConfig
 from study.errors import StudyError
 from study.tuner import LOCAL_GPUS_ENV, local_gpus, start_ray
+from tests.services import free_port
 from tests.smoke_studies import study_env
 from trainable.placement import Assignment, placed
 
@@ -127,12 +127,6 @@ RETRIED_STATE_UPLOAD = re.compile(
     r"exception: |WARNING syncer\.py:\d+ -- Last sync command failed with the following error:)"
     r"\nTraceback \(most recent call last\):\n(?:[ \t].*\n)*.*\n"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # Python's report of an exception it could not raise (an "Exception ignored in" block: the traceback and its last

@@ -20,7 +20,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from study.mlflow_views import RunLink, final_description, per_language_metrics
 from study.results import COMPLETE, TrialRow
 from study.settings import StudySettings
 from study.verdict import build_verdict
+from tests.services import free_port
 from tests.smoke_studies import SHARED_NAME, SMOKE_EPOCHS, SMOKE_LANGUAGES, SmokeStudy, study_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -164,12 +164,6 @@ class Server:
     printed: str  # what study/ui.py printed (the address, the command it started)
     verdict: str  # the study's verdict line, the last line the study printed (after "Verdict: ")
     session: int  # the process session of study/ui.py and of the server it became
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def get_json(base_url: str, endpoint: str, **query: Any) -> dict:
